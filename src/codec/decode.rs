@@ -174,7 +174,11 @@ type Res<'a, T> = IResult<&'a [u8], T>;
 
 /// One line up to LF (streaming: incomplete without the LF), without its EOL.
 fn line(input: &[u8]) -> Res<'_, &[u8]> {
-    let (rest, text) = streaming::take_till(|b| b == b'\n').parse(input)?;
+    // memchr finds the LF several times faster than a byte-by-byte take_till.
+    let Some(end) = memchr::memchr(b'\n', input) else {
+        return Err(nom::Err::Incomplete(nom::Needed::Unknown));
+    };
+    let (rest, text) = streaming::take(end).parse(input)?;
     let (rest, _) = streaming::tag(&b"\n"[..]).parse(rest)?;
     Ok((rest, text.strip_suffix(b"\r").unwrap_or(text)))
 }
