@@ -2,9 +2,24 @@
 //!
 //! The library holds the broker's internals so that integration tests, benchmarks
 //! and the load generator can use them; the `stompede` binary is a thin front end.
-//! Data flows transport → session → router → destination → subscriber writer; the
-//! [`codec`] is the first and last step of that path.
+//! Data flows transport → session → router → destination → subscriber writer:
+//!
+//! - [`transport`]: bytes in and out, TCP or WebSocket;
+//! - [`codec`]: bytes ⇄ frames;
+//! - [`session`]: one task per connection, acting on frames;
+//! - [`router`] and [`registry`]: who gets a published message;
+//! - [`outbox`] and [`writer`]: bounded per-connection queue and its writer task.
 
 #![deny(missing_docs)]
 
+pub mod broker;
 pub mod codec;
+pub mod config;
+pub mod metrics;
+pub mod outbox;
+pub mod registry;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod transport;
+pub mod writer;

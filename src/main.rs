@@ -1,13 +1,107 @@
-//! The `stompede` binary.
+//! The `stompede` binary: loads the configuration, starts the broker, and stops it
+//! on SIGINT/SIGTERM.
 
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+use stompede::config::{Config, LogFormat};
+
+/// A STOMP message broker over WebSocket and TCP.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (default: broker.toml in the current directory, if present).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {}
+
+/// How long shutdown waits for connections to flush and close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    let config = std::env::args()
-        .skip_while(|a| a != "--config")
-        .nth(1)
-        .unwrap_or_else(|| "broker.toml".to_owned());
-    println!("stompede {} (config: {config})", env!("CARGO_PKG_VERSION"));
-    println!("the server is not built yet; this build holds the STOMP codec only");
+    let cli = Cli::parse();
+    if let Some(cmd) = cli.command {
+        match cmd {}
+    }
+    let (path, required) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from("broker.toml"), false),
+    };
+    let config = match Config::load(&path, required) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("stompede: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stompede: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    if let Some(limit) = stompede::server::raise_fd_limit() {
+        tracing::debug!(limit, "open-file limit");
+    }
+    let running = match stompede::server::start(config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("stompede: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down; a second signal exits at once");
+    tokio::select! {
+        clean = running.shutdown(SHUTDOWN_GRACE) => {
+            if !clean {
+                tracing::warn!("some connections did not close in time");
+            }
+        }
+        _ = wait_for_signal() => tracing::warn!("second signal: exiting now"),
+    }
     ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

@@ -1,0 +1,100 @@
+//! State shared by every connection of one running broker.
+
+use crate::config::Config;
+use crate::metrics::{Metrics, Transport};
+use crate::router::LocalBus;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What sessions and listeners share. Owned by an `Arc`; every field is either
+/// immutable after start or internally synchronised.
+#[derive(Debug)]
+pub struct Broker {
+    /// The configuration the broker started with.
+    pub config: Config,
+    /// Pre-resolved metric handles.
+    pub metrics: Arc<Metrics>,
+    /// Publishing and topic subscriptions.
+    pub bus: LocalBus,
+    /// Cancelled when the broker shuts down.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    connections: AtomicUsize,
+    next_session: AtomicU64,
+}
+
+impl Broker {
+    /// Shared state for a broker with `config`.
+    pub fn new(config: Config) -> Arc<Broker> {
+        let metrics = Arc::new(Metrics::new());
+        Arc::new(Broker {
+            config,
+            bus: LocalBus::new(metrics.clone()),
+            metrics,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            connections: AtomicUsize::new(0),
+            next_session: AtomicU64::new(1),
+        })
+    }
+
+    /// Takes a connection slot, or `None` at `limits.max_connections`. The slot is
+    /// given back when the guard drops.
+    pub fn open_connection(self: &Arc<Self>, transport: Transport) -> Option<ConnectionGuard> {
+        let max = self.config.limits.max_connections;
+        let taken = self
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        let m = self.metrics.transport(transport);
+        if taken.is_err() {
+            m.refused.increment(1);
+            return None;
+        }
+        m.total.increment(1);
+        m.open.increment(1.0);
+        Some(ConnectionGuard {
+            broker: self.clone(),
+            transport,
+        })
+    }
+
+    /// Open connections right now.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// One open connection's slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    broker: Arc<Broker>,
+    transport: Transport,
+}
+
+impl ConnectionGuard {
+    /// The transport the connection uses.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.broker.connections.fetch_sub(1, Ordering::AcqRel);
+        self.broker
+            .metrics
+            .transport(self.transport)
+            .open
+            .decrement(1.0);
+    }
+}

@@ -1,0 +1,386 @@
+//! Broker configuration: embedded defaults, then `broker.toml` (or `--config FILE`),
+//! then `STOMPEDE__SECTION__KEY` environment variables.
+//!
+//! Every key has a default, so a file holding only some keys is complete. Unknown
+//! keys and bad values stop start-up with one line naming the key.
+
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file named with `--config` does not exist.
+    #[error("config file {0} not found")]
+    Missing(String),
+    /// A key is unknown, has the wrong type, or a bad value.
+    #[error("config: {0}")]
+    Invalid(String),
+    /// A value parsed but makes no sense.
+    #[error("config key {key}: {reason}")]
+    BadValue {
+        /// The dotted key, e.g. `server.stomp_addr`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listeners and origins.
+    pub server: ServerConfig,
+    /// Limits that protect the broker from clients.
+    pub limits: LimitsConfig,
+    /// Heart-beat preferences.
+    pub heartbeat: HeartbeatConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// HTTP listener: `/ws`, `/metrics`, `/healthz`, `/readyz`, `/`.
+    pub http_addr: SocketAddr,
+    /// Plain TCP STOMP listener; empty disables it.
+    pub stomp_addr: String,
+    /// Exact origins allowed to open `/ws`; empty allows any.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            stomp_addr: "0.0.0.0:61613".to_owned(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The TCP STOMP address, or `None` when disabled.
+    pub fn stomp_socket_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let s = self.stomp_addr.trim();
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse().map(Some).map_err(|e| ConfigError::BadValue {
+            key: "server.stomp_addr",
+            reason: format!("{s:?} is not a socket address ({e})"),
+        })
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest frame a client may send.
+    pub max_frame_bytes: usize,
+    /// Most header lines in one frame.
+    pub max_header_count: usize,
+    /// Longest header line.
+    pub max_header_line: usize,
+    /// Open connections, both listeners together; more are refused.
+    pub max_connections: usize,
+    /// Time a new connection has to send CONNECT.
+    pub connect_timeout_ms: u64,
+    /// Bytes waiting to be written to one client before it counts as slow.
+    pub max_outbox_bytes: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Time one batch write may take before the client counts as gone.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_frame_bytes: 1024 * 1024,
+            max_header_count: 64,
+            max_header_line: 8 * 1024,
+            max_connections: 100_000,
+            connect_timeout_ms: 10_000,
+            max_outbox_bytes: 8 * 1024 * 1024,
+            max_subscriptions: 1024,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The codec limits derived from these settings (a body may fill a whole frame).
+    pub fn codec(&self) -> crate::codec::Limits {
+        crate::codec::Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_header_count: self.max_header_count,
+            max_header_line: self.max_header_line,
+            max_body_bytes: self.max_frame_bytes,
+        }
+    }
+
+    /// `connect_timeout_ms` as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// `write_timeout_ms` as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+}
+
+/// `[heartbeat]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// The broker's preferred interval both ways, in ms; 0 disables heart-beats.
+    pub server_ms: u64,
+    /// Extra silence tolerated past the negotiated client interval before closing.
+    pub grace_ms: u64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            server_ms: 10_000,
+            grace_ms: 5_000,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `RUST_LOG`-style filter; the `RUST_LOG` variable wins when set.
+    pub filter: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Keys whose environment values are comma-separated lists.
+const LIST_KEYS: &[&str] = &["server.allowed_origins"];
+
+impl Config {
+    /// Loads `path` (which must exist when `required`), then the process environment.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, required, None)
+    }
+
+    /// As [`Config::load`], with the environment given as a map (for tests).
+    pub fn load_with_env(
+        path: &Path,
+        required: bool,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Config, ConfigError> {
+        if required && !path.exists() {
+            return Err(ConfigError::Missing(path.display().to_string()));
+        }
+        let mut environment = config::Environment::with_prefix("STOMPEDE")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .source(env);
+        for key in LIST_KEYS {
+            environment = environment.with_list_parse_key(key);
+        }
+        let built = config::Config::builder()
+            .add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(false),
+            )
+            .add_source(environment)
+            .build()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let cfg: Config = built
+            .try_deserialize()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses a TOML document over the defaults (no environment), for tests.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let cfg: Config = built
+            .try_deserialize()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.server.stomp_socket_addr()?;
+        let positive: [(&'static str, u64); 6] = [
+            ("limits.max_frame_bytes", self.limits.max_frame_bytes as u64),
+            (
+                "limits.max_header_count",
+                self.limits.max_header_count as u64,
+            ),
+            ("limits.max_header_line", self.limits.max_header_line as u64),
+            ("limits.max_connections", self.limits.max_connections as u64),
+            (
+                "limits.max_outbox_bytes",
+                self.limits.max_outbox_bytes as u64,
+            ),
+            ("limits.connect_timeout_ms", self.limits.connect_timeout_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::BadValue {
+                    key,
+                    reason: "must be greater than 0".to_owned(),
+                });
+            }
+        }
+        for origin in &self.server.allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(ConfigError::BadValue {
+                    key: "server.allowed_origins",
+                    reason: format!("{origin:?} is not an origin like https://example.com"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn partial_file_gets_defaults_for_the_rest() {
+        let c = Config::from_toml("[limits]\nmax_frame_bytes = 100\n").unwrap();
+        assert_eq!(c.limits.max_frame_bytes, 100);
+        assert_eq!(c.limits.max_subscriptions, 1024);
+        assert_eq!(c.server.http_addr, "0.0.0.0:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_naming_the_key() {
+        let e = Config::from_toml("[limits]\nmax_frame_byte = 100\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_frame_byte"), "{e}");
+        let e = Config::from_toml("[nosuch]\nx = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nosuch"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_key() {
+        let e = Config::from_toml("[server]\nstomp_addr = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.stomp_addr"), "{e}");
+        let e = Config::from_toml("[server]\nhttp_addr = \"bad\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http_addr"), "{e}");
+        let e = Config::from_toml("[limits]\nmax_frame_bytes = \"big\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_frame_bytes"), "{e}");
+        let e = Config::from_toml("[limits]\nmax_connections = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.max_connections"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let path = Path::new("broker.toml");
+        let c = Config::load_with_env(
+            path,
+            false,
+            Some(env(&[
+                ("STOMPEDE__SERVER__HTTP_ADDR", "127.0.0.1:18080"),
+                ("STOMPEDE__SERVER__STOMP_ADDR", ""),
+                ("STOMPEDE__LIMITS__MAX_OUTBOX_BYTES", "4096"),
+                (
+                    "STOMPEDE__SERVER__ALLOWED_ORIGINS",
+                    "http://a.example,https://b.example",
+                ),
+            ])),
+        )
+        .unwrap();
+        assert_eq!(c.server.http_addr, "127.0.0.1:18080".parse().unwrap());
+        assert_eq!(c.server.stomp_socket_addr().unwrap(), None);
+        assert_eq!(c.limits.max_outbox_bytes, 4096);
+        assert_eq!(
+            c.server.allowed_origins,
+            ["http://a.example", "https://b.example"]
+        );
+    }
+
+    #[test]
+    fn unknown_environment_keys_are_refused() {
+        let e = Config::load_with_env(
+            Path::new("broker.toml"),
+            false,
+            Some(env(&[("STOMPEDE__LIMITS__NOPE", "1")])),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_broker_toml_is_the_defaults() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/broker.toml")).unwrap();
+        let c = Config::from_toml(&text).unwrap();
+        let d = Config::default();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn missing_required_file_is_an_error() {
+        let e = Config::load(Path::new("/nonexistent/broker.toml"), true).unwrap_err();
+        assert!(matches!(e, ConfigError::Missing(_)));
+    }
+}

@@ -1,0 +1,182 @@
+//! Prometheus metrics: names, the process-wide recorder, and pre-resolved handles.
+//!
+//! Handles are looked up once at start-up, so counting on the hot path is an atomic
+//! increment, not a registry lookup. Label values are always from small fixed sets
+//! (transport, command, reason), never a destination or a login.
+
+use crate::codec::Command;
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+/// Metric names, as scraped from `/metrics`.
+pub mod names {
+    /// Gauge: open connections, label `transport` = `ws` | `tcp`.
+    pub const CONNECTIONS: &str = "stompede_connections";
+    /// Counter: connections accepted, label `transport`.
+    pub const CONNECTIONS_TOTAL: &str = "stompede_connections_total";
+    /// Counter: connections refused at `limits.max_connections`, label `transport`.
+    pub const CONNECTIONS_REFUSED_TOTAL: &str = "stompede_connections_refused_total";
+    /// Counter: frames received, label `command`.
+    pub const FRAMES_RECEIVED_TOTAL: &str = "stompede_frames_received_total";
+    /// Counter: frames sent, label `command`.
+    pub const FRAMES_SENT_TOTAL: &str = "stompede_frames_sent_total";
+    /// Counter: messages accepted from SEND (or published by the broker itself).
+    pub const MESSAGES_PUBLISHED_TOTAL: &str = "stompede_messages_published_total";
+    /// Counter: MESSAGE frames handed to subscribers.
+    pub const MESSAGES_DELIVERED_TOTAL: &str = "stompede_messages_delivered_total";
+    /// Counter: bytes read from clients.
+    pub const BYTES_RECEIVED_TOTAL: &str = "stompede_bytes_received_total";
+    /// Counter: bytes written to clients.
+    pub const BYTES_SENT_TOTAL: &str = "stompede_bytes_sent_total";
+    /// Counter: connections cut off because their outbox passed its limit.
+    pub const SLOW_CONSUMER_DISCONNECTS_TOTAL: &str = "stompede_slow_consumer_disconnects_total";
+    /// Counter: ERROR frames sent, label `reason`.
+    pub const ERRORS_SENT_TOTAL: &str = "stompede_errors_sent_total";
+    /// Gauge: live subscriptions.
+    pub const SUBSCRIPTIONS: &str = "stompede_subscriptions";
+    /// Histogram: seconds from a message's publication to its write to a subscriber.
+    pub const PUBLISH_TO_WRITE_SECONDS: &str = "stompede_publish_to_write_seconds";
+}
+
+/// Latency buckets, 50 µs to 5 s: the broker aims at sub-millisecond delivery.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 5.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once; later calls reuse it) and
+/// returns the handle that renders `/metrics`.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(names::PUBLISH_TO_WRITE_SECONDS.to_owned()),
+                    LATENCY_BUCKETS,
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; metrics then go there.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Which listener a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// WebSocket on the HTTP listener.
+    Ws,
+    /// Plain TCP.
+    Tcp,
+}
+
+impl Transport {
+    /// The `transport` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// Per-transport handles.
+#[derive(Debug, Clone)]
+pub struct TransportMetrics {
+    /// Open connections.
+    pub open: Gauge,
+    /// Accepted connections.
+    pub total: Counter,
+    /// Refused at the connection limit.
+    pub refused: Counter,
+}
+
+/// Pre-resolved metric handles shared by the whole broker.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// WebSocket connections.
+    pub ws: TransportMetrics,
+    /// TCP connections.
+    pub tcp: TransportMetrics,
+    received: Vec<Counter>,
+    sent: Vec<Counter>,
+    /// Messages published.
+    pub published: Counter,
+    /// Messages delivered.
+    pub delivered: Counter,
+    /// Bytes read.
+    pub bytes_in: Counter,
+    /// Bytes written.
+    pub bytes_out: Counter,
+    /// Slow consumers cut off.
+    pub slow_consumers: Counter,
+    /// Live subscriptions.
+    pub subscriptions: Gauge,
+    /// Publish-to-write latency.
+    pub publish_to_write: Histogram,
+}
+
+impl Metrics {
+    /// Resolves every handle against the installed recorder.
+    pub fn new() -> Self {
+        let transport = |t: Transport| TransportMetrics {
+            open: gauge!(names::CONNECTIONS, "transport" => t.as_str()),
+            total: counter!(names::CONNECTIONS_TOTAL, "transport" => t.as_str()),
+            refused: counter!(names::CONNECTIONS_REFUSED_TOTAL, "transport" => t.as_str()),
+        };
+        Metrics {
+            ws: transport(Transport::Ws),
+            tcp: transport(Transport::Tcp),
+            received: Command::ALL
+                .iter()
+                .map(|c| counter!(names::FRAMES_RECEIVED_TOTAL, "command" => c.as_str()))
+                .collect(),
+            sent: Command::ALL
+                .iter()
+                .map(|c| counter!(names::FRAMES_SENT_TOTAL, "command" => c.as_str()))
+                .collect(),
+            published: counter!(names::MESSAGES_PUBLISHED_TOTAL),
+            delivered: counter!(names::MESSAGES_DELIVERED_TOTAL),
+            bytes_in: counter!(names::BYTES_RECEIVED_TOTAL),
+            bytes_out: counter!(names::BYTES_SENT_TOTAL),
+            slow_consumers: counter!(names::SLOW_CONSUMER_DISCONNECTS_TOTAL),
+            subscriptions: gauge!(names::SUBSCRIPTIONS),
+            publish_to_write: histogram!(names::PUBLISH_TO_WRITE_SECONDS),
+        }
+    }
+
+    /// Handles for one transport.
+    pub fn transport(&self, t: Transport) -> &TransportMetrics {
+        match t {
+            Transport::Ws => &self.ws,
+            Transport::Tcp => &self.tcp,
+        }
+    }
+
+    /// Counts a received frame.
+    pub fn frame_received(&self, c: Command) {
+        self.received[c as usize].increment(1);
+    }
+
+    /// Counts `n` sent frames of one command.
+    pub fn frames_sent(&self, c: Command, n: u64) {
+        self.sent[c as usize].increment(n);
+    }
+
+    /// Counts an ERROR frame by its bounded reason label.
+    pub fn error_sent(&self, reason: &'static str) {
+        counter!(names::ERRORS_SENT_TOTAL, "reason" => reason).increment(1);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,112 @@
+//! Starting and stopping a broker: binds the listeners, runs the accept loops, and
+//! shuts down cleanly.
+
+use crate::broker::Broker;
+use crate::config::{Config, ConfigError};
+use crate::transport;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpSocket};
+
+/// Why the broker could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The config key it came from.
+        key: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// A broker that is running.
+#[derive(Debug)]
+pub struct RunningBroker {
+    /// Where the HTTP listener is bound (the real port when configured with port 0).
+    pub http_addr: SocketAddr,
+    /// Where the TCP STOMP listener is bound, if enabled.
+    pub stomp_addr: Option<SocketAddr>,
+    /// Shared state, for tests that look inside.
+    pub broker: Arc<Broker>,
+}
+
+fn listen(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
+    let bind = || -> io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // A deep backlog: thousands of clients reconnect at once after a restart.
+        socket.listen(4096)
+    };
+    bind().map_err(|source| StartError::Bind { addr, key, source })
+}
+
+/// Binds the listeners and starts serving. Must be called inside a Tokio runtime.
+pub fn start(config: Config) -> Result<RunningBroker, StartError> {
+    let prometheus = crate::metrics::install();
+    let stomp_addr = config.server.stomp_socket_addr()?;
+    let http = listen(config.server.http_addr, "server.http_addr")?;
+    let tcp = stomp_addr
+        .map(|a| listen(a, "server.stomp_addr"))
+        .transpose()?;
+    let broker = Broker::new(config);
+    let http_addr = http.local_addr().map_err(|source| StartError::Bind {
+        addr: broker.config.server.http_addr,
+        key: "server.http_addr",
+        source,
+    })?;
+    let stomp_addr = match &tcp {
+        Some(l) => Some(l.local_addr().map_err(|source| StartError::Bind {
+            addr: broker.config.server.http_addr,
+            key: "server.stomp_addr",
+            source,
+        })?),
+        None => None,
+    };
+    broker
+        .tasks
+        .spawn(transport::http::serve(http, broker.clone(), prometheus));
+    if let Some(tcp) = tcp {
+        broker
+            .tasks
+            .spawn(transport::tcp::serve(tcp, broker.clone()));
+    }
+    tracing::info!(%http_addr, stomp_addr = ?stomp_addr, "stompede listening");
+    Ok(RunningBroker {
+        http_addr,
+        stomp_addr,
+        broker,
+    })
+}
+
+impl RunningBroker {
+    /// Stops accepting, tells every session, lets writers flush and close, and waits
+    /// up to `grace` for all connection tasks. Returns whether all finished in time.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.broker.shutdown.cancel();
+        self.broker.tasks.close();
+        tokio::time::timeout(grace, self.broker.tasks.wait())
+            .await
+            .is_ok()
+    }
+}
+
+/// Raises the open-file limit to the hard limit, as servers do, so that many
+/// connections can be open at once. Returns the new soft limit.
+pub fn raise_fd_limit() -> Option<u64> {
+    rlimit::increase_nofile_limit(u64::MAX).ok()
+}

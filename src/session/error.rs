@@ -1,0 +1,87 @@
+//! Protocol errors: each becomes an ERROR frame with a `message` header, after
+//! which the connection is closed.
+
+use crate::codec::{CodecError, Command};
+use thiserror::Error;
+
+/// Why a session is ending with an ERROR.
+#[derive(Debug, Error)]
+pub enum ProtocolError {
+    /// The bytes were not a valid frame, or broke a limit.
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    /// A WebSocket message larger than the broker accepts.
+    #[error("message too large: a WebSocket message exceeded the frame limit")]
+    MessageTooLarge,
+    /// A required header is absent.
+    #[error("missing required header '{header}' in {command}")]
+    MissingHeader {
+        /// The frame's command.
+        command: Command,
+        /// The header.
+        header: &'static str,
+    },
+    /// A frame other than CONNECT/STOMP before the session is connected.
+    #[error("expected CONNECT or STOMP, got {0}")]
+    NotConnected(Command),
+    /// A second CONNECT.
+    #[error("already connected")]
+    AlreadyConnected,
+    /// No common protocol version.
+    #[error("supported protocol versions are 1.0,1.1,1.2")]
+    UnsupportedVersion,
+    /// The heart-beat header is not two comma-separated integers.
+    #[error("invalid heart-beat header {0:?}")]
+    BadHeartBeat(String),
+    /// A destination outside the known families, or one not valid for this frame.
+    #[error("unknown destination {0:?}")]
+    UnknownDestination(String),
+    /// A SEND to a wildcard pattern.
+    #[error("cannot send to wildcard destination {0:?}")]
+    WildcardSend(String),
+    /// SUBSCRIBE with an id already in use on this connection.
+    #[error("subscription id {0:?} is already in use")]
+    DuplicateSubscription(String),
+    /// Too many subscriptions on one connection.
+    #[error("subscription limit reached: at most {0} per connection (limits.max_subscriptions)")]
+    TooManySubscriptions(usize),
+    /// An `ack` header value that is not a STOMP ack mode.
+    #[error("invalid ack mode {0:?}: use auto, client or client-individual")]
+    BadAckMode(String),
+    /// A server frame sent by a client.
+    #[error("{0} frames are sent by servers, not clients")]
+    ServerFrame(Command),
+    /// A feature this broker does not offer (yet) for this frame.
+    #[error("{0} is not supported")]
+    Unsupported(&'static str),
+    /// The client did not CONNECT in time.
+    #[error("no CONNECT within {0} ms")]
+    ConnectTimeout(u64),
+    /// The client stopped sending heart-beats.
+    #[error("no heart-beat or frame from client for {0} ms")]
+    HeartBeatTimeout(u64),
+}
+
+impl ProtocolError {
+    /// A short, bounded label for `stompede_errors_sent_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProtocolError::Codec(e) => e.reason(),
+            ProtocolError::MessageTooLarge => "frame_too_large",
+            ProtocolError::MissingHeader { .. } => "missing_header",
+            ProtocolError::NotConnected(_)
+            | ProtocolError::AlreadyConnected
+            | ProtocolError::ServerFrame(_) => "unexpected_frame",
+            ProtocolError::UnsupportedVersion => "unsupported_version",
+            ProtocolError::BadHeartBeat(_) | ProtocolError::BadAckMode(_) => "bad_header",
+            ProtocolError::UnknownDestination(_) | ProtocolError::WildcardSend(_) => {
+                "bad_destination"
+            }
+            ProtocolError::DuplicateSubscription(_) => "duplicate_subscription",
+            ProtocolError::TooManySubscriptions(_) => "too_many_subscriptions",
+            ProtocolError::Unsupported(_) => "unsupported",
+            ProtocolError::ConnectTimeout(_) => "connect_timeout",
+            ProtocolError::HeartBeatTimeout(_) => "heartbeat_timeout",
+        }
+    }
+}

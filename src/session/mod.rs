@@ -1,0 +1,250 @@
+//! One task per connection: reads frames, acts on them, owns the connection's
+//! subscriptions. It never writes to the socket: it pushes encoded frames into the
+//! connection's outbox, and the writer task does the writing.
+
+mod connect;
+mod error;
+mod send;
+mod subscribe;
+
+pub use connect::{HeartBeats, negotiate_heartbeats};
+pub use error::ProtocolError;
+
+use crate::broker::{Broker, ConnectionGuard};
+use crate::codec::{Command, Decoded, Decoder, Frame, Version, encode};
+use crate::outbox::{Outbox, Outgoing, outbox};
+use crate::transport::{ReadError, Reader, Writer};
+use crate::writer::{self, WriterConfig};
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What to do after a frame.
+enum Flow {
+    Continue,
+    /// DISCONNECT: close after what is queued.
+    Close,
+}
+
+/// The state of one connection.
+#[derive(Debug)]
+pub struct Session {
+    id: u64,
+    /// `id` as a string, for the CONNECTED `session` header.
+    name: String,
+    broker: Arc<Broker>,
+    outbox: Outbox,
+    decoder: Decoder,
+    /// `None` until CONNECT succeeds.
+    version: Option<Version>,
+    login: Option<String>,
+    subscriptions: HashMap<String, subscribe::Owned>,
+    /// Silence allowed from the client once heart-beats are negotiated.
+    read_timeout: Option<Duration>,
+}
+
+/// Runs a connection until it ends: spawns its writer, reads and handles frames,
+/// then removes its subscriptions and waits for the writer.
+pub async fn run(
+    broker: Arc<Broker>,
+    mut reader: Reader,
+    writer: Writer,
+    guard: ConnectionGuard,
+    peer: SocketAddr,
+) {
+    let id = broker.next_session_id();
+    let (outbox, rx) = outbox(broker.config.limits.max_outbox_bytes);
+    let writer_done = CancellationToken::new();
+    let writer_task = broker.tasks.spawn(writer::run(
+        writer,
+        rx,
+        broker.metrics.clone(),
+        WriterConfig {
+            write_timeout: broker.config.limits.write_timeout(),
+            max_outbox_bytes: broker.config.limits.max_outbox_bytes,
+        },
+        broker.shutdown.clone(),
+        writer_done.clone(),
+    ));
+    let mut session = Session {
+        id,
+        name: format!("session-{id}"),
+        decoder: Decoder::new(broker.config.limits.codec()),
+        broker,
+        outbox,
+        version: None,
+        login: None,
+        subscriptions: HashMap::new(),
+        read_timeout: None,
+    };
+    tracing::debug!(session = id, %peer, transport = guard.transport().as_str(), "connection opened");
+    session.read_loop(&mut reader, &writer_done).await;
+    session.close_subscriptions();
+    // Nothing more will be queued: the writer drains what is there, closes, and ends.
+    let _ = session.outbox.push(Outgoing::Close);
+    drop(session);
+    let end = writer_task.await;
+    tracing::debug!(session = id, ?end, "connection closed");
+    drop(guard);
+}
+
+impl Session {
+    async fn read_loop(&mut self, reader: &mut Reader, writer_done: &CancellationToken) {
+        let mut buf = BytesMut::new();
+        let connect_timeout = self.broker.config.limits.connect_timeout();
+        let mut deadline = Instant::now() + connect_timeout;
+        loop {
+            tokio::select! {
+                biased;
+                _ = writer_done.cancelled() => return,
+                _ = self.broker.shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(deadline) => {
+                    let error = match self.version {
+                        None => ProtocolError::ConnectTimeout(connect_timeout.as_millis() as u64),
+                        Some(_) => ProtocolError::HeartBeatTimeout(
+                            self.read_timeout.map(|d| d.as_millis() as u64).unwrap_or_default(),
+                        ),
+                    };
+                    self.send_error(&error, None);
+                    return;
+                }
+                read = reader.read(&mut buf) => {
+                    let n = match read {
+                        Ok(0) => return,
+                        Ok(n) => n,
+                        Err(ReadError::MessageTooLarge) => {
+                            self.send_error(&ProtocolError::MessageTooLarge, None);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::debug!(session = self.id, error = %e, "read failed");
+                            return;
+                        }
+                    };
+                    self.broker.metrics.bytes_in.increment(n as u64);
+                    if !self.handle_bytes(&mut buf) {
+                        return;
+                    }
+                    if let Some(t) = self.read_timeout {
+                        deadline = Instant::now() + t;
+                    } else if self.version.is_some() {
+                        // Connected without client heart-beats: no read deadline.
+                        deadline = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+                    }
+                    if buf.is_empty() {
+                        // An idle connection keeps no read buffer.
+                        buf = BytesMut::new();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles every complete frame in `buf`; false when the connection
+    /// must end.
+    fn handle_bytes(&mut self, buf: &mut BytesMut) -> bool {
+        loop {
+            match self.decoder.decode(buf) {
+                Ok(None) => return true,
+                Ok(Some(Decoded::HeartBeat)) => continue,
+                Ok(Some(Decoded::Frame(frame))) => {
+                    let receipt = frame.headers.get("receipt").map(str::to_owned);
+                    match self.handle_frame(frame) {
+                        Ok(flow) => {
+                            if let Some(receipt) = receipt {
+                                self.send_frame(
+                                    &Frame::new(Command::Receipt).header("receipt-id", receipt),
+                                );
+                            }
+                            if let Flow::Close = flow {
+                                return false;
+                            }
+                        }
+                        Err(e) => {
+                            self.send_error(&e, receipt.as_deref());
+                            return false;
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.send_error(&ProtocolError::Codec(e), None);
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, frame: Frame) -> Result<Flow, ProtocolError> {
+        self.broker.metrics.frame_received(frame.command);
+        if self.version.is_none() {
+            return match frame.command {
+                Command::Connect | Command::Stomp => self.connect(&frame).map(|_| Flow::Continue),
+                other => Err(ProtocolError::NotConnected(other)),
+            };
+        }
+        match frame.command {
+            Command::Connect | Command::Stomp => Err(ProtocolError::AlreadyConnected),
+            Command::Send => self.send(frame),
+            Command::Subscribe => self.subscribe(&frame),
+            Command::Unsubscribe => self.unsubscribe(&frame),
+            Command::Ack | Command::Nack => self.ack(&frame),
+            Command::Begin | Command::Commit | Command::Abort => {
+                Err(ProtocolError::Unsupported("transactions"))
+            }
+            Command::Disconnect => return Ok(Flow::Close),
+            c @ (Command::Connected | Command::Message | Command::Receipt | Command::Error) => {
+                Err(ProtocolError::ServerFrame(c))
+            }
+        }
+        .map(|_| Flow::Continue)
+    }
+
+    /// The value of a required header, or the error naming it.
+    fn required<'f>(
+        &self,
+        frame: &'f Frame,
+        header: &'static str,
+    ) -> Result<&'f str, ProtocolError> {
+        frame
+            .headers
+            .get(header)
+            .ok_or(ProtocolError::MissingHeader {
+                command: frame.command,
+                header,
+            })
+    }
+
+    /// Encodes a frame for this session's version and queues it.
+    fn send_frame(&self, frame: &Frame) {
+        let mut out = BytesMut::new();
+        encode(frame, self.version.unwrap_or(Version::V1_2), &mut out);
+        // A full outbox means the writer is cutting the connection off already.
+        let _ = self.outbox.push(Outgoing::Frame {
+            bytes: out.freeze(),
+            command: frame.command,
+        });
+    }
+
+    /// Queues an ERROR frame for `error` (the connection is closed after it).
+    fn send_error(&self, error: &ProtocolError, receipt: Option<&str>) {
+        tracing::info!(session = self.id, login = self.login.as_deref().unwrap_or(""), reason = error.reason(), %error, "closing with ERROR");
+        self.broker.metrics.error_sent(error.reason());
+        let mut frame = Frame::new(Command::Error)
+            .header("message", error.to_string())
+            .header("content-type", "text/plain");
+        if let Some(r) = receipt {
+            frame = frame.header("receipt-id", r);
+        }
+        self.send_frame(&frame.body(error.to_string()));
+    }
+
+    fn close_subscriptions(&mut self) {
+        for (_, owned) in std::mem::take(&mut self.subscriptions) {
+            self.drop_subscription(owned);
+        }
+    }
+}

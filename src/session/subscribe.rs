@@ -1,0 +1,108 @@
+//! SUBSCRIBE, UNSUBSCRIBE, ACK and NACK.
+
+use super::{ProtocolError, Session};
+use crate::codec::{Command, Frame, SubscriptionHeader, Version};
+use crate::registry::{AckMode, Subscriber};
+use crate::router::Destination;
+use std::sync::Arc;
+
+/// A subscription owned by a session.
+#[derive(Debug)]
+pub(super) struct Owned {
+    pub destination: String,
+    pub subscriber: Arc<Subscriber>,
+}
+
+impl Session {
+    pub(super) fn subscribe(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
+        let destination = self.required(frame, "destination")?;
+        // `id` is required from 1.1 on; a 1.0 client may omit it and use the destination.
+        let id = match (frame.headers.get("id"), self.version) {
+            (Some(id), _) => id,
+            (None, Some(Version::V1_0)) => destination,
+            (None, _) => self.required(frame, "id")?,
+        };
+        if self.subscriptions.contains_key(id) {
+            return Err(ProtocolError::DuplicateSubscription(id.to_owned()));
+        }
+        let max = self.broker.config.limits.max_subscriptions;
+        if self.subscriptions.len() >= max {
+            return Err(ProtocolError::TooManySubscriptions(max));
+        }
+        let ack = frame.headers.get("ack");
+        let ack = AckMode::from_header(ack)
+            .ok_or_else(|| ProtocolError::BadAckMode(ack.unwrap_or("").to_owned()))?;
+        match Destination::classify(destination) {
+            Some(Destination::Topic(_)) => {}
+            _ => return Err(ProtocolError::UnknownDestination(destination.to_owned())),
+        }
+        let subscriber = Arc::new(Subscriber {
+            session: self.id,
+            id: id.to_owned(),
+            header: SubscriptionHeader::new(id, self.version.unwrap_or(Version::V1_2)),
+            ack,
+            outbox: self.outbox.clone(),
+        });
+        self.broker
+            .bus
+            .topics
+            .subscribe(destination, subscriber.clone());
+        self.broker.metrics.subscriptions.increment(1.0);
+        tracing::debug!(session = self.id, destination, id, "subscribed");
+        self.subscriptions.insert(
+            id.to_owned(),
+            Owned {
+                destination: destination.to_owned(),
+                subscriber,
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn unsubscribe(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
+        let id = match (frame.headers.get("id"), self.version) {
+            (Some(id), _) => id.to_owned(),
+            // STOMP 1.0 may unsubscribe by destination.
+            (None, Some(Version::V1_0)) => self.required(frame, "destination")?.to_owned(),
+            (None, _) => self.required(frame, "id")?.to_owned(),
+        };
+        // Unsubscribing twice is harmless, as with RabbitMQ: nothing to undo.
+        if let Some(owned) = self.subscriptions.remove(&id) {
+            self.drop_subscription(owned);
+        }
+        Ok(())
+    }
+
+    pub(super) fn drop_subscription(&self, owned: Owned) {
+        if self
+            .broker
+            .bus
+            .topics
+            .unsubscribe(&owned.destination, self.id, &owned.subscriber.id)
+        {
+            self.broker.metrics.subscriptions.decrement(1.0);
+        }
+    }
+
+    /// ACK/NACK: checks the headers the negotiated version requires. Topic messages
+    /// are not kept for redelivery, so there is nothing more to do for them.
+    pub(super) fn ack(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
+        match self.version {
+            Some(Version::V1_2) | None => {
+                self.required(frame, "id")?;
+            }
+            Some(Version::V1_1) => {
+                self.required(frame, "message-id")?;
+                self.required(frame, "subscription")?;
+            }
+            Some(Version::V1_0) => {
+                self.required(frame, "message-id")?;
+            }
+        }
+        if frame.headers.get("transaction").is_some() {
+            return Err(ProtocolError::Unsupported("transactional ACK/NACK"));
+        }
+        debug_assert!(matches!(frame.command, Command::Ack | Command::Nack));
+        Ok(())
+    }
+}

@@ -1,0 +1,226 @@
+//! The HTTP listener: WebSocket STOMP at `/ws`, `/metrics`, `/healthz`, `/readyz`
+//! and the page at `/`.
+
+use crate::broker::{Broker, ConnectionGuard};
+use crate::metrics::Transport;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+/// STOMP WebSocket subprotocols, best first.
+const SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
+
+/// Time a client has to send its HTTP request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts HTTP connections until shutdown; accept errors are logged and retried.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, metrics: PrometheusHandle) {
+    loop {
+        let accepted = tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP accept failed; backing off");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn_broker = broker.clone();
+        let metrics = metrics.clone();
+        broker.tasks.spawn(async move {
+            let shutdown = conn_broker.shutdown.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let broker = conn_broker.clone();
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(route(req, broker, metrics, peer)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                }
+            }
+        });
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut res = Response::new(Full::new(body.into()));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+fn route(
+    req: Request<Incoming>,
+    broker: Arc<Broker>,
+    metrics: PrometheusHandle,
+    peer: SocketAddr,
+) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n",
+        );
+    }
+    match req.uri().path() {
+        "/ws" => upgrade(req, broker, peer),
+        "/metrics" => {
+            metrics.run_upkeep();
+            text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                metrics.render(),
+            )
+        }
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" if broker.shutdown.is_cancelled() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shutting down\n",
+        ),
+        "/readyz" => text(StatusCode::OK, "text/plain", "ready\n"),
+        "/" => text(StatusCode::OK, "text/html; charset=utf-8", INDEX),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+const INDEX: &str = "<!doctype html><meta charset=utf-8><title>stompede</title>\
+<h1>stompede</h1><p>STOMP over WebSocket at <code>/ws</code>; metrics at <a href=/metrics>/metrics</a>.</p>\n";
+
+/// The highest STOMP subprotocol the client offered, if any.
+fn choose_subprotocol(req: &Request<Incoming>) -> Option<&'static str> {
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_ascii_lowercase())
+        .collect();
+    SUBPROTOCOLS
+        .into_iter()
+        .find(|p| offered.iter().any(|o| o == p))
+}
+
+fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn upgrade(mut req: Request<Incoming>, broker: Arc<Broker>, peer: SocketAddr) -> Response<Body> {
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade")
+        && header_has_token(&req, header::UPGRADE, "websocket")
+        && req
+            .headers()
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(|v| v.as_bytes())
+            == Some(b"13");
+    let Some(key) = key.filter(|_| is_upgrade) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "expected a WebSocket upgrade (version 13)\n",
+        );
+    };
+    // Cross-site WebSocket hijacking: a browser always sends Origin; refuse foreign ones.
+    let allowed = &broker.config.server.allowed_origins;
+    if let Some(origin) = req
+        .headers()
+        .get(header::ORIGIN)
+        .filter(|_| !allowed.is_empty())
+    {
+        let ok = origin
+            .to_str()
+            .map(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)))
+            .unwrap_or(false);
+        if !ok {
+            tracing::info!(%peer, origin = ?origin, "WebSocket handshake from a refused origin");
+            return text(StatusCode::FORBIDDEN, "text/plain", "origin not allowed\n");
+        }
+    }
+    let Some(guard) = broker.open_connection(Transport::Ws) else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "too many connections\n",
+        );
+    };
+    let protocol = choose_subprotocol(&req);
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(p) = protocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let tasks = broker.tasks.clone();
+    tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => run_ws(upgraded, broker, guard, peer).await,
+            Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    res
+}
+
+async fn run_ws(
+    upgraded: hyper::upgrade::Upgraded,
+    broker: Arc<Broker>,
+    guard: ConnectionGuard,
+    peer: SocketAddr,
+) {
+    let limits = &broker.config.limits;
+    // Small read buffers keep idle connections cheap. A WebSocket message may carry
+    // several frames, so it may be somewhat larger than one frame; a larger one is
+    // refused with an ERROR by the session.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .max_message_size(Some(
+            limits.max_frame_bytes.saturating_mul(2).max(64 * 1024),
+        ))
+        .max_frame_size(Some(
+            limits.max_frame_bytes.saturating_mul(2).max(64 * 1024),
+        ));
+    let ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let (reader, writer) = super::ws(ws);
+    crate::session::run(broker, reader, writer, guard, peer).await;
+}

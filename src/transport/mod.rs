@@ -1,0 +1,242 @@
+//! Transports: bytes in and out over plain TCP or WebSocket.
+//!
+//! A connection is split into a [`Reader`] (owned by the session task) and a
+//! [`Writer`] (owned by the writer task). Nothing above this module knows which
+//! transport a connection uses.
+
+pub mod http;
+pub mod tcp;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use std::io;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+
+/// A server-side WebSocket over an upgraded HTTP connection.
+pub type WsStream = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Read buffers start empty and grow to this per read; an idle connection holds none.
+const READ_CHUNK: usize = 4096;
+
+/// Largest WebSocket message the writer builds from consecutive frames.
+const MAX_WS_BATCH: usize = 64 * 1024;
+
+/// Why reading stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The socket failed.
+    #[error("read failed: {0}")]
+    Io(#[from] io::Error),
+    /// A WebSocket message was larger than the transport accepts.
+    #[error("WebSocket message too large")]
+    MessageTooLarge,
+    /// The WebSocket protocol was violated.
+    #[error("WebSocket protocol error: {0}")]
+    WebSocket(String),
+}
+
+/// The read half of a connection.
+#[derive(Debug)]
+pub enum Reader {
+    /// Plain TCP.
+    Tcp(OwnedReadHalf),
+    /// WebSocket: text and binary messages both carry STOMP bytes.
+    Ws(SplitStream<WsStream>),
+}
+
+/// The write half of a connection.
+#[derive(Debug)]
+pub enum Writer {
+    /// Plain TCP.
+    Tcp(OwnedWriteHalf),
+    /// WebSocket.
+    Ws(SplitSink<WsStream, Message>),
+}
+
+/// Splits a TCP connection.
+pub fn tcp(stream: TcpStream) -> (Reader, Writer) {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    (Reader::Tcp(r), Writer::Tcp(w))
+}
+
+/// Splits a WebSocket connection.
+pub fn ws(stream: WsStream) -> (Reader, Writer) {
+    let (w, r) = stream.split();
+    (Reader::Ws(r), Writer::Ws(w))
+}
+
+impl Reader {
+    /// Waits for bytes and appends them to `buf`. `Ok(0)` means the peer closed.
+    ///
+    /// Ping and pong are handled below this call (tungstenite answers pings).
+    pub async fn read(&mut self, buf: &mut BytesMut) -> Result<usize, ReadError> {
+        match self {
+            Reader::Tcp(r) => loop {
+                // Wait for readiness before reserving, so an idle connection holds no buffer.
+                r.readable().await?;
+                buf.reserve(READ_CHUNK);
+                match r.try_read_buf(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            },
+            Reader::Ws(r) => loop {
+                match r.next().await {
+                    None => return Ok(0),
+                    Some(Ok(Message::Text(t))) => {
+                        buf.extend_from_slice(t.as_bytes());
+                        if !t.is_empty() {
+                            return Ok(t.len());
+                        }
+                    }
+                    Some(Ok(Message::Binary(b))) => {
+                        buf.extend_from_slice(&b);
+                        if !b.is_empty() {
+                            return Ok(b.len());
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) => return Ok(0),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Err(tungstenite::Error::Capacity(_))) => {
+                        return Err(ReadError::MessageTooLarge);
+                    }
+                    Some(Err(tungstenite::Error::Io(e))) => return Err(e.into()),
+                    Some(Err(
+                        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
+                    )) => return Ok(0),
+                    Some(Err(e)) => return Err(ReadError::WebSocket(e.to_string())),
+                }
+            },
+        }
+    }
+}
+
+/// Encoded frames waiting to be written together, with their boundaries, so a
+/// WebSocket writer can choose text or binary messages.
+#[derive(Debug, Default)]
+pub struct Batch {
+    data: BytesMut,
+    /// (length, is UTF-8) of each frame, in order.
+    frames: Vec<(usize, bool)>,
+}
+
+impl Batch {
+    /// Appends one frame produced by `write` into the batch buffer.
+    pub fn push(&mut self, is_utf8: bool, write: impl FnOnce(&mut BytesMut)) {
+        let before = self.data.len();
+        write(&mut self.data);
+        self.frames.push((self.data.len() - before, is_utf8));
+    }
+
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Drops what was written and gives back a large buffer, so an idle connection
+    /// does not keep a burst's worth of memory.
+    fn reset(&mut self) {
+        self.frames.clear();
+        self.data.clear();
+        if self.data.capacity() > 4 * MAX_WS_BATCH {
+            self.data = BytesMut::new();
+        }
+        if self.frames.capacity() > 1024 {
+            self.frames = Vec::new();
+        }
+    }
+}
+
+impl Writer {
+    /// Writes the whole batch and flushes once, then empties it.
+    ///
+    /// Over WebSocket, consecutive frames of the same kind travel in one message
+    /// (text when valid UTF-8, else binary) of at most 64 KiB, or one frame if larger.
+    pub async fn write_batch(&mut self, batch: &mut Batch) -> io::Result<()> {
+        match self {
+            Writer::Tcp(w) => {
+                w.write_all(&batch.data).await?;
+            }
+            Writer::Ws(w) => {
+                let mut data = std::mem::take(&mut batch.data).freeze();
+                let mut i = 0;
+                while i < batch.frames.len() {
+                    let (mut len, utf8) = batch.frames[i];
+                    i += 1;
+                    while i < batch.frames.len()
+                        && batch.frames[i].1 == utf8
+                        && len + batch.frames[i].0 <= MAX_WS_BATCH
+                    {
+                        len += batch.frames[i].0;
+                        i += 1;
+                    }
+                    let payload = data.split_to(len);
+                    w.feed(ws_message(payload, utf8)).await.map_err(ws_io)?;
+                }
+                w.flush().await.map_err(ws_io)?;
+            }
+        }
+        batch.reset();
+        Ok(())
+    }
+
+    /// Closes cleanly: a WebSocket close frame (1000, or 1001 when the broker is
+    /// going away), or a TCP shutdown.
+    pub async fn close(&mut self, going_away: bool) -> io::Result<()> {
+        match self {
+            Writer::Tcp(w) => w.shutdown().await,
+            Writer::Ws(w) => {
+                let frame = CloseFrame {
+                    code: if going_away {
+                        CloseCode::Away
+                    } else {
+                        CloseCode::Normal
+                    },
+                    reason: Utf8Bytes::from_static(""),
+                };
+                match w.send(Message::Close(Some(frame))).await {
+                    Ok(())
+                    | Err(
+                        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
+                    ) => Ok(()),
+                    Err(e) => Err(ws_io(e)),
+                }
+            }
+        }
+    }
+}
+
+fn ws_message(payload: Bytes, utf8: bool) -> Message {
+    if utf8 {
+        // The clone is a reference count; the check fails only if a frame lied.
+        match Utf8Bytes::try_from(payload.clone()) {
+            Ok(text) => Message::Text(text),
+            Err(_) => Message::Binary(payload),
+        }
+    } else {
+        Message::Binary(payload)
+    }
+}
+
+fn ws_io(e: tungstenite::Error) -> io::Error {
+    match e {
+        tungstenite::Error::Io(e) => e,
+        other => io::Error::other(other),
+    }
+}
