@@ -43,8 +43,8 @@ pub struct WriterConfig {
     pub max_outbox_bytes: usize,
 }
 
-/// Runs the writer until the connection ends; cancels `done` on the way out so the
-/// session stops reading.
+/// Runs the writer until the connection ends; cancels `done` as soon as it stops
+/// writing, so the session stops reading.
 pub async fn run(
     mut writer: Writer,
     mut rx: OutboxReceiver,
@@ -54,6 +54,8 @@ pub async fn run(
     done: CancellationToken,
 ) -> WriterEnd {
     let end = write_loop(&mut writer, &mut rx, &metrics, &config).await;
+    // Stop the session first, so its subscriptions go at once, not after last words.
+    done.cancel();
     match end {
         WriterEnd::SlowConsumer => {
             metrics.slow_consumers.increment(1);
@@ -78,7 +80,6 @@ pub async fn run(
         }
         WriterEnd::WriteFailed => {}
     }
-    done.cancel();
     end
 }
 

@@ -5,6 +5,9 @@
 //! every item it returns (so it cannot loop forever), and must never hold more than
 //! the frame limit in its buffer.
 
+// A panic in a test is a failed test, not a crashed broker.
+#![allow(clippy::unwrap_used)]
+
 use bytes::BytesMut;
 use proptest::prelude::*;
 use stompede::codec::{Command, Decoded, Decoder, Frame, Limits, Version, encode};

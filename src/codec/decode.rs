@@ -133,14 +133,14 @@ impl Decoder {
                 Some(i) => start + *scanned + i,
                 None => {
                     *scanned = buf.len() - start;
-                    check(Limit::BodyBytes, self.limits.max_body_bytes, *scanned)?;
                     check(Limit::FrameBytes, self.limits.max_frame_bytes, buf.len())?;
+                    check(Limit::BodyBytes, self.limits.max_body_bytes, *scanned)?;
                     return Ok(None);
                 }
             },
         };
-        check(Limit::BodyBytes, self.limits.max_body_bytes, end - start)?;
         check(Limit::FrameBytes, self.limits.max_frame_bytes, end + 1)?;
+        check(Limit::BodyBytes, self.limits.max_body_bytes, end - start)?;
         if end > start && !pending.command.allows_body() {
             return Err(CodecError::UnexpectedBody(pending.command.as_str()));
         }
@@ -234,8 +234,13 @@ fn parse_head(
                 None => BodyRule::UntilNul { scanned: 0 },
                 Some(v) => {
                     let n = parse_content_length(v)?;
+                    // The frame limit first: it is the one operators configure.
+                    check(
+                        Limit::FrameBytes,
+                        limits.max_frame_bytes,
+                        head_len.saturating_add(n).saturating_add(1),
+                    )?;
                     check(Limit::BodyBytes, limits.max_body_bytes, n)?;
-                    check(Limit::FrameBytes, limits.max_frame_bytes, head_len + n + 1)?;
                     if n > 0 && !command.allows_body() {
                         return Err(CodecError::UnexpectedBody(command.as_str()));
                     }

@@ -210,11 +210,16 @@ impl Writer {
                     },
                     reason: Utf8Bytes::from_static(""),
                 };
-                match w.send(Message::Close(Some(frame))).await {
+                // After the peer's close, sending ours fails: tungstenite has queued
+                // the reply itself. Closing the sink flushes whichever is pending.
+                let sent = w.send(Message::Close(Some(frame))).await;
+                let closed = w.close().await;
+                match sent.and(closed) {
                     Ok(())
                     | Err(
                         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
                     ) => Ok(()),
+                    Err(tungstenite::Error::Protocol(_)) => Ok(()),
                     Err(e) => Err(ws_io(e)),
                 }
             }

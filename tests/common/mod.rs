@@ -1,0 +1,355 @@
+//! Shared helpers for integration tests: a broker on ephemeral loopback ports and
+//! STOMP clients over TCP and WebSocket, built on the broker's own codec.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::time::Duration;
+use stompede::codec::{Command, Decoded, Decoder, Frame, Limits, Version, encode};
+use stompede::config::Config;
+use stompede::server::{RunningBroker, start};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected event may take.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts a broker on 127.0.0.1 ephemeral ports with `extra` TOML merged over the
+/// test base (which only sets the addresses).
+pub fn broker(extra: &str) -> RunningBroker {
+    let toml =
+        format!("[server]\nhttp_addr = \"127.0.0.1:0\"\nstomp_addr = \"127.0.0.1:0\"\n{extra}");
+    let config = Config::from_toml(&fix_sections(&toml)).unwrap();
+    start(config).unwrap()
+}
+
+/// Lets tests write `[server]` again in `extra`: merges repeated sections.
+fn fix_sections(toml: &str) -> String {
+    let mut sections: Vec<(String, Vec<String>)> = Vec::new();
+    let mut current = String::new();
+    for line in toml.lines() {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') && !t.starts_with("[[") {
+            current = t.to_owned();
+            continue;
+        }
+        if t.is_empty() {
+            continue;
+        }
+        match sections.iter_mut().find(|(s, _)| *s == current) {
+            Some((_, lines)) => {
+                let key = t.split('=').next().unwrap().trim().to_owned();
+                lines.retain(|l| l.split('=').next().unwrap().trim() != key);
+                lines.push(t.to_owned());
+            }
+            None => sections.push((current.clone(), vec![t.to_owned()])),
+        }
+    }
+    sections
+        .into_iter()
+        .map(|(s, lines)| format!("{s}\n{}\n", lines.join("\n")))
+        .collect()
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+enum Conn {
+    Tcp(TcpStream),
+    Ws(Box<Ws>),
+}
+
+/// What arrived on a WebSocket besides STOMP bytes, for tests that look at messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsKind {
+    Text,
+    Binary,
+}
+
+/// A STOMP test client.
+pub struct Client {
+    conn: Conn,
+    decoder: Decoder,
+    buf: BytesMut,
+    /// Kinds of the WebSocket data messages received so far, in order.
+    pub ws_kinds: Vec<WsKind>,
+    /// Subprotocol the server chose in the handshake.
+    pub subprotocol: Option<String>,
+    /// Heart-beats received so far.
+    pub heartbeats: usize,
+}
+
+impl Client {
+    fn new(conn: Conn) -> Client {
+        Client {
+            conn,
+            decoder: Decoder::new(Limits {
+                max_frame_bytes: 64 * 1024 * 1024,
+                max_body_bytes: 64 * 1024 * 1024,
+                ..Limits::default()
+            }),
+            buf: BytesMut::new(),
+            ws_kinds: Vec::new(),
+            subprotocol: None,
+            heartbeats: 0,
+        }
+    }
+
+    /// A plain TCP connection to the broker's STOMP listener.
+    pub async fn tcp(broker: &RunningBroker) -> Client {
+        let s = TcpStream::connect(broker.stomp_addr.unwrap())
+            .await
+            .unwrap();
+        s.set_nodelay(true).unwrap();
+        Client::new(Conn::Tcp(s))
+    }
+
+    /// A WebSocket connection to `/ws` offering the STOMP subprotocols.
+    pub async fn ws(broker: &RunningBroker) -> Client {
+        Client::ws_with(
+            broker.http_addr,
+            Some("v10.stomp, v11.stomp, v12.stomp"),
+            None,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A WebSocket connection with chosen subprotocols and Origin; the HTTP status on refusal.
+    pub async fn ws_with(
+        addr: SocketAddr,
+        protocols: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<Client, u16> {
+        let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+        if let Some(p) = protocols {
+            req.headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
+        }
+        if let Some(o) = origin {
+            req.headers_mut()
+                .insert("Origin", HeaderValue::from_str(o).unwrap());
+        }
+        match tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(req))
+            .await
+            .unwrap()
+        {
+            Ok((ws, res)) => {
+                let mut c = Client::new(Conn::Ws(Box::new(ws)));
+                c.subprotocol = res
+                    .headers()
+                    .get("Sec-WebSocket-Protocol")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                Ok(c)
+            }
+            Err(tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
+            Err(e) => panic!("handshake failed: {e}"),
+        }
+    }
+
+    /// Sends raw bytes (one WebSocket text message, if WebSocket).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        match &mut self.conn {
+            Conn::Tcp(s) => s.write_all(bytes).await.unwrap(),
+            Conn::Ws(ws) => {
+                let msg = match std::str::from_utf8(bytes) {
+                    Ok(t) => Message::text(t),
+                    Err(_) => Message::binary(Bytes::copy_from_slice(bytes)),
+                };
+                ws.send(msg).await.unwrap()
+            }
+        }
+    }
+
+    /// Sends one WebSocket message of the given kind (WebSocket clients only).
+    pub async fn send_ws(&mut self, msg: Message) {
+        match &mut self.conn {
+            Conn::Ws(ws) => ws.send(msg).await.unwrap(),
+            Conn::Tcp(_) => panic!("not a WebSocket client"),
+        }
+    }
+
+    /// Sends a frame encoded for STOMP 1.2.
+    pub async fn send(&mut self, frame: Frame) {
+        let mut out = BytesMut::new();
+        encode(&frame, Version::V1_2, &mut out);
+        self.send_raw(&out).await;
+    }
+
+    /// Reads more bytes; false on EOF or close.
+    async fn fill(&mut self) -> bool {
+        match &mut self.conn {
+            Conn::Tcp(s) => {
+                self.buf.reserve(64 * 1024);
+                matches!(s.read_buf(&mut self.buf).await, Ok(n) if n > 0)
+            }
+            Conn::Ws(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => {
+                        self.ws_kinds.push(WsKind::Text);
+                        self.buf.extend_from_slice(t.as_bytes());
+                        return true;
+                    }
+                    Some(Ok(Message::Binary(b))) => {
+                        self.ws_kinds.push(WsKind::Binary);
+                        self.buf.extend_from_slice(&b);
+                        return true;
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return false,
+                    Some(Ok(_)) => continue,
+                }
+            },
+        }
+    }
+
+    /// The next frame (heart-beats are counted and skipped); `None` if the
+    /// connection closed first. Panics after [`TIMEOUT`].
+    pub async fn next_frame(&mut self) -> Option<Frame> {
+        tokio::time::timeout(TIMEOUT, async {
+            loop {
+                match self.decoder.decode(&mut self.buf).unwrap() {
+                    Some(Decoded::Frame(f)) => return Some(f),
+                    Some(Decoded::HeartBeat) => {
+                        self.heartbeats += 1;
+                        continue;
+                    }
+                    None => {}
+                }
+                if !self.fill().await {
+                    return None;
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for a frame")
+    }
+
+    /// The next frame, which must be `command`.
+    pub async fn expect(&mut self, command: Command) -> Frame {
+        let f = self
+            .next_frame()
+            .await
+            .unwrap_or_else(|| panic!("closed while expecting {command}"));
+        assert_eq!(f.command, command, "unexpected frame: {f:?}");
+        f
+    }
+
+    /// Expects an ERROR whose `message` contains `text`, then the connection closing.
+    pub async fn expect_error(&mut self, text: &str) -> Frame {
+        let f = self.expect(Command::Error).await;
+        let message = f.headers.get("message").unwrap_or_default();
+        assert!(
+            message.contains(text),
+            "ERROR message {message:?} lacks {text:?}"
+        );
+        self.expect_closed().await;
+        f
+    }
+
+    /// Expects the connection to close with no further frame.
+    pub async fn expect_closed(&mut self) {
+        if let Some(f) = self.next_frame().await {
+            panic!("expected close, got {f:?}");
+        }
+    }
+
+    /// Waits up to `wait` for a heart-beat or more bytes; true if any arrived.
+    pub async fn heartbeat_within(&mut self, wait: Duration) -> bool {
+        let before = self.heartbeats;
+        let _ = tokio::time::timeout(wait, async {
+            while self.heartbeats == before {
+                match self.decoder.decode(&mut self.buf).unwrap() {
+                    Some(Decoded::HeartBeat) => self.heartbeats += 1,
+                    Some(Decoded::Frame(f)) => panic!("unexpected {f:?}"),
+                    None => {
+                        if !self.fill().await {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        self.heartbeats > before
+    }
+
+    /// CONNECT with STOMP 1.2 and no heart-beats; returns CONNECTED.
+    pub async fn connect(&mut self) -> Frame {
+        self.send(
+            Frame::new(Command::Connect)
+                .header("accept-version", "1.2")
+                .header("host", "localhost"),
+        )
+        .await;
+        self.expect(Command::Connected).await
+    }
+
+    /// SUBSCRIBE with a receipt, waiting for it so later messages are sure to match.
+    pub async fn subscribe(&mut self, id: &str, destination: &str) {
+        let receipt = format!("sub-{id}");
+        self.send(
+            Frame::new(Command::Subscribe)
+                .header("id", id)
+                .header("destination", destination)
+                .header("receipt", receipt.as_str()),
+        )
+        .await;
+        let r = self.expect(Command::Receipt).await;
+        assert_eq!(r.headers.get("receipt-id"), Some(receipt.as_str()));
+    }
+
+    /// SEND with a receipt, waiting for it.
+    pub async fn publish(&mut self, destination: &str, body: &str) {
+        self.send(
+            Frame::new(Command::Send)
+                .header("destination", destination)
+                .header("receipt", "pub")
+                .body(body.to_owned()),
+        )
+        .await;
+        self.expect(Command::Receipt).await;
+    }
+
+    /// The next MESSAGE; asserts its destination and returns its body as text.
+    pub async fn message_on(&mut self, destination: &str) -> String {
+        let m = self.expect(Command::Message).await;
+        assert_eq!(m.headers.get("destination"), Some(destination));
+        String::from_utf8(m.body.to_vec()).unwrap()
+    }
+}
+
+/// A plain HTTP GET over loopback: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(TIMEOUT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of a metric line (first one whose name and labels start with `prefix`).
+pub fn metric(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
