@@ -85,7 +85,8 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
             .tasks
             .spawn(transport::tcp::serve(tcp, broker.clone()));
     }
-    tracing::info!(%http_addr, stomp_addr = ?stomp_addr, "stompede listening");
+    let stomp = stomp_addr.map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(%http_addr, stomp_addr = %stomp, "stompede listening");
     Ok(RunningBroker {
         http_addr,
         stomp_addr,

@@ -1,0 +1,197 @@
+// Helpers for end-to-end tests: the real broker binary on ephemeral loopback ports,
+// the real @stomp/stompjs client over `ws`, and a raw STOMP client over TCP.
+
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Client } from '@stomp/stompjs';
+import WebSocket from 'ws';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.STOMPEDE_BIN ?? path.join(here, '..', '..', 'target', 'debug', 'stompede');
+
+/** Bounded wait: rejects after `ms` with `what` in the message. */
+export function within(ms, what, promise) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Starts the broker with extra STOMPEDE__ environment; resolves once it listens. */
+export async function startBroker(env = {}) {
+  const child = spawn(BIN, [], {
+    env: {
+      ...process.env,
+      STOMPEDE__SERVER__HTTP_ADDR: '127.0.0.1:0',
+      STOMPEDE__SERVER__STOMP_ADDR: '127.0.0.1:0',
+      STOMPEDE__LOG__FORMAT: 'json',
+      STOMPEDE__LOG__FILTER: 'info',
+      ...env,
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const lines = createInterface({ input: child.stderr });
+  const listening = new Promise((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`broker exited with ${code}`)));
+    lines.on('line', (line) => {
+      let entry;
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (entry.fields?.message === 'stompede listening') {
+        resolve({ http: entry.fields.http_addr, stomp: entry.fields.stomp_addr });
+      }
+    });
+  });
+  const addrs = await within(10000, 'broker start', listening);
+  return {
+    ...addrs,
+    url: `ws://${addrs.http}/ws`,
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await within(10000, 'broker exit', exited);
+    },
+  };
+}
+
+/**
+ * A connected stompjs client. `options` go to the Client constructor; the
+ * WebSocket is tapped so tests can count heart-beats received.
+ */
+export async function stompClient(broker, options = {}) {
+  const tap = { heartbeats: 0, messages: 0 };
+  const client = new Client({
+    webSocketFactory: () => {
+      const ws = new WebSocket(broker.url, ['v12.stomp', 'v11.stomp', 'v10.stomp']);
+      ws.addEventListener('message', (ev) => {
+        tap.messages += 1;
+        if (ev.data === '\n' || (ev.data?.toString && ev.data.toString() === '\n')) tap.heartbeats += 1;
+      });
+      return ws;
+    },
+    reconnectDelay: 0,
+    heartbeatIncoming: 0,
+    heartbeatOutgoing: 0,
+    debug: () => {},
+    ...options,
+  });
+  const connected = new Promise((resolve, reject) => {
+    client.onConnect = resolve;
+    client.onStompError = (frame) => reject(new Error(`STOMP error: ${frame.headers.message}`));
+    client.onWebSocketError = () => reject(new Error('WebSocket error'));
+  });
+  client.activate();
+  const frame = await within(5000, 'stompjs connect', connected);
+  client.tap = tap;
+  client.connectedFrame = frame;
+  return client;
+}
+
+/** Resolves with the next `n` messages of a subscription (bodies and frames). */
+export function collect(client, destination, n, headers = {}) {
+  const got = [];
+  let sub;
+  const done = new Promise((resolve) => {
+    sub = client.subscribe(
+      destination,
+      (message) => {
+        got.push(message);
+        if (got.length === n) resolve(got);
+      },
+      headers,
+    );
+  });
+  return { sub, done: (what = destination, ms = 5000) => within(ms, `${n} messages on ${what}`, done), got };
+}
+
+/** Subscribes and waits for the broker's receipt, so later publishes reach it. */
+export async function subscribed(client, destination, onMessage, headers = {}) {
+  const receipt = `sub-${Math.random().toString(36).slice(2)}`;
+  const acked = new Promise((resolve) => client.watchForReceipt(receipt, resolve));
+  const sub = client.subscribe(destination, onMessage, { ...headers, receipt });
+  await within(5000, `receipt for SUBSCRIBE ${destination}`, acked);
+  return sub;
+}
+
+/** Publishes with a receipt and waits for it. */
+export async function publishConfirmed(client, params) {
+  const receipt = `pub-${Math.random().toString(36).slice(2)}`;
+  const acked = new Promise((resolve) => client.watchForReceipt(receipt, resolve));
+  client.publish({ ...params, headers: { ...(params.headers ?? {}), receipt } });
+  return within(5000, `receipt for SEND ${params.destination}`, acked);
+}
+
+/** A minimal STOMP 1.2 client over plain TCP, as a backend service would use. */
+export async function tcpClient(address) {
+  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+  const socket = net.connect({ host, port });
+  await within(5000, 'TCP connect', new Promise((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  }));
+  let buffer = Buffer.alloc(0);
+  const frames = [];
+  const waiters = [];
+  const parse = () => {
+    for (;;) {
+      while (buffer.length && (buffer[0] === 0x0a || buffer[0] === 0x0d)) buffer = buffer.subarray(1);
+      const headEnd = buffer.indexOf('\n\n');
+      if (headEnd < 0) return;
+      const [command, ...lines] = buffer.subarray(0, headEnd).toString('utf8').split('\n');
+      const headers = {};
+      for (const line of lines) {
+        const i = line.indexOf(':');
+        const name = line.slice(0, i);
+        if (!(name in headers)) headers[name] = line.slice(i + 1);
+      }
+      const start = headEnd + 2;
+      let end;
+      if (headers['content-length'] !== undefined) {
+        end = start + Number(headers['content-length']);
+        if (buffer.length < end + 1) return;
+      } else {
+        end = buffer.indexOf(0, start);
+        if (end < 0) return;
+      }
+      frames.push({ command, headers, body: buffer.subarray(start, end) });
+      buffer = buffer.subarray(end + 1);
+    }
+  };
+  socket.on('data', (chunk) => {
+    buffer = Buffer.concat([buffer, chunk]);
+    parse();
+    while (waiters.length && frames.length) waiters.shift()(frames.shift());
+  });
+  const client = {
+    send(command, headers = {}, body = '') {
+      const bytes = Buffer.isBuffer(body) ? body : Buffer.from(body, 'utf8');
+      const head = Object.entries({ ...headers, 'content-length': bytes.length })
+        .map(([k, v]) => `${k}:${v}\n`)
+        .join('');
+      socket.write(Buffer.concat([Buffer.from(`${command}\n${head}\n`, 'utf8'), bytes, Buffer.from([0])]));
+    },
+    next(what = 'a frame') {
+      if (frames.length) return Promise.resolve(frames.shift());
+      return within(5000, what, new Promise((resolve) => waiters.push(resolve)));
+    },
+    async expect(command) {
+      const frame = await client.next(command);
+      if (frame.command !== command) throw new Error(`expected ${command}, got ${frame.command}: ${frame.body}`);
+      return frame;
+    },
+    close() {
+      socket.destroy();
+    },
+  };
+  client.send('CONNECT', { 'accept-version': '1.2', host: 'localhost' });
+  await client.expect('CONNECTED');
+  return client;
+}
