@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Side-by-side broker benchmark: stompede and (if running) RabbitMQ Web-STOMP, with
+# the same load generator, in one run. Loopback only; every step is bounded in time.
+#
+#   benches/compare.sh                 # all scenarios
+#   SECONDS_PER_RUN=5 benches/compare.sh fanout
+#
+# RabbitMQ (Debian's rabbitmq-server with the rabbitmq_web_stomp plugin) is used
+# when ws://127.0.0.1:15674/ws answers:
+#   apt-get install rabbitmq-server
+#   rabbitmq-plugins enable --offline rabbitmq_web_stomp
+#   echo "rabbitmq - nofile 20000" > /etc/security/limits.d/rabbitmq.conf
+#   RABBITMQ_NODENAME=rabbit@localhost rabbitmq-server &
+# Debian's wrapper starts RabbitMQ through `su`, whose default soft limit of 1024
+# open files stops it short of 1000 connections; the limits.d line raises it, as
+# any production install would (stompede raises its own limit at start).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+what=${1:-all}
+secs=${SECONDS_PER_RUN:-10}
+idle_conns=${IDLE_CONNECTIONS:-10000}
+port=18080
+
+cargo build --release --locked --bin stompede --example loadgen >&2
+loadgen=target/release/examples/loadgen
+
+STOMPEDE__SERVER__HTTP_ADDR=127.0.0.1:$port STOMPEDE__SERVER__STOMP_ADDR= \
+  STOMPEDE__LOG__FILTER=warn target/release/stompede &
+broker=$!
+trap 'kill $broker 2>/dev/null || true' EXIT
+for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+
+rabbit=0
+if (echo >/dev/tcp/127.0.0.1/15674) 2>/dev/null; then rabbit=1; fi
+echo "machine: $(nproc) cores; $(uname -sr); rabbitmq: $([ $rabbit = 1 ] && dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo 'not running')"
+
+run() { # label url extra-args... ; loadgen args follow "--"
+  local label=$1 url=$2; shift 2
+  timeout 600 "$loadgen" "$@" --url "$url" --label "$label"
+}
+
+both() {
+  run stompede ws://127.0.0.1:$port/ws "$@"
+  if [ $rabbit = 1 ]; then
+    run rabbitmq ws://127.0.0.1:15674/ws "$@" --login guest --passcode guest
+  fi
+}
+
+if [ "$what" = all ] || [ "$what" = fanout ]; then
+  for subs in 1 100 1000; do
+    both fanout --subscribers $subs --seconds "$secs"
+  done
+fi
+if [ "$what" = all ] || [ "$what" = latency ]; then
+  both fanout --subscribers 1000 --rate 100 --seconds "$((secs * 2))"
+fi
+if [ "$what" = all ] || [ "$what" = idle ]; then
+  run stompede ws://127.0.0.1:$port/ws idle --connections "$idle_conns" --pid $broker
+  if [ $rabbit = 1 ]; then
+    beam=$(pgrep -f beam.smp | head -1)
+    run rabbitmq ws://127.0.0.1:15674/ws idle --connections "$idle_conns" --pid "$beam" --login guest --passcode guest
+  fi
+fi

@@ -1,0 +1,490 @@
+//! Load generator for STOMP-over-WebSocket brokers (stompede, RabbitMQ Web-STOMP, ...).
+//!
+//! ```text
+//! cargo run --release --example loadgen -- fanout --url ws://127.0.0.1:8080/ws --subscribers 100
+//! cargo run --release --example loadgen -- fanout --subscribers 1000 --rate 100 --seconds 20
+//! cargo run --release --example loadgen -- idle --connections 10000 --pid <broker pid>
+//! ```
+//!
+//! `fanout`: M publishers send 128-byte messages (by default) to one topic that N
+//! subscribers read. Without `--rate` publishers go as fast as the broker delivers:
+//! they keep at most `--window` messages per subscriber in flight, so the figure is
+//! the sustained rate with zero loss. Every body carries its send time; subscribers
+//! record publish-to-receive latency. Reports delivered msgs/s, loss and percentiles.
+//!
+//! `idle`: opens N WebSocket connections that CONNECT and SUBSCRIBE, then sit idle,
+//! and reports the broker's RSS growth per connection (read from /proc/PID/status).
+//!
+//! Only loopback addresses are accepted; every run is bounded in time.
+
+#![allow(clippy::unwrap_used)]
+
+use bytes::BytesMut;
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use stompede::codec::{Command, Decoded, Decoder, Frame, Limits, Version, encode};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, clap::Args, Clone)]
+struct Target {
+    /// WebSocket URL of the broker (loopback only).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    /// STOMP login, if the broker needs one (RabbitMQ: guest).
+    #[arg(long)]
+    login: Option<String>,
+    /// STOMP passcode.
+    #[arg(long)]
+    passcode: Option<String>,
+    /// STOMP host header (RabbitMQ takes it as the virtual host).
+    #[arg(long, default_value = "/")]
+    host: String,
+    /// Label printed with the results.
+    #[arg(long, default_value = "broker")]
+    label: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Publishers to one topic, subscribers reading it.
+    Fanout {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        /// Body size in bytes (at least 40).
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        /// Messages per second per publisher; omit for as fast as delivered.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Measured seconds (after one second of warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Messages per subscriber allowed in flight in max-rate mode.
+        #[arg(long, default_value_t = 500)]
+        window: u64,
+        #[arg(long, default_value = "/topic/loadgen")]
+        destination: String,
+    },
+    /// Idle subscribed connections; reports broker RSS per connection.
+    Idle {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// The broker's process id, to read its RSS.
+        #[arg(long)]
+        pid: u32,
+        /// Seconds to hold the connections before measuring.
+        #[arg(long, default_value_t = 5)]
+        settle: u64,
+    },
+}
+
+/// Process start, for timestamps in diagnostics.
+static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn check_loopback(url: &str) {
+    let rest = url.split("://").nth(1).expect("URL with scheme");
+    let hostport = rest.split('/').next().unwrap();
+    let all_loopback = hostport
+        .to_socket_addrs()
+        .map(|mut addrs| addrs.all(|a| a.ip().is_loopback()))
+        .unwrap_or(false);
+    assert!(
+        all_loopback,
+        "loadgen only targets loopback addresses, not {hostport}"
+    );
+}
+
+fn frame_bytes(frame: &Frame) -> Message {
+    let mut out = BytesMut::new();
+    encode(frame, Version::V1_2, &mut out);
+    match Utf8Bytes::try_from(out.clone().freeze()) {
+        Ok(t) => Message::Text(t),
+        Err(_) => Message::Binary(out.freeze()),
+    }
+}
+
+/// A connected client: the WebSocket and a decoder for what it reads.
+struct Conn {
+    ws: Ws,
+    decoder: Decoder,
+    buf: BytesMut,
+    last_beat: Instant,
+}
+
+impl Conn {
+    async fn open(t: &Target) -> Conn {
+        let mut req = t.url.as_str().into_client_request().unwrap();
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static("v12.stomp"),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("WebSocket connect");
+        let mut c = Conn {
+            ws,
+            decoder: Decoder::new(Limits::default()),
+            buf: BytesMut::new(),
+            last_beat: Instant::now(),
+        };
+        let mut connect = Frame::new(Command::Connect)
+            .header("accept-version", "1.2")
+            .header("host", t.host.as_str())
+            .header("heart-beat", "0,0");
+        if let (Some(l), Some(p)) = (&t.login, &t.passcode) {
+            connect = connect
+                .header("login", l.as_str())
+                .header("passcode", p.as_str());
+        }
+        c.send(&connect).await;
+        let f = c.next().await.expect("CONNECTED");
+        assert_eq!(f.command, Command::Connected, "{f:?}");
+        c
+    }
+
+    async fn send(&mut self, f: &Frame) {
+        self.ws.send(frame_bytes(f)).await.expect("send");
+    }
+
+    async fn next(&mut self) -> Option<Frame> {
+        loop {
+            match self.decoder.decode(&mut self.buf).expect("valid frames") {
+                Some(Decoded::Frame(f)) => return Some(f),
+                Some(Decoded::HeartBeat) => continue,
+                None => {}
+            }
+            // Readers also send a heart-beat EOL now and then, as real clients do:
+            // servers such as RabbitMQ's Cowboy close connections that send nothing.
+            if self.last_beat.elapsed() > Duration::from_secs(5) {
+                self.last_beat = Instant::now();
+                self.ws.send(Message::text("\n")).await.ok()?;
+            }
+            let next = tokio::time::timeout(Duration::from_secs(5), self.ws.next()).await;
+            let Ok(next) = next else { continue };
+            match next? {
+                Ok(Message::Text(t)) => self.buf.extend_from_slice(t.as_bytes()),
+                Ok(Message::Binary(b)) => self.buf.extend_from_slice(&b),
+                Ok(Message::Close(reason)) => {
+                    eprintln!(
+                        "connection closed by the broker after {:?}: {reason:?}",
+                        START.get().map(|s| s.elapsed())
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    eprintln!("connection failed: {e}");
+                    return None;
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, id: &str, destination: &str) {
+        self.send(
+            &Frame::new(Command::Subscribe)
+                .header("id", id)
+                .header("destination", destination)
+                .header("ack", "auto")
+                .header("receipt", id),
+        )
+        .await;
+        let f = self.next().await.expect("RECEIPT");
+        assert_eq!(f.command, Command::Receipt, "{f:?}");
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// `seq:sent_ns:` then padding to `size` bytes.
+fn body(seq: u64, size: usize) -> String {
+    let mut b = format!("{seq}:{}:", now_ns());
+    while b.len() < size {
+        b.push('x');
+    }
+    b
+}
+
+fn parse_body(b: &[u8]) -> Option<(u64, u64)> {
+    let s = std::str::from_utf8(b).ok()?;
+    let mut it = s.split(':');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fanout(
+    t: Target,
+    publishers: usize,
+    subscribers: usize,
+    size: usize,
+    rate: Option<u64>,
+    seconds: u64,
+    window: u64,
+    destination: String,
+) {
+    let size = size.max(40);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Each subscriber reads (and so heart-beats) as soon as it is subscribed; opening
+    // goes a few at a time so the handshakes do not pile up.
+    let ready = Arc::new(tokio::sync::Semaphore::new(50));
+    let subscribed = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for i in 0..subscribers {
+        let t = t.clone();
+        let d = destination.clone();
+        let delivered = delivered.clone();
+        let measuring = measuring.clone();
+        let stop = stop.clone();
+        let ready = ready.clone();
+        let subscribed = subscribed.clone();
+        readers.push(tokio::spawn(async move {
+            let permit = ready.acquire_owned().await.unwrap();
+            let mut c = Conn::open(&t).await;
+            c.subscribe(&format!("s{i}"), &d).await;
+            drop(permit);
+            subscribed.fetch_add(1, Ordering::Release);
+            let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).unwrap();
+            let mut counted = 0u64;
+            loop {
+                let next = tokio::time::timeout(Duration::from_secs(2), c.next()).await;
+                let f = match next {
+                    Ok(Some(f)) => f,
+                    Ok(None) => panic!("subscriber connection closed by the broker"),
+                    Err(_) if stop.load(Ordering::Acquire) => break,
+                    Err(_) => continue,
+                };
+                if f.command != Command::Message {
+                    panic!("unexpected {} {:?}", f.command, f.headers.get("message"));
+                }
+                delivered.fetch_add(1, Ordering::Relaxed);
+                if measuring.load(Ordering::Relaxed) {
+                    if let Some((_, sent)) = parse_body(&f.body) {
+                        let _ = hist.record(now_ns().saturating_sub(sent).max(1_000));
+                        counted += 1;
+                    }
+                }
+            }
+            (hist, counted)
+        }));
+    }
+    let setup_deadline = Instant::now() + Duration::from_secs(300);
+    while subscribed.load(Ordering::Acquire) < subscribers as u64 {
+        assert!(
+            Instant::now() < setup_deadline,
+            "subscribers not ready in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "{} subscribers ready after {:?}",
+        subscribers,
+        START.get().map(|s| s.elapsed())
+    );
+    let published = Arc::new(AtomicU64::new(0));
+    let mut pubs = Vec::new();
+    for _ in 0..publishers {
+        let t = t.clone();
+        let d = destination.clone();
+        let published = published.clone();
+        let delivered = delivered.clone();
+        let stop = stop.clone();
+        let n_subs = subscribers as u64;
+        pubs.push(tokio::spawn(async move {
+            let mut c = Conn::open(&t).await;
+            let mut seq = 0u64;
+            let mut tick =
+                rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r as f64)));
+            while !stop.load(Ordering::Acquire) {
+                match &mut tick {
+                    Some(tick) => {
+                        tick.tick().await;
+                    }
+                    None => {
+                        // Zero-loss max rate: wait while too much is in flight.
+                        let mut waited = 0;
+                        while published.load(Ordering::Relaxed) * n_subs
+                            > delivered.load(Ordering::Relaxed) + window * n_subs
+                        {
+                            if stop.load(Ordering::Acquire) || waited > 10_000 {
+                                break;
+                            }
+                            waited += 1;
+                            tokio::time::sleep(Duration::from_micros(200)).await;
+                        }
+                    }
+                }
+                let f = Frame::new(Command::Send)
+                    .header("destination", d.as_str())
+                    .header("content-type", "text/plain")
+                    .body(body(seq, size));
+                c.send(&f).await;
+                published.fetch_add(1, Ordering::Relaxed);
+                seq += 1;
+            }
+            c.send(&Frame::new(Command::Disconnect).header("receipt", "bye"))
+                .await;
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let p0 = published.load(Ordering::Relaxed);
+    let d0 = delivered.load(Ordering::Relaxed);
+    measuring.store(true, Ordering::Release);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let p1 = published.load(Ordering::Relaxed);
+    let d1 = delivered.load(Ordering::Relaxed);
+    measuring.store(false, Ordering::Release);
+    stop.store(true, Ordering::Release);
+    for p in pubs {
+        p.await.unwrap();
+    }
+    // Let everything in flight arrive, then count loss over the whole run.
+    let total_published = published.load(Ordering::Relaxed);
+    let expected = total_published * subscribers as u64;
+    let drain_deadline = Instant::now() + Duration::from_secs(10);
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).unwrap();
+    let mut samples = 0;
+    for r in readers {
+        let (h, n) = r.await.unwrap();
+        hist.add(&h).unwrap();
+        samples += n;
+    }
+    let got = delivered.load(Ordering::Relaxed);
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1e6;
+    println!(
+        "{} fanout pubs={publishers} subs={subscribers} size={size} rate={} : published {:.0} msg/s, delivered {:.0} msg/s, lost {} of {}, latency ms p50={:.3} p99={:.3} p99.9={:.3} max={:.3} (n={samples})",
+        t.label,
+        rate.map(|r| r.to_string()).unwrap_or_else(|| "max".into()),
+        (p1 - p0) as f64 / elapsed,
+        (d1 - d0) as f64 / elapsed,
+        expected.saturating_sub(got),
+        expected,
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        hist.max() as f64 / 1e6,
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("broker pid");
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+async fn idle(t: Target, connections: usize, pid: u32, settle: u64) {
+    let before = rss_kib(pid);
+    let started = Instant::now();
+    let mut conns = Vec::with_capacity(connections);
+    for chunk in (0..connections).collect::<Vec<_>>().chunks(200) {
+        let mut opening = Vec::new();
+        for &i in chunk {
+            let t = t.clone();
+            opening.push(tokio::spawn(async move {
+                let mut c = Conn::open(&t).await;
+                c.subscribe(&format!("idle{i}"), "/topic/idle").await;
+                c
+            }));
+        }
+        for o in opening {
+            conns.push(o.await.unwrap());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "opening took too long"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(settle)).await;
+    let after = rss_kib(pid);
+    let per = (after.saturating_sub(before)) as f64 / connections as f64;
+    println!(
+        "{} idle connections={connections}: broker RSS {before} KiB -> {after} KiB, {per:.1} KiB per connection (opened in {:.1} s)",
+        t.label,
+        started.elapsed().as_secs_f64() - settle as f64
+    );
+    drop(conns);
+}
+
+fn main() {
+    let _ = START.set(Instant::now());
+    let cli = Cli::parse();
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        match cli.mode {
+            Mode::Fanout {
+                target,
+                publishers,
+                subscribers,
+                size,
+                rate,
+                seconds,
+                window,
+                destination,
+            } => {
+                check_loopback(&target.url);
+                assert!(seconds <= 600, "runs are bounded: at most 600 s");
+                fanout(
+                    target,
+                    publishers,
+                    subscribers,
+                    size,
+                    rate,
+                    seconds,
+                    window,
+                    destination,
+                )
+                .await
+            }
+            Mode::Idle {
+                target,
+                connections,
+                pid,
+                settle,
+            } => {
+                check_loopback(&target.url);
+                idle(target, connections, pid, settle).await
+            }
+        }
+    });
+}
