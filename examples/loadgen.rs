@@ -286,11 +286,11 @@ async fn fanout(
                     panic!("unexpected {} {:?}", f.command, f.headers.get("message"));
                 }
                 delivered.fetch_add(1, Ordering::Relaxed);
-                if measuring.load(Ordering::Relaxed) {
-                    if let Some((_, sent)) = parse_body(&f.body) {
-                        let _ = hist.record(now_ns().saturating_sub(sent).max(1_000));
-                        counted += 1;
-                    }
+                if let Some((_, sent)) =
+                    parse_body(&f.body).filter(|_| measuring.load(Ordering::Relaxed))
+                {
+                    let _ = hist.record(now_ns().saturating_sub(sent).max(1_000));
+                    counted += 1;
                 }
             }
             (hist, counted)
