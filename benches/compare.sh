@@ -25,11 +25,16 @@ port=18080
 cargo build --release --locked --bin stompede --example loadgen >&2
 loadgen=target/release/examples/loadgen
 
-STOMPEDE__SERVER__HTTP_ADDR=127.0.0.1:$port STOMPEDE__SERVER__STOMP_ADDR= \
-  STOMPEDE__LOG__FILTER=warn target/release/stompede &
-broker=$!
-trap 'kill $broker 2>/dev/null || true' EXIT
-for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+broker=
+start_broker() { # a fresh process, so one scenario's memory does not colour the next
+  [ -n "$broker" ] && { kill "$broker"; wait "$broker" 2>/dev/null || true; }
+  STOMPEDE__SERVER__HTTP_ADDR=127.0.0.1:$port STOMPEDE__SERVER__STOMP_ADDR= \
+    STOMPEDE__LOG__FILTER=warn target/release/stompede &
+  broker=$!
+  for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+}
+trap '[ -n "$broker" ] && kill $broker 2>/dev/null || true' EXIT
+start_broker
 
 rabbit=0
 if (echo >/dev/tcp/127.0.0.1/15674) 2>/dev/null; then rabbit=1; fi
@@ -56,6 +61,7 @@ if [ "$what" = all ] || [ "$what" = latency ]; then
   both fanout --subscribers 1000 --rate 100 --seconds "$((secs * 2))"
 fi
 if [ "$what" = all ] || [ "$what" = idle ]; then
+  start_broker
   run stompede ws://127.0.0.1:$port/ws idle --connections "$idle_conns" --pid $broker
   if [ $rabbit = 1 ]; then
     beam=$(pgrep -f beam.smp | head -1)

@@ -1,17 +1,18 @@
 //! A connection's outbox: what waits to be written to one client, bounded in bytes.
 //!
-//! Publishers and the session push; the connection's writer task drains. The channel
-//! itself is unbounded, but every push is counted in bytes against
+//! Publishers and the session push; the connection's writer task takes everything
+//! queued at once. The queue has no item limit, but every push is counted in bytes against
 //! `limits.max_outbox_bytes`: the first push past the limit marks the client as a
 //! slow consumer, refuses further pushes, and wakes the writer to cut it off. So a
 //! client that stops reading costs at most its limit and never blocks a publisher.
 
 use crate::codec::{Command, EncodedMessage};
 use bytes::Bytes;
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// One item for the writer.
 #[derive(Debug)]
@@ -52,45 +53,86 @@ impl Outgoing {
 #[error("outbox full: slow consumer")]
 pub struct Overflow;
 
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Outgoing>,
+    /// False once the writer is gone: pushes fail.
+    receiver_alive: bool,
+}
+
 #[derive(Debug)]
 struct Shared {
+    /// Held only to push one item or to swap the whole queue out; never across `.await`.
+    queue: Mutex<Queue>,
     queued: AtomicUsize,
     limit: usize,
+    senders: AtomicUsize,
     overflowed: AtomicBool,
-    wake: Notify,
+    /// Wakes the writer when the queue becomes non-empty or the last sender goes.
+    items_ready: Notify,
+    /// Wakes the writer when the outbox overflows.
+    overflow: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding this lock cannot leave the queue half-updated.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The sending side, cloned into every subscription of the connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Outgoing>,
     shared: Arc<Shared>,
 }
 
 /// The writer's side.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    rx: mpsc::UnboundedReceiver<Outgoing>,
     shared: Arc<Shared>,
 }
 
 /// A new outbox holding at most `limit` bytes (one item larger than the limit is
 /// still accepted into an empty outbox, so large messages can be delivered).
+///
+/// An idle outbox holds no allocation: the writer takes the whole queue at once.
 pub fn outbox(limit: usize) -> (Outbox, OutboxReceiver) {
-    let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue {
+            items: VecDeque::new(),
+            receiver_alive: true,
+        }),
         queued: AtomicUsize::new(0),
         limit,
+        senders: AtomicUsize::new(1),
         overflowed: AtomicBool::new(false),
-        wake: Notify::new(),
+        items_ready: Notify::new(),
+        overflow: Notify::new(),
     });
     (
         Outbox {
-            tx,
             shared: shared.clone(),
         },
-        OutboxReceiver { rx, shared },
+        OutboxReceiver { shared },
     )
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Outbox {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.items_ready.notify_one();
+        }
+    }
 }
 
 impl Outbox {
@@ -98,18 +140,34 @@ impl Outbox {
     /// marked as a slow consumer, and every later push fails too) or the connection
     /// is closing.
     pub fn push(&self, item: Outgoing) -> Result<(), Overflow> {
-        if self.shared.overflowed.load(Ordering::Relaxed) {
+        let shared = &*self.shared;
+        if shared.overflowed.load(Ordering::Relaxed) {
             return Err(Overflow);
         }
         let cost = item.cost();
-        let before = self.shared.queued.fetch_add(cost, Ordering::AcqRel);
-        if before > 0 && before + cost > self.shared.limit {
-            self.shared.queued.fetch_sub(cost, Ordering::AcqRel);
-            self.shared.overflowed.store(true, Ordering::Release);
-            self.shared.wake.notify_one();
+        let before = shared.queued.fetch_add(cost, Ordering::AcqRel);
+        if before > 0 && before + cost > shared.limit {
+            shared.queued.fetch_sub(cost, Ordering::AcqRel);
+            shared.overflowed.store(true, Ordering::Release);
+            shared.overflow.notify_one();
             return Err(Overflow);
         }
-        self.tx.send(item).map_err(|_| Overflow)
+        let was_empty = {
+            let mut q = shared.lock();
+            if !q.receiver_alive {
+                drop(q);
+                shared.queued.fetch_sub(cost, Ordering::AcqRel);
+                return Err(Overflow);
+            }
+            let was_empty = q.items.is_empty();
+            q.items.push_back(item);
+            was_empty
+        };
+        if was_empty {
+            // notify_one keeps a permit if the writer is not waiting yet, so no wake-up is lost.
+            shared.items_ready.notify_one();
+        }
+        Ok(())
     }
 
     /// Whether the client has been marked as a slow consumer.
@@ -124,15 +182,21 @@ impl Outbox {
 
     /// Whether the writer has gone (the connection is closed).
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        !self.shared.lock().receiver_alive
     }
 }
 
 impl OutboxReceiver {
-    /// Waits for items and moves up to `max` of them into `items`; 0 means every
-    /// sender is gone.
-    pub async fn recv_many(&mut self, items: &mut Vec<Outgoing>, max: usize) -> usize {
-        self.rx.recv_many(items, max).await
+    /// Waits until something is queued and takes all of it. An empty queue means
+    /// every sender is gone.
+    pub async fn recv_all(&mut self) -> VecDeque<Outgoing> {
+        loop {
+            let items = std::mem::take(&mut self.shared.lock().items);
+            if !items.is_empty() || self.shared.senders.load(Ordering::Acquire) == 0 {
+                return items;
+            }
+            self.shared.items_ready.notified().await;
+        }
     }
 
     /// Gives back the bytes of items that have been written.
@@ -148,6 +212,14 @@ impl OutboxReceiver {
     }
 }
 
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        let mut q = self.shared.lock();
+        q.receiver_alive = false;
+        q.items = VecDeque::new();
+    }
+}
+
 /// Waits for an outbox to overflow.
 #[derive(Debug, Clone)]
 pub struct OverflowWatch {
@@ -158,7 +230,7 @@ impl OverflowWatch {
     /// Resolves when the outbox overflows (at once if it already has).
     pub async fn overflowed(&self) {
         loop {
-            let notified = self.shared.wake.notified();
+            let notified = self.shared.overflow.notified();
             if self.shared.overflowed.load(Ordering::Acquire) {
                 return;
             }
@@ -188,8 +260,7 @@ mod tests {
         assert!(tx.is_overflowed());
         rx.overflow_watch().overflowed().await;
         // Even after draining, a slow consumer stays cut off.
-        let mut items = Vec::new();
-        assert_eq!(rx.recv_many(&mut items, 10).await, 2);
+        assert_eq!(rx.recv_all().await.len(), 2);
         rx.written(100);
         assert_eq!(tx.push(frame(1)), Err(Overflow));
     }
@@ -199,6 +270,26 @@ mod tests {
         let (tx, _rx) = outbox(10);
         tx.push(frame(50)).unwrap();
         assert_eq!(tx.push(frame(1)), Err(Overflow));
+    }
+
+    #[tokio::test]
+    async fn the_writer_wakes_for_pushes_and_ends_when_every_sender_is_gone() {
+        let (tx, mut rx) = outbox(1000);
+        let tx2 = tx.clone();
+        let waiter = tokio::spawn(async move {
+            let first = rx.recv_all().await.len();
+            let second = rx.recv_all().await.len();
+            let last = rx.recv_all().await.len();
+            (first, second, last)
+        });
+        tx.push(frame(1)).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tx2.push(frame(1)).unwrap();
+        tx2.push(frame(1)).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(tx);
+        drop(tx2);
+        assert_eq!(waiter.await.unwrap(), (1, 2, 0));
     }
 
     #[test]

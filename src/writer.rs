@@ -14,9 +14,6 @@ use std::time::{Duration, Instant};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-/// Items taken from the outbox per batch.
-const BATCH_ITEMS: usize = 1024;
-
 /// Time allowed for the last words (an ERROR, a close frame) to a client.
 const LAST_WORDS: Duration = Duration::from_secs(2);
 
@@ -89,29 +86,31 @@ async fn write_loop(
     metrics: &Metrics,
     config: &WriterConfig,
 ) -> WriterEnd {
-    let mut items = Vec::new();
     let mut batch = Batch::default();
     let mut heartbeat: Option<Duration> = None;
     let mut last_write = Instant::now();
     let overflow = rx.overflow_watch();
     loop {
         let beat_at = heartbeat.map(|d| tokio::time::Instant::from_std(last_write + d));
-        tokio::select! {
+        // Owned per batch and dropped after it, so an idle writer holds no queue memory.
+        let items = tokio::select! {
             biased;
             _ = overflow.overflowed() => return WriterEnd::SlowConsumer,
-            n = rx.recv_many(&mut items, BATCH_ITEMS) => {
-                if n == 0 {
+            taken = rx.recv_all() => {
+                if taken.is_empty() {
                     return WriterEnd::Closed;
                 }
+                taken
             }
             _ = async { match beat_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
                 batch.push(true, encode_heartbeat);
+                std::collections::VecDeque::new()
             }
-        }
+        };
         let mut close = false;
         let mut cost = 0;
         let mut messages = Vec::new();
-        for item in items.drain(..) {
+        for item in items {
             cost += item.cost();
             match item {
                 Outgoing::Frame { bytes, command } => {

@@ -212,7 +212,7 @@ async fn run_ws(
     // several frames, so it may be somewhat larger than one frame; a larger one is
     // refused with an ERROR by the session.
     let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(2048)
         .max_message_size(Some(
             limits.max_frame_bytes.saturating_mul(2).max(64 * 1024),
         ))

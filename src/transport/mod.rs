@@ -154,10 +154,11 @@ impl Batch {
     fn reset(&mut self) {
         self.frames.clear();
         self.data.clear();
-        if self.data.capacity() > 4 * MAX_WS_BATCH {
+        // Reallocating a burst-sized buffer costs far less than the write it carried.
+        if self.data.capacity() > 16 * 1024 {
             self.data = BytesMut::new();
         }
-        if self.frames.capacity() > 1024 {
+        if self.frames.capacity() > 64 {
             self.frames = Vec::new();
         }
     }
