@@ -17,7 +17,11 @@ pub struct Broker {
     /// Pre-resolved metric handles.
     pub metrics: Arc<Metrics>,
     /// Publishing and topic subscriptions.
-    pub bus: LocalBus,
+    pub bus: Arc<LocalBus>,
+    /// `/app/**` handlers.
+    pub apps: crate::app::Apps,
+    /// Checks CONNECT credentials.
+    pub auth: Arc<crate::auth::Authenticator>,
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -27,15 +31,34 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Shared state for a broker with `config`.
-    pub fn new(config: Config) -> Arc<Broker> {
+    /// Shared state for a broker with `config`, with its application handlers
+    /// registered and their background tasks (the trading engine) started. Must be
+    /// called inside a Tokio runtime.
+    pub fn start(config: Config) -> Arc<Broker> {
         let metrics = Arc::new(Metrics::new());
+        let bus = Arc::new(LocalBus::new(
+            metrics.clone(),
+            config.topics.retain.clone(),
+            config.topics.max_retained,
+        ));
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut apps = crate::app::Apps::new();
+        let (trading, engine) = crate::app::trading::start(&config, bus.clone(), shutdown.clone());
+        apps.register("/app/trade", trading);
+        tasks.spawn(engine);
+        let auth = Arc::new(crate::auth::Authenticator::new(
+            &config.auth.users,
+            config.auth.anonymous,
+        ));
         Arc::new(Broker {
             config,
-            bus: LocalBus::new(metrics.clone()),
+            bus,
+            apps,
+            auth,
             metrics,
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            shutdown,
+            tasks,
             connections: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
         })

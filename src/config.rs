@@ -42,6 +42,133 @@ pub struct Config {
     pub heartbeat: HeartbeatConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Users and anonymous access.
+    pub auth: AuthConfig,
+    /// Topic behaviour (retained messages).
+    pub topics: TopicsConfig,
+    /// The simulated market.
+    pub quotes: QuotesConfig,
+    /// The trading application.
+    pub trading: TradingConfig,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Whether a CONNECT without `login` may read `/topic/**`.
+    pub anonymous: bool,
+    /// `[[auth.users]]`. None are built in: the shipped `broker.toml` has demo accounts.
+    pub users: Vec<crate::auth::User>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            anonymous: true,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// `[topics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Topic destinations or patterns whose last message is kept and given to new
+    /// subscribers at once, marked `retained: true`.
+    pub retain: Vec<String>,
+    /// Most destinations with a retained message; past it, new ones are not retained.
+    pub max_retained: usize,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            retain: vec![
+                "/topic/stock-quotes".to_owned(),
+                "/topic/stock-quotes.*".to_owned(),
+            ],
+            max_retained: 10_000,
+        }
+    }
+}
+
+/// One simulated stock.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SymbolConfig {
+    /// Ticker, e.g. `AAPL`.
+    pub symbol: String,
+    /// Opening price.
+    pub price: f64,
+    /// Largest random move per tick, as a fraction of the price (0.01 = 1%).
+    #[serde(default = "default_volatility")]
+    pub volatility: f64,
+    /// Steady move per tick, as a fraction of the price (negative falls).
+    #[serde(default)]
+    pub drift: f64,
+}
+
+fn default_volatility() -> f64 {
+    0.01
+}
+
+/// `[quotes]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotesConfig {
+    /// Time between ticks.
+    pub interval_ms: u64,
+    /// Fixed random seed for reproducible prices; absent means random.
+    pub seed: Option<u64>,
+    /// The symbols traded.
+    pub symbols: Vec<SymbolConfig>,
+}
+
+impl Default for QuotesConfig {
+    fn default() -> Self {
+        let s = |symbol: &str, price: f64| SymbolConfig {
+            symbol: symbol.to_owned(),
+            price,
+            volatility: default_volatility(),
+            drift: 0.0,
+        };
+        QuotesConfig {
+            interval_ms: 2000,
+            seed: None,
+            symbols: vec![
+                s("AAPL", 189.50),
+                s("MSFT", 415.20),
+                s("GOOGL", 165.80),
+                s("AMZN", 185.10),
+                s("TSLA", 245.60),
+                s("NVDA", 120.40),
+            ],
+        }
+    }
+}
+
+/// `[trading]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TradingConfig {
+    /// A limit order that has not filled by then is EXPIRED.
+    pub limit_order_ttl_ms: u64,
+    /// Pending limit orders one user may have.
+    pub max_pending_per_user: usize,
+    /// Largest quantity of one order.
+    pub max_quantity: u64,
+}
+
+impl Default for TradingConfig {
+    fn default() -> Self {
+        TradingConfig {
+            limit_order_ttl_ms: 60_000,
+            max_pending_per_user: 100,
+            max_quantity: 1_000_000,
+        }
+    }
 }
 
 /// `[server]`
@@ -268,6 +395,63 @@ impl Config {
                 });
             }
         }
+        let mut logins = std::collections::HashSet::new();
+        for user in &self.auth.users {
+            let well_formed = !user.login.is_empty() && !user.login.contains(['/', ' ', ':']);
+            if !well_formed || !logins.insert(user.login.as_str()) {
+                return Err(ConfigError::BadValue {
+                    key: "auth.users.login",
+                    reason: format!(
+                        "{:?} is empty, holds '/', ':' or a space, or appears twice",
+                        user.login
+                    ),
+                });
+            }
+            crate::auth::check_hash(&user.password_hash).map_err(|reason| {
+                ConfigError::BadValue {
+                    key: "auth.users.password_hash",
+                    reason: format!("for login {:?}: {reason}", user.login),
+                }
+            })?;
+        }
+        for pattern in &self.topics.retain {
+            if !pattern.starts_with("/topic/") {
+                return Err(ConfigError::BadValue {
+                    key: "topics.retain",
+                    reason: format!("{pattern:?} is not a /topic/ destination"),
+                });
+            }
+        }
+        if self.quotes.interval_ms == 0 {
+            return Err(ConfigError::BadValue {
+                key: "quotes.interval_ms",
+                reason: "must be greater than 0".to_owned(),
+            });
+        }
+        let mut symbols = std::collections::HashSet::new();
+        for s in &self.quotes.symbols {
+            let valid_name =
+                !s.symbol.is_empty() && s.symbol.bytes().all(|b| b.is_ascii_alphanumeric());
+            if !valid_name || !symbols.insert(s.symbol.as_str()) {
+                return Err(ConfigError::BadValue {
+                    key: "quotes.symbols.symbol",
+                    reason: format!("{:?} is not a unique alphanumeric ticker", s.symbol),
+                });
+            }
+            if !(s.price >= 0.01
+                && s.volatility >= 0.0
+                && s.volatility < 1.0
+                && s.drift.abs() < 1.0)
+            {
+                return Err(ConfigError::BadValue {
+                    key: "quotes.symbols",
+                    reason: format!(
+                        "{}: price must be at least 0.01, volatility and drift below 1",
+                        s.symbol
+                    ),
+                });
+            }
+        }
         for origin in &self.server.allowed_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(ConfigError::BadValue {
@@ -370,12 +554,44 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_broker_toml_is_the_defaults() {
+    fn the_shipped_broker_toml_is_the_defaults_plus_demo_users() {
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/broker.toml")).unwrap();
-        let c = Config::from_toml(&text).unwrap();
+        let mut c = Config::from_toml(&text).unwrap();
+        // The demo accounts are in the file only, never built into the binary.
+        let logins: Vec<&str> = c.auth.users.iter().map(|u| u.login.as_str()).collect();
+        assert_eq!(logins, ["alice", "bob", "market-feed"]);
+        c.auth.users.clear();
         let d = Config::default();
         assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn bad_users_and_hashes_are_refused_naming_the_key() {
+        let user = |hash: &str, role: &str| {
+            format!(
+                "[[auth.users]]\nlogin = \"a\"\npassword_hash = \"{hash}\"\nroles = [\"{role}\"]\n"
+            )
+        };
+        let e = Config::from_toml(&user("nope", "trader"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("auth.users.password_hash") && e.contains("\"a\""),
+            "{e}"
+        );
+        let e = Config::from_toml(&user("x", "pilot"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pilot"), "{e}");
+        let e = Config::from_toml("[topics]\nretain = [\"/queue/x\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("topics.retain"), "{e}");
+        let e = Config::from_toml("[[quotes.symbols]]\nsymbol = \"A B\"\nprice = 1.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("quotes.symbols.symbol"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,8 @@
 
 #![deny(missing_docs)]
 
+pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod codec;
 pub mod config;

@@ -19,15 +19,18 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Cmd {}
+enum Cmd {
+    /// Reads a password on stdin and prints its argon2id PHC string for broker.toml.
+    HashPassword,
+}
 
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(cmd) = cli.command {
-        match cmd {}
+    if let Some(Cmd::HashPassword) = cli.command {
+        return hash_password();
     }
     let (path, required) = match &cli.config {
         Some(p) => (p.clone(), true),
@@ -52,6 +55,33 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(serve(config))
+}
+
+fn hash_password() -> ExitCode {
+    let mut input = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut input) {
+        eprintln!("stompede: cannot read the password: {e}");
+        return ExitCode::FAILURE;
+    }
+    // One trailing newline is what `echo` or a terminal adds; anything else is kept.
+    let password = input
+        .strip_suffix(b"\r\n")
+        .or_else(|| input.strip_suffix(b"\n"))
+        .unwrap_or(&input);
+    if password.is_empty() {
+        eprintln!("stompede: empty password");
+        return ExitCode::FAILURE;
+    }
+    match stompede::auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stompede: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging(config: &Config) {

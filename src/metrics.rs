@@ -35,6 +35,8 @@ pub mod names {
     pub const ERRORS_SENT_TOTAL: &str = "stompede_errors_sent_total";
     /// Gauge: live subscriptions.
     pub const SUBSCRIPTIONS: &str = "stompede_subscriptions";
+    /// Gauge: destinations holding a retained message.
+    pub const RETAINED_MESSAGES: &str = "stompede_retained_messages";
     /// Histogram: seconds from a message's publication to its write to a subscriber.
     pub const PUBLISH_TO_WRITE_SECONDS: &str = "stompede_publish_to_write_seconds";
 }
@@ -120,6 +122,8 @@ pub struct Metrics {
     pub subscriptions: Gauge,
     /// Publish-to-write latency.
     pub publish_to_write: Histogram,
+    /// Retained destinations.
+    pub retained: Gauge,
 }
 
 impl Metrics {
@@ -148,6 +152,7 @@ impl Metrics {
             slow_consumers: counter!(names::SLOW_CONSUMER_DISCONNECTS_TOTAL),
             subscriptions: gauge!(names::SUBSCRIPTIONS),
             publish_to_write: histogram!(names::PUBLISH_TO_WRITE_SECONDS),
+            retained: gauge!(names::RETAINED_MESSAGES),
         }
     }
 

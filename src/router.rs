@@ -7,9 +7,12 @@
 use crate::codec::{Headers, MessageTemplate};
 use crate::metrics::Metrics;
 use crate::outbox::Outgoing;
-use crate::registry::{AckMode, TopicRegistry};
+use crate::registry::topic::{is_pattern, matches};
+use crate::registry::{AckMode, Subscriber, TopicRegistry};
 use bytes::Bytes;
+use dashmap::DashMap;
 use std::sync::Arc;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -59,6 +62,36 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     /// Publishes a message to a concrete topic destination; returns how many
     /// subscriptions it was handed to.
     fn publish_topic(&self, destination: &str, headers: &Headers, body: Bytes) -> usize;
+
+    /// Publishes to `/user/{login}/queue/{queue}`: every session of `login`
+    /// subscribed to `/user/queue/{queue}` gets it.
+    fn publish_user(&self, login: &str, queue: &str, headers: &Headers, body: Bytes) -> usize;
+}
+
+/// The registry key of a user destination. Only the broker builds these: clients
+/// subscribe to `/user/queue/NAME` and are bound to their own login.
+pub fn user_key(login: &str, queue: &str) -> String {
+    format!("/user/{login}/queue/{queue}")
+}
+
+/// Whether `name` may be a user queue name: non-empty, no wildcard characters.
+pub fn valid_user_queue(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['*', '#'])
+}
+
+/// Splits a SEND destination `/user/{login}/queue/{name}` (the part after `/user/`).
+pub fn parse_user_send(rest: &str) -> Option<(&str, &str)> {
+    let (login, tail) = rest.split_once('/')?;
+    let name = tail.strip_prefix("queue/")?;
+    (!login.is_empty() && valid_user_queue(name)).then_some((login, name))
+}
+
+/// The last message of a retained destination.
+#[derive(Debug, Clone)]
+struct Retained {
+    message_id: String,
+    headers: Headers,
+    body: Bytes,
 }
 
 /// Delivers to the subscribers of this node.
@@ -66,6 +99,16 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
 pub struct LocalBus {
     /// Topic subscriptions.
     pub topics: TopicRegistry,
+    /// `topics.retain` patterns.
+    retain: Vec<String>,
+    max_retained: usize,
+    retained: DashMap<String, Retained>,
+    /// Orders retained delivery against live delivery: publishers to retained
+    /// destinations hold it shared from storing to fan-out, a subscribe holds it
+    /// exclusively from registering to handing over retained messages. So a new
+    /// subscriber gets the retained message first and never twice. Never held
+    /// across `.await`; publishes to other destinations do not take it.
+    retain_order: RwLock<()>,
     metrics: Arc<Metrics>,
     /// Distinguishes message ids of this broker run from earlier runs.
     boot: u64,
@@ -73,14 +116,19 @@ pub struct LocalBus {
 }
 
 impl LocalBus {
-    /// A bus with no subscriptions.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// A bus with no subscriptions, retaining the last message of destinations
+    /// matching `retain` (at most `max_retained` destinations).
+    pub fn new(metrics: Arc<Metrics>, retain: Vec<String>, max_retained: usize) -> Self {
         let boot = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         LocalBus {
             topics: TopicRegistry::new(),
+            retain,
+            max_retained,
+            retained: DashMap::new(),
+            retain_order: RwLock::new(()),
             metrics,
             boot,
             next_id: AtomicU64::new(1),
@@ -96,19 +144,37 @@ impl LocalBus {
     }
 }
 
-impl Bus for LocalBus {
-    fn publish_topic(&self, destination: &str, headers: &Headers, body: Bytes) -> usize {
+impl LocalBus {
+    /// Delivers to the subscribers of registry key `key`; MESSAGE frames show
+    /// `shown` as their destination.
+    fn deliver(
+        &self,
+        key: &str,
+        shown: &str,
+        headers: &Headers,
+        body: Bytes,
+        retain: bool,
+    ) -> usize {
+        let _order = retain.then(|| self.retain_order.read().unwrap_or_else(|p| p.into_inner()));
         let message_id = self.message_id();
-        let shared = [
-            ("destination", destination),
-            ("message-id", message_id.as_str()),
-        ]
-        .into_iter()
-        .chain(headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
+        if retain && (self.retained.len() < self.max_retained || self.retained.contains_key(key)) {
+            self.retained.insert(
+                key.to_owned(),
+                Retained {
+                    message_id: message_id.clone(),
+                    headers: headers.clone(),
+                    body: body.clone(),
+                },
+            );
+            self.metrics.retained.set(self.retained.len() as f64);
+        }
+        let shared = [("destination", shown), ("message-id", message_id.as_str())]
+            .into_iter()
+            .chain(headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
         let template = MessageTemplate::new(shared, body);
         let published = Instant::now();
         self.metrics.published.increment(1);
-        self.topics.for_each_match(destination, |sub| {
+        self.topics.for_each_match(key, |sub| {
             let message = match sub.ack {
                 AckMode::Auto => template.deliver(&sub.header, &[]),
                 // Topic messages need no ack to be kept; the header lets client-ack
@@ -118,6 +184,64 @@ impl Bus for LocalBus {
             // A full outbox means a slow consumer that is being cut off already.
             let _ = sub.outbox.push(Outgoing::Message { message, published });
         })
+    }
+}
+
+impl LocalBus {
+    /// Subscribes to a topic destination or pattern and hands the subscriber, at
+    /// once, the retained message of every destination it matches, marked
+    /// `retained: true`, ahead of anything newer.
+    pub fn subscribe_topic(&self, destination: &str, sub: Arc<Subscriber>) {
+        let _order = self.retain_order.write().unwrap_or_else(|p| p.into_inner());
+        self.topics.subscribe(destination, sub.clone());
+        let hand_over = |dest: &str, r: &Retained| {
+            let shared = [
+                ("destination", dest),
+                ("message-id", r.message_id.as_str()),
+                ("retained", "true"),
+            ]
+            .into_iter()
+            .chain(
+                r.headers
+                    .iter()
+                    .filter(|(k, _)| !RESERVED.contains(k) && *k != "retained"),
+            );
+            let template = MessageTemplate::new(shared, r.body.clone());
+            let message = match sub.ack {
+                AckMode::Auto => template.deliver(&sub.header, &[]),
+                _ => template.deliver(&sub.header, &[("ack", r.message_id.as_str())]),
+            };
+            let _ = sub.outbox.push(Outgoing::Message {
+                message,
+                published: Instant::now(),
+            });
+        };
+        if is_pattern(destination) {
+            for entry in self.retained.iter() {
+                if matches(destination, entry.key()) {
+                    hand_over(entry.key(), entry.value());
+                }
+            }
+        } else if let Some(r) = self.retained.get(destination) {
+            hand_over(destination, &r);
+        }
+    }
+}
+
+impl Bus for LocalBus {
+    fn publish_topic(&self, destination: &str, headers: &Headers, body: Bytes) -> usize {
+        let retain = self.retain.iter().any(|p| matches(p, destination));
+        self.deliver(destination, destination, headers, body, retain)
+    }
+
+    fn publish_user(&self, login: &str, queue: &str, headers: &Headers, body: Bytes) -> usize {
+        self.deliver(
+            &user_key(login, queue),
+            &format!("/user/queue/{queue}"),
+            headers,
+            body,
+            false,
+        )
     }
 }
 
@@ -147,5 +271,17 @@ mod tests {
         assert_eq!(Destination::classify("/exchange/x"), None);
         assert_eq!(Destination::classify("topic/x"), None);
         assert_eq!(Destination::classify(""), None);
+    }
+
+    #[test]
+    fn user_send_destinations() {
+        assert_eq!(
+            parse_user_send("alice/queue/trade-confirmation"),
+            Some(("alice", "trade-confirmation"))
+        );
+        assert_eq!(parse_user_send("alice/queue/"), None);
+        assert_eq!(parse_user_send("alice/topic/x"), None);
+        assert_eq!(parse_user_send("queue/x"), None);
+        assert_eq!(parse_user_send("alice/queue/a.*"), None);
     }
 }

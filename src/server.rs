@@ -63,7 +63,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let tcp = stomp_addr
         .map(|a| listen(a, "server.stomp_addr"))
         .transpose()?;
-    let broker = Broker::new(config);
+    let broker = Broker::start(config);
     let http_addr = http.local_addr().map_err(|source| StartError::Bind {
         addr: broker.config.server.http_addr,
         key: "server.http_addr",

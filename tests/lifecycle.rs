@@ -94,7 +94,7 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
     let mut c = Client::ws_with(addr, Some("v12.stomp"), None)
         .await
         .unwrap();
-    c.connect().await;
+    c.connect_anonymously().await;
 
     let status = Process::new("kill")
         .args(["-TERM", &child.id().to_string()])

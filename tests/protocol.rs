@@ -323,6 +323,8 @@ async fn silent_client_is_closed_after_its_heartbeat_timeout() {
         .send(
             Frame::new(Command::Connect)
                 .header("accept-version", "1.2")
+                .header("login", "svc")
+                .header("passcode", "svc-pw")
                 .header("heart-beat", "100,0"),
         )
         .await;
@@ -341,8 +343,10 @@ async fn silent_client_is_closed_after_its_heartbeat_timeout() {
 async fn client_heartbeats_and_crlf_between_frames_are_accepted() {
     let b = broker("");
     let mut c = Client::tcp(&b).await;
-    c.send_raw(b"\n\r\nCONNECT\r\naccept-version:1.2\r\n\r\n\0\n\n")
-        .await;
+    c.send_raw(
+        b"\n\r\nCONNECT\r\naccept-version:1.2\r\nlogin:svc\r\npasscode:svc-pw\r\n\r\n\0\n\n",
+    )
+    .await;
     c.expect(Command::Connected).await;
     c.send_raw(b"\r\n\nSEND\ndestination:/topic/x\nreceipt:r\n\nbody\0\n")
         .await;

@@ -33,7 +33,7 @@ async fn several_frames_in_one_message_and_one_frame_over_several() {
     let b = broker("");
     let mut c = Client::ws(&b).await;
     c.send_raw(
-        b"CONNECT\naccept-version:1.2\nhost:h\n\n\0SUBSCRIBE\nid:0\ndestination:/topic/w\nreceipt:r\n\n\0SEND\ndestination:/topic/w\n\npacked\0",
+        b"CONNECT\naccept-version:1.2\nhost:h\nlogin:svc\npasscode:svc-pw\n\n\0SUBSCRIBE\nid:0\ndestination:/topic/w\nreceipt:r\n\n\0SEND\ndestination:/topic/w\n\npacked\0",
     )
     .await;
     c.expect(Command::Connected).await;

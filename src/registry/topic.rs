@@ -34,6 +34,25 @@ pub fn is_pattern(destination: &str) -> bool {
     words(destination).any(|w| w == "*" || w == "#")
 }
 
+/// Whether topic `destination` matches `pattern` (RabbitMQ semantics: `*` is exactly
+/// one word, `#` zero or more). A pattern without wildcards matches only itself.
+pub fn matches(pattern: &str, destination: &str) -> bool {
+    fn go(p: &[&str], d: &[&str]) -> bool {
+        match p.split_first() {
+            None => d.is_empty(),
+            Some((&"#", rest)) => (0..=d.len()).any(|skip| go(rest, &d[skip..])),
+            Some((&"*", rest)) => !d.is_empty() && go(rest, &d[1..]),
+            Some((w, rest)) => d.first() == Some(w) && go(rest, &d[1..]),
+        }
+    }
+    if !pattern.starts_with("/topic/") || !destination.starts_with("/topic/") {
+        return pattern == destination;
+    }
+    let p: Vec<&str> = words(pattern).collect();
+    let d: Vec<&str> = words(destination).collect();
+    go(&p, &d)
+}
+
 /// The dot-separated words of a topic destination, after `/topic/`.
 fn words(destination: &str) -> impl Iterator<Item = &str> {
     destination
@@ -273,6 +292,25 @@ mod tests {
         );
         assert_eq!(matches(&reg, "/topic/a.x.y.c"), ["all", "hash", "hashmid"]);
         assert_eq!(matches(&reg, "/topic/b"), ["all"]);
+    }
+
+    #[test]
+    fn pattern_matching_agrees_with_the_trie() {
+        assert!(super::matches(
+            "/topic/stock-quotes.*",
+            "/topic/stock-quotes.AAPL"
+        ));
+        assert!(!super::matches(
+            "/topic/stock-quotes.*",
+            "/topic/stock-quotes"
+        ));
+        assert!(super::matches(
+            "/topic/stock-quotes.#",
+            "/topic/stock-quotes"
+        ));
+        assert!(super::matches("/topic/a.#.c", "/topic/a.b.x.c"));
+        assert!(!super::matches("/topic/a.*.c", "/topic/a.c"));
+        assert!(super::matches("/topic/x", "/topic/x") && !super::matches("/topic/x", "/topic/y"));
     }
 
     #[test]

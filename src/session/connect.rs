@@ -46,14 +46,19 @@ pub fn negotiate_heartbeats(
 
 impl Session {
     /// Handles CONNECT/STOMP and answers CONNECTED.
-    pub(super) fn connect(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
+    pub(super) async fn connect(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
         let version = Version::negotiate(frame.headers.get("accept-version"))
             .ok_or(ProtocolError::UnsupportedVersion)?;
         let beats = negotiate_heartbeats(
             frame.headers.get("heart-beat"),
             self.broker.config.heartbeat.server_ms,
         )?;
-        self.login = frame.headers.get("login").map(str::to_owned);
+        // Off the runtime: argon2 takes tens of milliseconds by design.
+        self.identity = self
+            .broker
+            .auth
+            .authenticate(frame.headers.get("login"), frame.headers.get("passcode"))
+            .await?;
         self.version = Some(version);
         self.decoder.set_version(version);
         if beats.expect_every > 0 {
@@ -76,7 +81,7 @@ impl Session {
                     beats.send_every,
                 )));
         }
-        tracing::debug!(session = self.id, login = self.login.as_deref().unwrap_or(""), %version, "connected");
+        tracing::debug!(session = self.id, login = self.login(), %version, "connected");
         Ok(())
     }
 }

@@ -57,6 +57,20 @@ pub enum ProtocolError {
     /// The client did not CONNECT in time.
     #[error("no CONNECT within {0} ms")]
     ConnectTimeout(u64),
+    /// CONNECT credentials were refused.
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
+    /// The session's login has no right to this frame's destination.
+    #[error("not allowed to {command} {destination}")]
+    Forbidden {
+        /// `SEND to` or `SUBSCRIBE to`.
+        command: &'static str,
+        /// The refused destination.
+        destination: String,
+    },
+    /// An application handler failed unexpectedly.
+    #[error("internal error in the handler for {0}")]
+    HandlerFailed(String),
     /// The client stopped sending heart-beats.
     #[error("no heart-beat or frame from client for {0} ms")]
     HeartBeatTimeout(u64),
@@ -82,6 +96,9 @@ impl ProtocolError {
             ProtocolError::Unsupported(_) => "unsupported",
             ProtocolError::ConnectTimeout(_) => "connect_timeout",
             ProtocolError::HeartBeatTimeout(_) => "heartbeat_timeout",
+            ProtocolError::Auth(_) => "authentication_failed",
+            ProtocolError::Forbidden { .. } => "forbidden",
+            ProtocolError::HandlerFailed(_) => "handler_failed",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! subscriptions. It never writes to the socket: it pushes encoded frames into the
 //! connection's outbox, and the writer task does the writing.
 
+mod app;
 mod connect;
 mod error;
 mod send;
@@ -41,7 +42,8 @@ pub struct Session {
     decoder: Decoder,
     /// `None` until CONNECT succeeds.
     version: Option<Version>,
-    login: Option<String>,
+    /// Who the session is; anonymous until CONNECT says otherwise.
+    identity: crate::auth::Identity,
     subscriptions: HashMap<String, subscribe::Owned>,
     /// Silence allowed from the client once heart-beats are negotiated.
     read_timeout: Option<Duration>,
@@ -77,7 +79,7 @@ pub async fn run(
         broker,
         outbox,
         version: None,
-        login: None,
+        identity: crate::auth::Identity::anonymous(),
         subscriptions: HashMap::new(),
         read_timeout: None,
     };
@@ -126,7 +128,7 @@ impl Session {
                         }
                     };
                     self.broker.metrics.bytes_in.increment(n as u64);
-                    if !self.handle_bytes(&mut buf) {
+                    if !self.handle_bytes(&mut buf).await {
                         return;
                     }
                     if let Some(t) = self.read_timeout {
@@ -146,14 +148,14 @@ impl Session {
 
     /// Decodes and handles every complete frame in `buf`; false when the connection
     /// must end.
-    fn handle_bytes(&mut self, buf: &mut BytesMut) -> bool {
+    async fn handle_bytes(&mut self, buf: &mut BytesMut) -> bool {
         loop {
             match self.decoder.decode(buf) {
                 Ok(None) => return true,
                 Ok(Some(Decoded::HeartBeat)) => continue,
                 Ok(Some(Decoded::Frame(frame))) => {
                     let receipt = frame.headers.get("receipt").map(str::to_owned);
-                    match self.handle_frame(frame) {
+                    match self.handle_frame(frame).await {
                         Ok(flow) => {
                             if let Some(receipt) = receipt {
                                 self.send_frame(
@@ -178,11 +180,13 @@ impl Session {
         }
     }
 
-    fn handle_frame(&mut self, frame: Frame) -> Result<Flow, ProtocolError> {
+    async fn handle_frame(&mut self, frame: Frame) -> Result<Flow, ProtocolError> {
         self.broker.metrics.frame_received(frame.command);
         if self.version.is_none() {
             return match frame.command {
-                Command::Connect | Command::Stomp => self.connect(&frame).map(|_| Flow::Continue),
+                Command::Connect | Command::Stomp => {
+                    self.connect(&frame).await.map(|_| Flow::Continue)
+                }
                 other => Err(ProtocolError::NotConnected(other)),
             };
         }
@@ -231,7 +235,7 @@ impl Session {
 
     /// Queues an ERROR frame for `error` (the connection is closed after it).
     fn send_error(&self, error: &ProtocolError, receipt: Option<&str>) {
-        tracing::info!(session = self.id, login = self.login.as_deref().unwrap_or(""), reason = error.reason(), %error, "closing with ERROR");
+        tracing::info!(session = self.id, login = self.login(), reason = error.reason(), %error, "closing with ERROR");
         self.broker.metrics.error_sent(error.reason());
         let mut frame = Frame::new(Command::Error)
             .header("message", error.to_string())
@@ -240,6 +244,11 @@ impl Session {
             frame = frame.header("receipt-id", r);
         }
         self.send_frame(&frame.body(error.to_string()));
+    }
+
+    /// The login for logs ("" when anonymous).
+    fn login(&self) -> &str {
+        self.identity.login.as_deref().unwrap_or("")
     }
 
     fn close_subscriptions(&mut self) {

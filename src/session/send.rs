@@ -1,9 +1,9 @@
-//! SEND: route a published message.
+//! SEND: check the sender's rights, then route the message.
 
 use super::{ProtocolError, Session};
 use crate::codec::Frame;
 use crate::registry::topic::is_pattern;
-use crate::router::{Bus, Destination};
+use crate::router::{Bus, Destination, parse_user_send};
 
 impl Session {
     pub(super) fn send(&mut self, frame: Frame) -> Result<(), ProtocolError> {
@@ -11,11 +11,19 @@ impl Session {
         if frame.headers.get("transaction").is_some() {
             return Err(ProtocolError::Unsupported("transactional SEND"));
         }
-        match Destination::classify(destination) {
-            Some(Destination::Topic(_)) if is_pattern(destination) => {
+        let family = Destination::classify(destination)
+            .ok_or_else(|| ProtocolError::UnknownDestination(destination.to_owned()))?;
+        if !self.identity.may_send(&family) {
+            return Err(ProtocolError::Forbidden {
+                command: "SEND to",
+                destination: destination.to_owned(),
+            });
+        }
+        match family {
+            Destination::Topic(_) if is_pattern(destination) => {
                 Err(ProtocolError::WildcardSend(destination.to_owned()))
             }
-            Some(Destination::Topic(_)) => {
+            Destination::Topic(_) => {
                 let n =
                     self.broker
                         .bus
@@ -23,7 +31,16 @@ impl Session {
                 tracing::trace!(session = self.id, destination, subscribers = n, "published");
                 Ok(())
             }
-            _ => Err(ProtocolError::UnknownDestination(destination.to_owned())),
+            Destination::User(rest) => {
+                let (login, queue) = parse_user_send(rest)
+                    .ok_or_else(|| ProtocolError::UnknownDestination(destination.to_owned()))?;
+                self.broker
+                    .bus
+                    .publish_user(login, queue, &frame.headers, frame.body.clone());
+                Ok(())
+            }
+            Destination::App(_) => self.app(frame),
+            Destination::Queue(_) => Err(ProtocolError::Unsupported("/queue destinations")),
         }
     }
 }

@@ -3,7 +3,7 @@
 use super::{ProtocolError, Session};
 use crate::codec::{Command, Frame, SubscriptionHeader, Version};
 use crate::registry::{AckMode, Subscriber};
-use crate::router::Destination;
+use crate::router::{Destination, user_key, valid_user_queue};
 use std::sync::Arc;
 
 /// A subscription owned by a session.
@@ -32,10 +32,28 @@ impl Session {
         let ack = frame.headers.get("ack");
         let ack = AckMode::from_header(ack)
             .ok_or_else(|| ProtocolError::BadAckMode(ack.unwrap_or("").to_owned()))?;
-        match Destination::classify(destination) {
-            Some(Destination::Topic(_)) => {}
-            _ => return Err(ProtocolError::UnknownDestination(destination.to_owned())),
+        let family = Destination::classify(destination)
+            .ok_or_else(|| ProtocolError::UnknownDestination(destination.to_owned()))?;
+        let forbidden = || ProtocolError::Forbidden {
+            command: "SUBSCRIBE to",
+            destination: destination.to_owned(),
+        };
+        if !self.identity.may_subscribe(&family) {
+            return Err(forbidden());
         }
+        // The registry key: the topic itself, or the user destination bound to this
+        // session's login (`/user/queue/NAME` only; never another user's).
+        let key = match family {
+            Destination::Topic(_) => destination.to_owned(),
+            Destination::User(rest) => {
+                match (rest.strip_prefix("queue/"), self.identity.login.as_deref()) {
+                    (Some(name), Some(login)) if valid_user_queue(name) => user_key(login, name),
+                    _ => return Err(forbidden()),
+                }
+            }
+            Destination::Queue(_) => return Err(ProtocolError::Unsupported("/queue destinations")),
+            Destination::App(_) => return Err(forbidden()),
+        };
         let subscriber = Arc::new(Subscriber {
             session: self.id,
             id: id.to_owned(),
@@ -52,7 +70,7 @@ impl Session {
         self.subscriptions.insert(
             id.to_owned(),
             Owned {
-                destination: destination.to_owned(),
+                destination: key,
                 subscriber,
             },
         );

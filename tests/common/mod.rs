@@ -20,12 +20,42 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long any single expected event may take.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Test accounts: (login, password, roles).
+pub const USERS: [(&str, &str, &str); 4] = [
+    ("alice", "alice-pw", "trader"),
+    ("bob", "bob-pw", "trader"),
+    ("svc", "svc-pw", "service"),
+    ("root", "root-pw", "admin"),
+];
+
+/// `[[auth.users]]` entries for [`USERS`], hashed once per test binary at the lowest
+/// argon2 cost so that tests stay fast (the broker verifies whatever cost a hash says).
+pub fn users_toml() -> &'static str {
+    static TOML: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOML.get_or_init(|| {
+        use argon2::password_hash::PasswordHasher;
+        let cheap = argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(8, 1, 1, None).unwrap(),
+        );
+        USERS
+            .iter()
+            .map(|(login, pw, role)| {
+                let hash = cheap.hash_password(pw.as_bytes()).unwrap().to_string();
+                format!("[[auth.users]]\nlogin = \"{login}\"\npassword_hash = \"{hash}\"\nroles = [\"{role}\"]\n")
+            })
+            .collect()
+    })
+}
+
 /// Starts a broker on 127.0.0.1 ephemeral ports with `extra` TOML merged over the
-/// test base (which only sets the addresses).
+/// test base (addresses and the [`USERS`]).
 pub fn broker(extra: &str) -> RunningBroker {
     let toml =
         format!("[server]\nhttp_addr = \"127.0.0.1:0\"\nstomp_addr = \"127.0.0.1:0\"\n{extra}");
-    let config = Config::from_toml(&fix_sections(&toml)).unwrap();
+    let toml = format!("{}\n{}", fix_sections(&toml), users_toml());
+    let config = Config::from_toml(&toml).unwrap();
     start(config).unwrap()
 }
 
@@ -35,7 +65,7 @@ fn fix_sections(toml: &str) -> String {
     let mut current = String::new();
     for line in toml.lines() {
         let t = line.trim();
-        if t.starts_with('[') && t.ends_with(']') && !t.starts_with("[[") {
+        if t.starts_with('[') && t.ends_with(']') {
             current = t.to_owned();
             continue;
         }
@@ -278,8 +308,27 @@ impl Client {
         self.heartbeats > before
     }
 
-    /// CONNECT with STOMP 1.2 and no heart-beats; returns CONNECTED.
+    /// CONNECT as the test service account (may SEND anywhere), STOMP 1.2, no
+    /// heart-beats; returns CONNECTED.
     pub async fn connect(&mut self) -> Frame {
+        self.connect_as("svc", "svc-pw").await
+    }
+
+    /// CONNECT with a login and passcode; returns CONNECTED.
+    pub async fn connect_as(&mut self, login: &str, passcode: &str) -> Frame {
+        self.send(
+            Frame::new(Command::Connect)
+                .header("accept-version", "1.2")
+                .header("host", "localhost")
+                .header("login", login)
+                .header("passcode", passcode),
+        )
+        .await;
+        self.expect(Command::Connected).await
+    }
+
+    /// CONNECT without credentials; returns CONNECTED.
+    pub async fn connect_anonymously(&mut self) -> Frame {
         self.send(
             Frame::new(Command::Connect)
                 .header("accept-version", "1.2")

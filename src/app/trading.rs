@@ -1,0 +1,558 @@
+//! The stock-trading application.
+//!
+//! An engine task owns the simulated market and the pending limit orders: every
+//! `quotes.interval_ms` it moves prices (a random walk with optional drift), publishes
+//! `/topic/stock-quotes` (all symbols) and `/topic/stock-quotes.{SYMBOL}`, fills
+//! pending limit orders the new prices cross and expires old ones. The `/app/trade`
+//! handler validates an order and hands it to the engine over a bounded channel.
+//! Everything is published through the [`Bus`], like any backend service would.
+
+use super::{AppHandler, Sender};
+use crate::codec::{Frame, Headers};
+use crate::config::{Config, SymbolConfig, TradingConfig};
+use crate::router::Bus;
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+/// Orders waiting for the engine; past this the handler answers "busy".
+const ORDER_QUEUE: usize = 1024;
+
+/// Rounds to cents, as prices are shown.
+fn cents(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Now as RFC 3339 UTC with milliseconds.
+pub fn timestamp() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let now = now
+        .replace_nanosecond(now.millisecond() as u32 * 1_000_000)
+        .unwrap_or(now);
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// BUY or SELL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Buy.
+    Buy,
+    /// Sell.
+    Sell,
+}
+
+impl Side {
+    fn as_str(self) -> &'static str {
+        match self {
+            Side::Buy => "BUY",
+            Side::Sell => "SELL",
+        }
+    }
+}
+
+/// A validated order request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRequest {
+    /// Ticker.
+    pub symbol: String,
+    /// Shares, at least 1.
+    pub quantity: u64,
+    /// Buy or sell.
+    pub side: Side,
+    /// Limit price; `None` is a market order.
+    pub limit: Option<f64>,
+}
+
+/// Why a trade request is refused: `(error code, message)` for `/user/queue/errors`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Stable code, e.g. `INVALID_QUANTITY`.
+    pub error: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+fn refuse(error: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        error,
+        message: message.into(),
+    }
+}
+
+/// Parses and validates a `/app/trade` body. Fields other than the four of the
+/// contract are ignored; the user never comes from the body.
+pub fn parse_order(
+    body: &[u8],
+    symbols: &HashSet<String>,
+    max_quantity: u64,
+) -> Result<OrderRequest, Refusal> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| refuse("INVALID_JSON", format!("body is not JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| refuse("INVALID_JSON", "body must be a JSON object"))?;
+    let symbol = obj
+        .get("symbol")
+        .and_then(Value::as_str)
+        .ok_or_else(|| refuse("INVALID_SYMBOL", "symbol must be a string"))?;
+    if !symbols.contains(symbol) {
+        return Err(refuse(
+            "UNKNOWN_SYMBOL",
+            format!("unknown symbol {symbol:?}"),
+        ));
+    }
+    let quantity = obj
+        .get("quantity")
+        .and_then(Value::as_u64)
+        .filter(|q| *q > 0)
+        .ok_or_else(|| refuse("INVALID_QUANTITY", "quantity must be a positive integer"))?;
+    if quantity > max_quantity {
+        return Err(refuse(
+            "INVALID_QUANTITY",
+            format!("quantity must be at most {max_quantity}"),
+        ));
+    }
+    let side = match obj.get("orderType").and_then(Value::as_str) {
+        Some("BUY") => Side::Buy,
+        Some("SELL") => Side::Sell,
+        _ => {
+            return Err(refuse(
+                "INVALID_ORDER_TYPE",
+                "orderType must be \"BUY\" or \"SELL\"",
+            ));
+        }
+    };
+    let limit = match obj.get("limitPrice") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_f64()
+                .filter(|p| p.is_finite() && *p > 0.0)
+                .ok_or_else(|| {
+                    refuse(
+                        "INVALID_LIMIT_PRICE",
+                        "limitPrice must be a positive number",
+                    )
+                })?,
+        ),
+    };
+    Ok(OrderRequest {
+        symbol: symbol.to_owned(),
+        quantity,
+        side,
+        limit,
+    })
+}
+
+/// An order on its way to, or waiting in, the engine.
+#[derive(Debug)]
+struct Order {
+    id: String,
+    login: String,
+    request: OrderRequest,
+}
+
+#[derive(Debug)]
+struct Pending {
+    order: Order,
+    expires: Instant,
+}
+
+fn json_headers() -> Headers {
+    let mut h = Headers::with_capacity(1);
+    h.push("content-type", "application/json");
+    h
+}
+
+fn publish_user(bus: &dyn Bus, login: &str, queue: &str, body: &Value) {
+    bus.publish_user(login, queue, &json_headers(), Bytes::from(body.to_string()));
+}
+
+fn send_refusal(bus: &dyn Bus, login: &str, r: &Refusal) {
+    publish_user(
+        bus,
+        login,
+        "errors",
+        &json!({"error": r.error, "message": r.message}),
+    );
+}
+
+/// The `/app/trade` handler.
+#[derive(Debug)]
+pub struct TradingApp {
+    orders: mpsc::Sender<Order>,
+    bus: Arc<dyn Bus>,
+    symbols: HashSet<String>,
+    max_quantity: u64,
+    boot: u64,
+    next_id: AtomicU64,
+}
+
+impl AppHandler for TradingApp {
+    fn handle(&self, sender: Sender<'_>, frame: &Frame) {
+        let request = match parse_order(&frame.body, &self.symbols, self.max_quantity) {
+            Ok(r) => r,
+            Err(r) => {
+                tracing::debug!(
+                    session = sender.session,
+                    login = sender.login,
+                    error = r.error,
+                    "trade refused"
+                );
+                return send_refusal(&*self.bus, sender.login, &r);
+            }
+        };
+        let order = Order {
+            id: format!(
+                "T{:x}-{}",
+                self.boot,
+                self.next_id.fetch_add(1, Ordering::Relaxed)
+            ),
+            login: sender.login.to_owned(),
+            request,
+        };
+        if self.orders.try_send(order).is_err() {
+            send_refusal(
+                &*self.bus,
+                sender.login,
+                &refuse("BUSY", "the market is busy; try again"),
+            );
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Stock {
+    config: SymbolConfig,
+    price: f64,
+    volume: u64,
+}
+
+/// The engine: owns the market, its random source and the pending orders.
+struct Engine {
+    stocks: Vec<Stock>,
+    rng: StdRng,
+    pending: Vec<Pending>,
+    bus: Arc<dyn Bus>,
+    trading: TradingConfig,
+}
+
+/// Creates the `/app/trade` handler and the engine task (to be spawned; it stops
+/// when `shutdown` is cancelled).
+pub fn start(
+    config: &Config,
+    bus: Arc<dyn Bus>,
+    shutdown: CancellationToken,
+) -> (Arc<TradingApp>, impl Future<Output = ()> + Send + 'static) {
+    let (tx, rx) = mpsc::channel(ORDER_QUEUE);
+    let boot = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let app = Arc::new(TradingApp {
+        orders: tx,
+        bus: bus.clone(),
+        symbols: config
+            .quotes
+            .symbols
+            .iter()
+            .map(|s| s.symbol.clone())
+            .collect(),
+        max_quantity: config.trading.max_quantity,
+        boot,
+        next_id: AtomicU64::new(1),
+    });
+    let rng = match config.quotes.seed {
+        Some(seed) => StdRng::seed_from_u64(seed),
+        None => StdRng::seed_from_u64(rand::rng().random()),
+    };
+    let engine = Engine {
+        stocks: config
+            .quotes
+            .symbols
+            .iter()
+            .map(|s| Stock {
+                config: s.clone(),
+                price: s.price,
+                volume: 0,
+            })
+            .collect(),
+        rng,
+        pending: Vec::new(),
+        bus,
+        trading: config.trading.clone(),
+    };
+    let interval = Duration::from_millis(config.quotes.interval_ms);
+    (app, engine.run(rx, interval, shutdown))
+}
+
+impl Engine {
+    async fn run(
+        mut self,
+        mut orders: mpsc::Receiver<Order>,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticks = tokio::time::interval(every);
+        // Under load a late tick is skipped, never bunched: quotes stay on schedule.
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            let next_expiry = self.pending.iter().map(|p| p.expires).min();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticks.tick() => self.tick(),
+                Some(order) = orders.recv() => self.place(order),
+                _ = async { match next_expiry { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                    self.expire(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Moves every price, publishes the quotes, then fills what the prices cross.
+    fn tick(&mut self) {
+        let now = timestamp();
+        let mut all = Vec::with_capacity(self.stocks.len());
+        for stock in &mut self.stocks {
+            let c = &stock.config;
+            let step = c.drift + c.volatility * self.rng.random_range(-1.0..=1.0);
+            stock.price = cents((stock.price * (1.0 + step)).max(0.01));
+            stock.volume += self.rng.random_range(100..10_000u64);
+            let change = cents(stock.price - c.price);
+            let quote = json!({
+                "symbol": c.symbol,
+                "price": stock.price,
+                "change": change,
+                "changePercent": cents(change / c.price * 100.0),
+                "volume": stock.volume,
+                "timestamp": now,
+            });
+            let one = Bytes::from(quote.to_string());
+            self.bus.publish_topic(
+                &format!("/topic/stock-quotes.{}", c.symbol),
+                &json_headers(),
+                one,
+            );
+            all.push(quote);
+        }
+        self.bus.publish_topic(
+            "/topic/stock-quotes",
+            &json_headers(),
+            Bytes::from(Value::Array(all).to_string()),
+        );
+        let pending = std::mem::take(&mut self.pending);
+        for p in pending {
+            let price = self.price(&p.order.request.symbol);
+            match (price, p.order.request.limit) {
+                (Some(price), Some(limit)) if marketable(p.order.request.side, price, limit) => {
+                    self.execute(p.order, price)
+                }
+                _ => self.pending.push(p),
+            }
+        }
+        self.expire(Instant::now());
+    }
+
+    fn price(&self, symbol: &str) -> Option<f64> {
+        self.stocks
+            .iter()
+            .find(|s| s.config.symbol == symbol)
+            .map(|s| s.price)
+    }
+
+    fn place(&mut self, order: Order) {
+        let Some(price) = self.price(&order.request.symbol) else {
+            let r = refuse(
+                "UNKNOWN_SYMBOL",
+                format!("unknown symbol {:?}", order.request.symbol),
+            );
+            return send_refusal(&*self.bus, &order.login, &r);
+        };
+        match order.request.limit {
+            None => self.execute(order, price),
+            Some(limit) if marketable(order.request.side, price, limit) => {
+                self.execute(order, price)
+            }
+            Some(limit) => {
+                let mine = self
+                    .pending
+                    .iter()
+                    .filter(|p| p.order.login == order.login)
+                    .count();
+                if mine >= self.trading.max_pending_per_user {
+                    let r = refuse(
+                        "TOO_MANY_PENDING",
+                        format!(
+                            "at most {} pending limit orders",
+                            self.trading.max_pending_per_user
+                        ),
+                    );
+                    return send_refusal(&*self.bus, &order.login, &r);
+                }
+                let message = format!(
+                    "limit {} at {limit:.2} waits; the market is at {price:.2}",
+                    order.request.side.as_str()
+                );
+                self.confirm(&order, "PENDING", None, &message);
+                self.pending.push(Pending {
+                    order,
+                    expires: Instant::now()
+                        + Duration::from_millis(self.trading.limit_order_ttl_ms),
+                });
+            }
+        }
+    }
+
+    fn execute(&mut self, order: Order, price: f64) {
+        let r = &order.request;
+        if let Some(stock) = self.stocks.iter_mut().find(|s| s.config.symbol == r.symbol) {
+            stock.volume += r.quantity;
+        }
+        let message = format!(
+            "{} {} {} at {price:.2}",
+            r.side.as_str(),
+            r.quantity,
+            r.symbol
+        );
+        self.confirm(&order, "EXECUTED", Some(price), &message);
+        let tape = json!({
+            "symbol": r.symbol,
+            "price": price,
+            "quantity": r.quantity,
+            "side": r.side.as_str(),
+            "timestamp": timestamp(),
+        });
+        self.bus.publish_topic(
+            "/topic/market-activity",
+            &json_headers(),
+            Bytes::from(tape.to_string()),
+        );
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let (expired, live): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.expires <= now);
+        self.pending = live;
+        for p in expired {
+            self.confirm(&p.order, "EXPIRED", None, "limit order expired unfilled");
+        }
+    }
+
+    fn confirm(&self, order: &Order, status: &str, price: Option<f64>, message: &str) {
+        let r = &order.request;
+        let body = json!({
+            "tradeId": order.id,
+            "status": status,
+            "symbol": r.symbol,
+            "quantity": r.quantity,
+            "orderType": r.side.as_str(),
+            "executedPrice": price,
+            "executionTime": price.map(|_| timestamp()),
+            "message": message,
+        });
+        publish_user(&*self.bus, &order.login, "trade-confirmation", &body);
+    }
+}
+
+/// A limit BUY fills at or below its limit; a limit SELL at or above.
+fn marketable(side: Side, price: f64, limit: f64) -> bool {
+    match side {
+        Side::Buy => price <= limit,
+        Side::Sell => price >= limit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn symbols() -> HashSet<String> {
+        ["AAPL".to_owned()].into_iter().collect()
+    }
+
+    #[test]
+    fn valid_orders_parse_and_extra_fields_are_ignored() {
+        let o = parse_order(
+            br#"{"symbol":"AAPL","quantity":10,"orderType":"BUY","user":"mallory"}"#,
+            &symbols(),
+            100,
+        )
+        .unwrap();
+        assert_eq!(
+            o,
+            OrderRequest {
+                symbol: "AAPL".into(),
+                quantity: 10,
+                side: Side::Buy,
+                limit: None
+            }
+        );
+        let o = parse_order(
+            br#"{"symbol":"AAPL","quantity":1,"orderType":"SELL","limitPrice":12.5}"#,
+            &symbols(),
+            100,
+        )
+        .unwrap();
+        assert_eq!((o.side, o.limit), (Side::Sell, Some(12.5)));
+    }
+
+    #[test]
+    fn every_refusal_has_its_code() {
+        let code = |body: &str| {
+            parse_order(body.as_bytes(), &symbols(), 100)
+                .unwrap_err()
+                .error
+        };
+        assert_eq!(code("not json"), "INVALID_JSON");
+        assert_eq!(code("[1]"), "INVALID_JSON");
+        assert_eq!(
+            code(r#"{"symbol":"XYZ","quantity":1,"orderType":"BUY"}"#),
+            "UNKNOWN_SYMBOL"
+        );
+        for q in ["0", "-5", "1.5", "\"10\"", "null"] {
+            let body = format!(r#"{{"symbol":"AAPL","quantity":{q},"orderType":"BUY"}}"#);
+            assert_eq!(code(&body), "INVALID_QUANTITY", "{q}");
+        }
+        assert_eq!(
+            code(r#"{"symbol":"AAPL","quantity":101,"orderType":"BUY"}"#),
+            "INVALID_QUANTITY"
+        );
+        assert_eq!(
+            code(r#"{"symbol":"AAPL","quantity":1,"orderType":"HOLD"}"#),
+            "INVALID_ORDER_TYPE"
+        );
+        assert_eq!(
+            code(r#"{"symbol":"AAPL","quantity":1,"orderType":"BUY","limitPrice":-1}"#),
+            "INVALID_LIMIT_PRICE"
+        );
+    }
+
+    #[test]
+    fn limits_are_marketable_on_the_right_side() {
+        assert!(
+            marketable(Side::Buy, 10.0, 10.0)
+                && marketable(Side::Buy, 9.0, 10.0)
+                && !marketable(Side::Buy, 11.0, 10.0)
+        );
+        assert!(marketable(Side::Sell, 11.0, 10.0) && !marketable(Side::Sell, 9.0, 10.0));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = timestamp();
+        assert!(t.ends_with('Z') && t.contains('T'), "{t}");
+        assert!(
+            time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).is_ok()
+        );
+    }
+}
