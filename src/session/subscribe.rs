@@ -61,10 +61,11 @@ impl Session {
             ack,
             outbox: self.outbox.clone(),
         });
-        self.broker
-            .bus
-            .topics
-            .subscribe(destination, subscriber.clone());
+        if key.starts_with("/topic/") {
+            self.broker.bus.subscribe_topic(&key, subscriber.clone());
+        } else {
+            self.broker.bus.topics.subscribe(&key, subscriber.clone());
+        }
         self.broker.metrics.subscriptions.increment(1.0);
         tracing::debug!(session = self.id, destination, id, "subscribed");
         self.subscriptions.insert(

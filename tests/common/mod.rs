@@ -59,27 +59,38 @@ pub fn broker(extra: &str) -> RunningBroker {
     start(config).unwrap()
 }
 
-/// Lets tests write `[server]` again in `extra`: merges repeated sections.
+/// Lets tests write `[server]` again in `extra`: merges repeated `[section]`s (a
+/// later key wins). `[[array]]` entries are kept as they are, each its own table.
 fn fix_sections(toml: &str) -> String {
     let mut sections: Vec<(String, Vec<String>)> = Vec::new();
-    let mut current = String::new();
+    let mut current = 0;
     for line in toml.lines() {
         let t = line.trim();
+        if t.starts_with("[[") {
+            sections.push((t.to_owned(), Vec::new()));
+            current = sections.len() - 1;
+            continue;
+        }
         if t.starts_with('[') && t.ends_with(']') {
-            current = t.to_owned();
+            current = match sections.iter().position(|(s, _)| s == t) {
+                Some(i) => i,
+                None => {
+                    sections.push((t.to_owned(), Vec::new()));
+                    sections.len() - 1
+                }
+            };
             continue;
         }
         if t.is_empty() {
             continue;
         }
-        match sections.iter_mut().find(|(s, _)| *s == current) {
-            Some((_, lines)) => {
-                let key = t.split('=').next().unwrap().trim().to_owned();
-                lines.retain(|l| l.split('=').next().unwrap().trim() != key);
-                lines.push(t.to_owned());
-            }
-            None => sections.push((current.clone(), vec![t.to_owned()])),
+        if sections.is_empty() {
+            sections.push((String::new(), Vec::new()));
         }
+        let lines = &mut sections[current].1;
+        let key = t.split('=').next().unwrap().trim().to_owned();
+        lines.retain(|l| l.split('=').next().unwrap().trim() != key);
+        lines.push(t.to_owned());
     }
     sections
         .into_iter()
@@ -112,6 +123,8 @@ pub struct Client {
     pub subprotocol: Option<String>,
     /// Heart-beats received so far.
     pub heartbeats: usize,
+    /// Frames that arrived while waiting for a receipt, handed out next.
+    stash: std::collections::VecDeque<Frame>,
 }
 
 impl Client {
@@ -127,6 +140,7 @@ impl Client {
             ws_kinds: Vec::new(),
             subprotocol: None,
             heartbeats: 0,
+            stash: std::collections::VecDeque::new(),
         }
     }
 
@@ -240,6 +254,9 @@ impl Client {
     /// The next frame (heart-beats are counted and skipped); `None` if the
     /// connection closed first. Panics after [`TIMEOUT`].
     pub async fn next_frame(&mut self) -> Option<Frame> {
+        if let Some(f) = self.stash.pop_front() {
+            return Some(f);
+        }
         tokio::time::timeout(TIMEOUT, async {
             loop {
                 match self.decoder.decode(&mut self.buf).unwrap() {
@@ -339,6 +356,7 @@ impl Client {
     }
 
     /// SUBSCRIBE with a receipt, waiting for it so later messages are sure to match.
+    /// Messages that come first (retained ones) are kept for the next reads.
     pub async fn subscribe(&mut self, id: &str, destination: &str) {
         let receipt = format!("sub-{id}");
         self.send(
@@ -348,8 +366,19 @@ impl Client {
                 .header("receipt", receipt.as_str()),
         )
         .await;
-        let r = self.expect(Command::Receipt).await;
-        assert_eq!(r.headers.get("receipt-id"), Some(receipt.as_str()));
+        let mut early = Vec::new();
+        loop {
+            let f = self.next_frame().await.expect("closed while subscribing");
+            if f.command == Command::Receipt {
+                assert_eq!(f.headers.get("receipt-id"), Some(receipt.as_str()));
+                break;
+            }
+            assert_eq!(f.command, Command::Message, "unexpected {f:?}");
+            early.push(f);
+        }
+        for f in early.into_iter().rev() {
+            self.stash.push_front(f);
+        }
     }
 
     /// SEND with a receipt, waiting for it.

@@ -1,7 +1,9 @@
 // Helpers for end-to-end tests: the real broker binary on ephemeral loopback ports,
 // the real @stomp/stompjs client over `ws`, and a raw STOMP client over TCP.
 
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import { createInterface } from 'node:readline';
 import net from 'node:net';
 import path from 'node:path';
@@ -21,9 +23,31 @@ export function within(ms, what, promise) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** Starts the broker with extra STOMPEDE__ environment; resolves once it listens. */
-export async function startBroker(env = {}) {
-  const child = spawn(BIN, [], {
+/** Test accounts: login -> [password, role]. */
+export const USERS = {
+  alice: ['alice-pw', 'trader'],
+  bob: ['bob-pw', 'trader'],
+  svc: ['svc-pw', 'service'],
+};
+
+/** A config file with the test accounts, hashed by the binary's own hash-password. */
+function configWithUsers(extraToml) {
+  const users = Object.entries(USERS).map(([login, [password, role]]) => {
+    const hash = execFileSync(BIN, ['hash-password'], { input: `${password}\n` }).toString().trim();
+    return `[[auth.users]]\nlogin = "${login}"\npassword_hash = "${hash}"\nroles = ["${role}"]\n`;
+  });
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'stompede-e2e-'));
+  const file = path.join(dir, 'broker.toml');
+  writeFileSync(file, `${extraToml}\n${users.join('\n')}`);
+  return file;
+}
+
+/**
+ * Starts the broker with extra STOMPEDE__ environment (and optional TOML for keys
+ * the environment cannot express); resolves once it listens.
+ */
+export async function startBroker(env = {}, extraToml = '') {
+  const child = spawn(BIN, ['--config', configWithUsers(extraToml)], {
     env: {
       ...process.env,
       STOMPEDE__SERVER__HTTP_ADDR: '127.0.0.1:0',
@@ -66,9 +90,10 @@ export async function startBroker(env = {}) {
  * A connected stompjs client. `options` go to the Client constructor; the
  * WebSocket is tapped so tests can count heart-beats received.
  */
-export async function stompClient(broker, options = {}) {
+export async function stompClient(broker, options = {}, login = 'svc') {
   const tap = { heartbeats: 0, messages: 0 };
   const client = new Client({
+    connectHeaders: login ? { login, passcode: USERS[login][0] } : {},
     webSocketFactory: () => {
       const ws = new WebSocket(broker.url, ['v12.stomp', 'v11.stomp', 'v10.stomp']);
       ws.addEventListener('message', (ev) => {
@@ -191,7 +216,7 @@ export async function tcpClient(address) {
       socket.destroy();
     },
   };
-  client.send('CONNECT', { 'accept-version': '1.2', host: 'localhost' });
+  client.send('CONNECT', { 'accept-version': '1.2', host: 'localhost', login: 'svc', passcode: USERS.svc[0] });
   await client.expect('CONNECTED');
   return client;
 }
