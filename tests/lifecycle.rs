@@ -162,3 +162,38 @@ fn bad_configuration_stops_start_up_with_one_line_naming_the_key() {
         assert!(stderr.contains(expected), "{stderr:?} lacks {expected:?}");
     }
 }
+
+#[test]
+fn hash_password_prints_an_argon2id_hash_of_stdin_minus_one_newline() {
+    use argon2::password_hash::PasswordVerifier;
+    use std::io::Write;
+    let hash_of = |input: &[u8]| {
+        let mut child = Process::new(env!("CARGO_BIN_EXE_stompede"))
+            .arg("hash-password")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let verifies = |hash: &str, pw: &[u8]| {
+        let parsed = argon2::password_hash::phc::PasswordHash::new(hash).unwrap();
+        argon2::Argon2::default()
+            .verify_password(pw, &parsed)
+            .is_ok()
+    };
+    let h = hash_of(b"s3cret pass\n");
+    assert!(h.starts_with("$argon2id$"), "{h}");
+    assert!(verifies(&h, b"s3cret pass"));
+    assert!(!verifies(&h, b"s3cret pass\n"));
+    // Only one trailing newline is dropped; a second one is part of the password.
+    let h2 = hash_of(b"pw\n\n");
+    assert!(verifies(&h2, b"pw\n") && !verifies(&h2, b"pw"));
+    // The printed hash is accepted by the configuration.
+    let toml =
+        format!("[[auth.users]]\nlogin = \"x\"\npassword_hash = \"{h}\"\nroles = [\"trader\"]\n");
+    assert!(stompede::config::Config::from_toml(&toml).is_ok());
+}
