@@ -174,17 +174,21 @@ impl LocalBus {
         let template = MessageTemplate::new(shared, body);
         let published = Instant::now();
         self.metrics.published.increment(1);
-        self.topics.for_each_match(key, |sub| {
-            let message = match sub.ack {
-                AckMode::Auto => template.deliver(&sub.header, &[]),
-                // Topic messages need no ack to be kept; the header lets client-ack
-                // code written for queues work unchanged.
-                _ => template.deliver(&sub.header, &[("ack", message_id.as_str())]),
-            };
-            // A full outbox means a slow consumer that is being cut off already.
-            let _ = sub.outbox.push(Outgoing::Message { message, published });
-        })
+        self.topics
+            .for_each_match(key, |sub| hand_to(sub, &template, &message_id, published))
     }
+}
+
+/// Queues one delivery of `template` for `sub`.
+fn hand_to(sub: &Subscriber, template: &MessageTemplate, message_id: &str, published: Instant) {
+    let message = match sub.ack {
+        AckMode::Auto => template.deliver(&sub.header, &[]),
+        // Topic messages need no ack to be kept; the header lets client-ack code
+        // written for queues work unchanged.
+        _ => template.deliver(&sub.header, &[("ack", message_id)]),
+    };
+    // A full outbox means a slow consumer that is being cut off already.
+    let _ = sub.outbox.push(Outgoing::Message { message, published });
 }
 
 impl LocalBus {
@@ -207,14 +211,7 @@ impl LocalBus {
                     .filter(|(k, _)| !RESERVED.contains(k) && *k != "retained"),
             );
             let template = MessageTemplate::new(shared, r.body.clone());
-            let message = match sub.ack {
-                AckMode::Auto => template.deliver(&sub.header, &[]),
-                _ => template.deliver(&sub.header, &[("ack", r.message_id.as_str())]),
-            };
-            let _ = sub.outbox.push(Outgoing::Message {
-                message,
-                published: Instant::now(),
-            });
+            hand_to(&sub, &template, &r.message_id, Instant::now());
         };
         if is_pattern(destination) {
             for entry in self.retained.iter() {
