@@ -45,8 +45,12 @@ run() { # label url extra-args... ; loadgen args follow "--"
   timeout 600 "$loadgen" "$@" --url "$url" --label "$label"
 }
 
+# stompede's shipped broker.toml: publishers use the demo service account, readers
+# connect anonymously (read-only topic access needs no login).
+stompede_login=(--login market-feed --passcode feed-demo --anonymous-readers)
+
 both() {
-  run stompede ws://127.0.0.1:$port/ws "$@"
+  run stompede ws://127.0.0.1:$port/ws "$@" "${stompede_login[@]}"
   if [ $rabbit = 1 ]; then
     run rabbitmq ws://127.0.0.1:15674/ws "$@" --login guest --passcode guest
   fi
@@ -62,7 +66,7 @@ if [ "$what" = all ] || [ "$what" = latency ]; then
 fi
 if [ "$what" = all ] || [ "$what" = idle ]; then
   start_broker
-  run stompede ws://127.0.0.1:$port/ws idle --connections "$idle_conns" --pid $broker
+  run stompede ws://127.0.0.1:$port/ws idle --connections "$idle_conns" --pid $broker "${stompede_login[@]}"
   if [ $rabbit = 1 ]; then
     beam=$(pgrep -f beam.smp | head -1)
     run rabbitmq ws://127.0.0.1:15674/ws idle --connections "$idle_conns" --pid "$beam" --login guest --passcode guest

@@ -55,6 +55,10 @@ struct Target {
     /// Label printed with the results.
     #[arg(long, default_value = "broker")]
     label: String,
+    /// Subscribers and idle connections connect without login (stompede lets
+    /// anonymous clients read topics); only publishers use --login.
+    #[arg(long)]
+    anonymous_readers: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +138,19 @@ struct Conn {
 }
 
 impl Conn {
+    async fn open_reader(t: &Target) -> Conn {
+        if t.anonymous_readers {
+            let anonymous = Target {
+                login: None,
+                passcode: None,
+                ..t.clone()
+            };
+            Conn::open(&anonymous).await
+        } else {
+            Conn::open(t).await
+        }
+    }
+
     async fn open(t: &Target) -> Conn {
         let mut req = t.url.as_str().into_client_request().unwrap();
         req.headers_mut().insert(
@@ -268,7 +285,7 @@ async fn fanout(
         let subscribed = subscribed.clone();
         readers.push(tokio::spawn(async move {
             let permit = ready.acquire_owned().await.unwrap();
-            let mut c = Conn::open(&t).await;
+            let mut c = Conn::open_reader(&t).await;
             c.subscribe(&format!("s{i}"), &d).await;
             drop(permit);
             subscribed.fetch_add(1, Ordering::Release);
@@ -418,7 +435,7 @@ async fn idle(t: Target, connections: usize, pid: u32, settle: u64) {
         for &i in chunk {
             let t = t.clone();
             opening.push(tokio::spawn(async move {
-                let mut c = Conn::open(&t).await;
+                let mut c = Conn::open_reader(&t).await;
                 c.subscribe(&format!("idle{i}"), "/topic/idle").await;
                 c
             }));
