@@ -107,13 +107,12 @@ fn route(
             "shutting down\n",
         ),
         "/readyz" => text(StatusCode::OK, "text/plain", "ready\n"),
-        "/" => text(StatusCode::OK, "text/html; charset=utf-8", INDEX),
-        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        path => match super::web::asset(path) {
+            Some((kind, body)) => text(StatusCode::OK, kind, Bytes::from_static(body)),
+            None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        },
     }
 }
-
-const INDEX: &str = "<!doctype html><meta charset=utf-8><title>stompede</title>\
-<h1>stompede</h1><p>STOMP over WebSocket at <code>/ws</code>; metrics at <a href=/metrics>/metrics</a>.</p>\n";
 
 /// The highest STOMP subprotocol the client offered, if any.
 fn choose_subprotocol(req: &Request<Incoming>) -> Option<&'static str> {

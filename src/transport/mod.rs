@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod tcp;
+pub mod web;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
