@@ -468,6 +468,11 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The error text for a configuration that must be refused.
+    fn refused(toml: &str) -> String {
+        Config::from_toml(toml).unwrap_err().to_string()
+    }
+
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
@@ -485,33 +490,21 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_naming_the_key() {
-        let e = Config::from_toml("[limits]\nmax_frame_byte = 100\n")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[limits]\nmax_frame_byte = 100\n");
         assert!(e.contains("max_frame_byte"), "{e}");
-        let e = Config::from_toml("[nosuch]\nx = 1\n")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[nosuch]\nx = 1\n");
         assert!(e.contains("nosuch"), "{e}");
     }
 
     #[test]
     fn bad_values_are_refused_naming_the_key() {
-        let e = Config::from_toml("[server]\nstomp_addr = \"nowhere\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[server]\nstomp_addr = \"nowhere\"\n");
         assert!(e.contains("server.stomp_addr"), "{e}");
-        let e = Config::from_toml("[server]\nhttp_addr = \"bad\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[server]\nhttp_addr = \"bad\"\n");
         assert!(e.contains("http_addr"), "{e}");
-        let e = Config::from_toml("[limits]\nmax_frame_bytes = \"big\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[limits]\nmax_frame_bytes = \"big\"\n");
         assert!(e.contains("max_frame_bytes"), "{e}");
-        let e = Config::from_toml("[limits]\nmax_connections = 0\n")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[limits]\nmax_connections = 0\n");
         assert!(e.contains("limits.max_connections"), "{e}");
     }
 
@@ -573,24 +566,16 @@ mod tests {
                 "[[auth.users]]\nlogin = \"a\"\npassword_hash = \"{hash}\"\nroles = [\"{role}\"]\n"
             )
         };
-        let e = Config::from_toml(&user("nope", "trader"))
-            .unwrap_err()
-            .to_string();
+        let e = refused(&user("nope", "trader"));
         assert!(
             e.contains("auth.users.password_hash") && e.contains("\"a\""),
             "{e}"
         );
-        let e = Config::from_toml(&user("x", "pilot"))
-            .unwrap_err()
-            .to_string();
+        let e = refused(&user("x", "pilot"));
         assert!(e.contains("pilot"), "{e}");
-        let e = Config::from_toml("[topics]\nretain = [\"/queue/x\"]\n")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[topics]\nretain = [\"/queue/x\"]\n");
         assert!(e.contains("topics.retain"), "{e}");
-        let e = Config::from_toml("[[quotes.symbols]]\nsymbol = \"A B\"\nprice = 1.0\n")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[[quotes.symbols]]\nsymbol = \"A B\"\nprice = 1.0\n");
         assert!(e.contains("quotes.symbols.symbol"), "{e}");
     }
 
