@@ -20,6 +20,8 @@ pub struct Broker {
     pub bus: Arc<LocalBus>,
     /// `/app/**` handlers.
     pub apps: crate::app::Apps,
+    /// `/queue/**` destinations.
+    pub queues: Arc<crate::queue::Queues>,
     /// Checks CONNECT credentials.
     pub auth: Arc<crate::auth::Authenticator>,
     /// Cancelled when the broker shuts down.
@@ -46,6 +48,15 @@ impl Broker {
         let mut apps = crate::app::Apps::new();
         let (trading, engine) = crate::app::trading::start(&config, bus.clone(), shutdown.clone());
         apps.register("/app/trade", trading);
+        let queues = crate::queue::Queues::new(
+            crate::queue::QueueLimits {
+                max_depth: config.queues.max_depth,
+                max_redeliveries: config.queues.max_redeliveries,
+                max_queues: config.queues.max_queues,
+            },
+            metrics.clone(),
+            tasks.clone(),
+        );
         tasks.spawn(engine);
         let auth = Arc::new(crate::auth::Authenticator::new(
             &config.auth.users,
@@ -55,6 +66,7 @@ impl Broker {
             config,
             bus,
             apps,
+            queues,
             auth,
             metrics,
             shutdown,

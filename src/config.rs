@@ -50,6 +50,34 @@ pub struct Config {
     pub quotes: QuotesConfig,
     /// The trading application.
     pub trading: TradingConfig,
+    /// Point-to-point queues.
+    pub queues: QueuesConfig,
+}
+
+/// `[queues]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueuesConfig {
+    /// Messages one queue holds; a SEND past it gets an ERROR.
+    pub max_depth: usize,
+    /// A message is delivered at most 1 + N times through NACKs, then moved to
+    /// `/queue/NAME.dlq`.
+    pub max_redeliveries: u32,
+    /// Queues that may exist at once (they are created on first use).
+    pub max_queues: usize,
+    /// `prefetch-count` when a SUBSCRIBE gives none.
+    pub default_prefetch: usize,
+}
+
+impl Default for QueuesConfig {
+    fn default() -> Self {
+        QueuesConfig {
+            max_depth: 100_000,
+            max_redeliveries: 3,
+            max_queues: 10_000,
+            default_prefetch: 100,
+        }
+    }
 }
 
 /// `[auth]`

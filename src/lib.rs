@@ -19,6 +19,7 @@ pub mod codec;
 pub mod config;
 pub mod metrics;
 pub mod outbox;
+pub mod queue;
 pub mod registry;
 pub mod router;
 pub mod server;

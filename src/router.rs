@@ -47,7 +47,7 @@ impl<'a> Destination<'a> {
 }
 
 /// Headers a sender may not pass through to receivers: the broker sets them.
-const RESERVED: &[&str] = &[
+pub(crate) const RESERVED: &[&str] = &[
     "destination",
     "message-id",
     "subscription",

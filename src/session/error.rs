@@ -68,6 +68,12 @@ pub enum ProtocolError {
         /// The refused destination.
         destination: String,
     },
+    /// A queue refused a message.
+    #[error("{0}")]
+    Queue(#[from] crate::queue::QueueError),
+    /// `prefetch-count` is not a positive integer.
+    #[error("invalid prefetch-count {0:?}")]
+    BadPrefetch(String),
     /// An application handler failed unexpectedly.
     #[error("internal error in the handler for {0}")]
     HandlerFailed(String),
@@ -99,6 +105,8 @@ impl ProtocolError {
             ProtocolError::Auth(_) => "authentication_failed",
             ProtocolError::Forbidden { .. } => "forbidden",
             ProtocolError::HandlerFailed(_) => "handler_failed",
+            ProtocolError::Queue(_) => "queue_refused",
+            ProtocolError::BadPrefetch(_) => "bad_header",
         }
     }
 }

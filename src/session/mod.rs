@@ -192,7 +192,7 @@ impl Session {
         }
         match frame.command {
             Command::Connect | Command::Stomp => Err(ProtocolError::AlreadyConnected),
-            Command::Send => self.send(frame),
+            Command::Send => self.send(frame).await,
             Command::Subscribe => self.subscribe(&frame),
             Command::Unsubscribe => self.unsubscribe(&frame),
             Command::Ack | Command::Nack => self.ack(&frame),

@@ -6,7 +6,7 @@ use crate::registry::topic::is_pattern;
 use crate::router::{Bus, Destination, parse_user_send};
 
 impl Session {
-    pub(super) fn send(&mut self, frame: Frame) -> Result<(), ProtocolError> {
+    pub(super) async fn send(&mut self, frame: Frame) -> Result<(), ProtocolError> {
         let destination = self.required(&frame, "destination")?;
         if frame.headers.get("transaction").is_some() {
             return Err(ProtocolError::Unsupported("transactional SEND"));
@@ -40,7 +40,14 @@ impl Session {
                 Ok(())
             }
             Destination::App(_) => self.app(frame),
-            Destination::Queue(_) => Err(ProtocolError::Unsupported("/queue destinations")),
+            Destination::Queue(name) => {
+                // Awaited: a receipt follows only once the queue holds the message.
+                let queue = self.broker.queues.get(name)?;
+                queue
+                    .send(frame.headers.clone(), frame.body.clone())
+                    .await?;
+                Ok(())
+            }
         }
     }
 }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 pub(super) struct Owned {
     pub destination: String,
     pub subscriber: Arc<Subscriber>,
+    /// Set for `/queue/...` subscriptions, which live in the queue, not the registry.
+    pub queue: Option<crate::queue::QueueHandle>,
 }
 
 impl Session {
@@ -51,7 +53,7 @@ impl Session {
                     _ => return Err(forbidden()),
                 }
             }
-            Destination::Queue(_) => return Err(ProtocolError::Unsupported("/queue destinations")),
+            Destination::Queue(name) => return self.subscribe_queue(frame, id, name, ack),
             Destination::App(_) => return Err(forbidden()),
         };
         let subscriber = Arc::new(Subscriber {
@@ -73,6 +75,7 @@ impl Session {
             Owned {
                 destination: key,
                 subscriber,
+                queue: None,
             },
         );
         Ok(())
@@ -92,7 +95,56 @@ impl Session {
         Ok(())
     }
 
+    fn subscribe_queue(
+        &mut self,
+        frame: &Frame,
+        id: &str,
+        name: &str,
+        ack: AckMode,
+    ) -> Result<(), ProtocolError> {
+        let prefetch = match frame.headers.get("prefetch-count") {
+            None => self.broker.config.queues.default_prefetch,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ProtocolError::BadPrefetch(v.to_owned()))?,
+        };
+        let queue = self.broker.queues.get(name)?;
+        let header = SubscriptionHeader::new(id, self.version.unwrap_or(Version::V1_2));
+        queue.subscribe(crate::queue::Consumer {
+            session: self.id,
+            id: id.to_owned(),
+            header: header.clone(),
+            ack,
+            prefetch,
+            outbox: self.outbox.clone(),
+        });
+        self.broker.metrics.subscriptions.increment(1.0);
+        let subscriber = Arc::new(Subscriber {
+            session: self.id,
+            id: id.to_owned(),
+            header,
+            ack,
+            outbox: self.outbox.clone(),
+        });
+        self.subscriptions.insert(
+            id.to_owned(),
+            Owned {
+                destination: format!("/queue/{name}"),
+                subscriber,
+                queue: Some(queue),
+            },
+        );
+        Ok(())
+    }
+
     pub(super) fn drop_subscription(&self, owned: Owned) {
+        if let Some(queue) = &owned.queue {
+            queue.unsubscribe(self.id, &owned.subscriber.id);
+            self.broker.metrics.subscriptions.decrement(1.0);
+            return;
+        }
         if self
             .broker
             .bus
@@ -121,7 +173,12 @@ impl Session {
         if frame.headers.get("transaction").is_some() {
             return Err(ProtocolError::Unsupported("transactional ACK/NACK"));
         }
-        debug_assert!(matches!(frame.command, Command::Ack | Command::Nack));
+        // Queue deliveries carry an ack id naming their queue; topic acks need nothing.
+        let id = frame.headers.get("id").or(frame.headers.get("message-id"));
+        if let Some((name, delivery)) = id.and_then(crate::queue::parse_ack_id) {
+            let queue = self.broker.queues.get(name)?;
+            queue.ack(self.id, delivery, frame.command == Command::Nack);
+        }
         Ok(())
     }
 }

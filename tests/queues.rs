@@ -1,0 +1,203 @@
+//! Point-to-point queues: one consumer per message, round-robin, waiting messages,
+//! ack modes, prefetch, redelivery, NACK and the dead-letter queue, limits.
+
+// A panic in a test is a failed test, not a crashed broker.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Client, broker};
+use std::collections::HashSet;
+use stompede::codec::{Command, Frame};
+
+async fn consumer(
+    b: &stompede::server::RunningBroker,
+    queue: &str,
+    ack: &str,
+    prefetch: Option<&str>,
+) -> Client {
+    let mut c = Client::tcp(b).await;
+    c.connect().await;
+    let mut f = Frame::new(Command::Subscribe)
+        .header("id", "q")
+        .header("destination", queue)
+        .header("ack", ack)
+        .header("receipt", "sub");
+    if let Some(p) = prefetch {
+        f = f.header("prefetch-count", p);
+    }
+    c.send(f).await;
+    c.expect(Command::Receipt).await;
+    c
+}
+
+async fn ack(c: &mut Client, command: Command, message: &Frame) {
+    let id = message.headers.get("ack").unwrap();
+    c.send(
+        Frame::new(command)
+            .header("id", id)
+            .header("receipt", "acked"),
+    )
+    .await;
+    c.expect(Command::Receipt).await;
+}
+
+#[tokio::test]
+async fn each_message_goes_to_exactly_one_consumer_round_robin() {
+    let b = broker("");
+    let mut a = consumer(&b, "/queue/jobs", "auto", None).await;
+    let mut c = consumer(&b, "/queue/jobs", "auto", None).await;
+    let mut p = Client::tcp(&b).await;
+    p.connect().await;
+    for i in 0..20 {
+        p.publish("/queue/jobs", &format!("job {i}")).await;
+    }
+    let mut seen = HashSet::new();
+    for client in [&mut a, &mut c] {
+        for _ in 0..10 {
+            let m = client.expect(Command::Message).await;
+            assert_eq!(m.headers.get("destination"), Some("/queue/jobs"));
+            assert!(
+                seen.insert(String::from_utf8(m.body.to_vec()).unwrap()),
+                "duplicate"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 20, "none lost");
+}
+
+#[tokio::test]
+async fn messages_wait_for_a_consumer_in_order() {
+    let b = broker("");
+    let mut p = Client::tcp(&b).await;
+    p.connect().await;
+    for i in 0..3 {
+        p.publish("/queue/later", &format!("m{i}")).await;
+    }
+    let mut c = consumer(&b, "/queue/later", "auto", None).await;
+    for i in 0..3 {
+        assert_eq!(c.message_on("/queue/later").await, format!("m{i}"));
+    }
+}
+
+#[tokio::test]
+async fn prefetch_limits_unacked_deliveries_until_an_ack() {
+    let b = broker("");
+    let mut c = consumer(&b, "/queue/pf", "client-individual", Some("2")).await;
+    let mut p = Client::tcp(&b).await;
+    p.connect().await;
+    for i in 0..3 {
+        p.publish("/queue/pf", &format!("m{i}")).await;
+    }
+    let m0 = c.expect(Command::Message).await;
+    let m1 = c.expect(Command::Message).await;
+    assert_eq!((&m0.body[..], &m1.body[..]), (&b"m0"[..], &b"m1"[..]));
+    // The publisher's receipts mean m2's fate was decided before this ACK's receipt:
+    // the next frame is the RECEIPT, not m2.
+    ack(&mut c, Command::Ack, &m0).await;
+    let m2 = c.expect(Command::Message).await;
+    assert_eq!(&m2.body[..], b"m2");
+    assert!(m2.headers.get("ack").is_some());
+}
+
+#[tokio::test]
+async fn unacked_messages_are_redelivered_when_their_consumer_goes() {
+    let b = broker("");
+    let mut first = consumer(&b, "/queue/r", "client", Some("10")).await;
+    let mut p = Client::tcp(&b).await;
+    p.connect().await;
+    for i in 0..3 {
+        p.publish("/queue/r", &format!("m{i}")).await;
+    }
+    let m0 = first.expect(Command::Message).await;
+    let m1 = first.expect(Command::Message).await;
+    let _m2 = first.expect(Command::Message).await;
+    // `client` acks are cumulative: acking m1 acks m0 too.
+    ack(&mut first, Command::Ack, &m1).await;
+    assert_eq!(&m0.body[..], b"m0");
+    drop(first);
+    let mut second = consumer(&b, "/queue/r", "client", None).await;
+    let m = second.expect(Command::Message).await;
+    assert_eq!(&m.body[..], b"m2");
+    assert_eq!(m.headers.get("redelivered"), Some("true"));
+    // Only m2 came back: the next message is a new one.
+    p.publish("/queue/r", "m3").await;
+    let next = second.expect(Command::Message).await;
+    assert_eq!(
+        (&next.body[..], next.headers.get("redelivered")),
+        (&b"m3"[..], None)
+    );
+}
+
+#[tokio::test]
+async fn nacked_messages_are_redelivered_then_dead_lettered() {
+    let b = broker("[queues]\nmax_redeliveries = 1");
+    let mut c = consumer(&b, "/queue/n", "client-individual", None).await;
+    let mut dlq = consumer(&b, "/queue/n.dlq", "auto", None).await;
+    let mut p = Client::tcp(&b).await;
+    p.connect().await;
+    p.publish("/queue/n", "poison").await;
+    let first = c.expect(Command::Message).await;
+    ack(&mut c, Command::Nack, &first).await;
+    let again = c.expect(Command::Message).await;
+    assert_eq!(
+        (&again.body[..], again.headers.get("redelivered")),
+        (&b"poison"[..], Some("true"))
+    );
+    ack(&mut c, Command::Nack, &again).await;
+    let dead = dlq.expect(Command::Message).await;
+    assert_eq!(&dead.body[..], b"poison");
+    assert_eq!(dead.headers.get("original-destination"), Some("/queue/n"));
+    assert!(
+        dead.headers
+            .get("dlq-reason")
+            .unwrap()
+            .contains("nacked 2 times")
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_with_an_error() {
+    let b = broker("[queues]\nmax_depth = 2");
+    let mut p = Client::tcp(&b).await;
+    p.connect().await;
+    p.publish("/queue/small", "1").await;
+    p.publish("/queue/small", "2").await;
+    p.send(
+        Frame::new(Command::Send)
+            .header("destination", "/queue/small")
+            .header("receipt", "r")
+            .body("3"),
+    )
+    .await;
+    let e = p.expect_error("queue /queue/small is full").await;
+    assert_eq!(e.headers.get("receipt-id"), Some("r"));
+    // The two accepted messages are still there.
+    let mut c = consumer(&b, "/queue/small", "auto", None).await;
+    assert_eq!(c.message_on("/queue/small").await, "1");
+    assert_eq!(c.message_on("/queue/small").await, "2");
+}
+
+#[tokio::test]
+async fn bad_prefetch_and_trader_sends_are_refused() {
+    let b = broker("");
+    let mut c = Client::tcp(&b).await;
+    c.connect().await;
+    c.send(
+        Frame::new(Command::Subscribe)
+            .header("id", "1")
+            .header("destination", "/queue/x")
+            .header("prefetch-count", "0"),
+    )
+    .await;
+    c.expect_error("invalid prefetch-count").await;
+    let mut t = Client::tcp(&b).await;
+    t.connect_as("alice", "alice-pw").await;
+    t.send(
+        Frame::new(Command::Send)
+            .header("destination", "/queue/x")
+            .body("x"),
+    )
+    .await;
+    t.expect_error("not allowed to SEND to /queue/x").await;
+}
