@@ -51,9 +51,6 @@ pub enum ProtocolError {
     /// A server frame sent by a client.
     #[error("{0} frames are sent by servers, not clients")]
     ServerFrame(Command),
-    /// A feature this broker does not offer (yet) for this frame.
-    #[error("{0} is not supported")]
-    Unsupported(&'static str),
     /// The client did not CONNECT in time.
     #[error("no CONNECT within {0} ms")]
     ConnectTimeout(u64),
@@ -68,6 +65,9 @@ pub enum ProtocolError {
         /// The refused destination.
         destination: String,
     },
+    /// A transaction error: unknown or duplicate id, or a limit.
+    #[error("{0}")]
+    Transaction(String),
     /// A queue refused a message.
     #[error("{0}")]
     Queue(#[from] crate::queue::QueueError),
@@ -99,13 +99,13 @@ impl ProtocolError {
             }
             ProtocolError::DuplicateSubscription(_) => "duplicate_subscription",
             ProtocolError::TooManySubscriptions(_) => "too_many_subscriptions",
-            ProtocolError::Unsupported(_) => "unsupported",
             ProtocolError::ConnectTimeout(_) => "connect_timeout",
             ProtocolError::HeartBeatTimeout(_) => "heartbeat_timeout",
             ProtocolError::Auth(_) => "authentication_failed",
             ProtocolError::Forbidden { .. } => "forbidden",
             ProtocolError::HandlerFailed(_) => "handler_failed",
             ProtocolError::Queue(_) => "queue_refused",
+            ProtocolError::Transaction(_) => "transaction",
             ProtocolError::BadPrefetch(_) => "bad_header",
         }
     }

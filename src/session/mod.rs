@@ -7,6 +7,7 @@ mod connect;
 mod error;
 mod send;
 mod subscribe;
+mod transaction;
 
 pub use connect::{HeartBeats, negotiate_heartbeats};
 pub use error::ProtocolError;
@@ -45,6 +46,8 @@ pub struct Session {
     /// Who the session is; anonymous until CONNECT says otherwise.
     identity: crate::auth::Identity,
     subscriptions: HashMap<String, subscribe::Owned>,
+    /// Open transactions by id; dropped with the session, so a disconnect aborts them.
+    transactions: HashMap<String, transaction::Held>,
     /// Silence allowed from the client once heart-beats are negotiated.
     read_timeout: Option<Duration>,
 }
@@ -81,6 +84,7 @@ pub async fn run(
         version: None,
         identity: crate::auth::Identity::anonymous(),
         subscriptions: HashMap::new(),
+        transactions: HashMap::new(),
         read_timeout: None,
     };
     tracing::debug!(session = id, %peer, transport = guard.transport().as_str(), "connection opened");
@@ -190,15 +194,24 @@ impl Session {
                 other => Err(ProtocolError::NotConnected(other)),
             };
         }
+        let transactional = matches!(frame.command, Command::Send | Command::Ack | Command::Nack);
+        if let Some(id) = frame
+            .headers
+            .get("transaction")
+            .filter(|_| transactional)
+            .map(str::to_owned)
+        {
+            return self.enlist(frame, &id).map(|_| Flow::Continue);
+        }
         match frame.command {
             Command::Connect | Command::Stomp => Err(ProtocolError::AlreadyConnected),
             Command::Send => self.send(frame).await,
             Command::Subscribe => self.subscribe(&frame),
             Command::Unsubscribe => self.unsubscribe(&frame),
             Command::Ack | Command::Nack => self.ack(&frame),
-            Command::Begin | Command::Commit | Command::Abort => {
-                Err(ProtocolError::Unsupported("transactions"))
-            }
+            Command::Begin => self.begin(&frame),
+            Command::Commit => self.commit(&frame).await,
+            Command::Abort => self.abort(&frame),
             Command::Disconnect => return Ok(Flow::Close),
             c @ (Command::Connected | Command::Message | Command::Receipt | Command::Error) => {
                 Err(ProtocolError::ServerFrame(c))

@@ -8,9 +8,6 @@ use crate::router::{Bus, Destination, parse_user_send};
 impl Session {
     pub(super) async fn send(&mut self, frame: Frame) -> Result<(), ProtocolError> {
         let destination = self.required(&frame, "destination")?;
-        if frame.headers.get("transaction").is_some() {
-            return Err(ProtocolError::Unsupported("transactional SEND"));
-        }
         let family = Destination::classify(destination)
             .ok_or_else(|| ProtocolError::UnknownDestination(destination.to_owned()))?;
         if !self.identity.may_send(&family) {

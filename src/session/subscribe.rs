@@ -170,9 +170,6 @@ impl Session {
                 self.required(frame, "message-id")?;
             }
         }
-        if frame.headers.get("transaction").is_some() {
-            return Err(ProtocolError::Unsupported("transactional ACK/NACK"));
-        }
         // Queue deliveries carry an ack id naming their queue; topic acks need nothing.
         let id = frame.headers.get("id").or(frame.headers.get("message-id"));
         if let Some((name, delivery)) = id.and_then(crate::queue::parse_ack_id) {
