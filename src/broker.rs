@@ -56,6 +56,7 @@ impl Broker {
             },
             metrics.clone(),
             tasks.clone(),
+            shutdown.clone(),
         );
         tasks.spawn(engine);
         let auth = Arc::new(crate::auth::Authenticator::new(

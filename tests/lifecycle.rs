@@ -39,6 +39,8 @@ async fn shutdown_flushes_and_closes_every_connection() {
         )
         .await;
     assert_eq!(tcp.message_on("/topic/bye").await, "last");
+    // A queue exists too: its task must stop with the broker.
+    publisher.publish("/queue/at-shutdown", "waiting").await;
 
     let started = Instant::now();
     assert!(

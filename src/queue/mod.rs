@@ -22,6 +22,7 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Why a queue refused a message.
@@ -154,19 +155,27 @@ pub struct Queues {
     limits: QueueLimits,
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
+    /// Stops every queue task at shutdown.
+    shutdown: CancellationToken,
     /// Message ids of queue messages.
     next_id: AtomicU64,
     myself: Weak<Queues>,
 }
 
 impl Queues {
-    /// No queues yet; their tasks will run on `tasks`.
-    pub fn new(limits: QueueLimits, metrics: Arc<Metrics>, tasks: TaskTracker) -> Arc<Queues> {
+    /// No queues yet; their tasks will run on `tasks` until `shutdown`.
+    pub fn new(
+        limits: QueueLimits,
+        metrics: Arc<Metrics>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Arc<Queues> {
         Arc::new_cyclic(|myself| Queues {
             queues: DashMap::new(),
             limits,
             metrics,
             tasks,
+            shutdown,
             next_id: AtomicU64::new(1),
             myself: myself.clone(),
         })
@@ -195,7 +204,7 @@ impl Queues {
                     limits: self.limits.clone(),
                     queues: self.myself.clone(),
                 };
-                self.tasks.spawn(queue.run(rx));
+                self.tasks.spawn(queue.run(rx, self.shutdown.clone()));
                 QueueHandle {
                     name: name.into(),
                     tx,
@@ -240,8 +249,15 @@ struct Queue {
 }
 
 impl Queue {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-        while let Some(cmd) = rx.recv().await {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, shutdown: CancellationToken) {
+        loop {
+            let cmd = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => cmd,
+                    None => return,
+                },
+            };
             match cmd {
                 Cmd::Send {
                     headers,

@@ -1,0 +1,70 @@
+// Queues end to end with stompjs: competing consumers, acks, NACK to the DLQ,
+// prefetch, and transactions.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startBroker, stompClient, subscribed, publishConfirmed, within } from './helpers.mjs';
+
+let broker;
+before(async () => {
+  broker = await startBroker({ STOMPEDE__QUEUES__MAX_REDELIVERIES: '1' });
+});
+after(async () => broker?.stop());
+
+const until = (what, cond) => within(5000, what, (async () => {
+  while (!cond()) await new Promise((r) => setTimeout(r, 10));
+})());
+
+test('N messages over K competing consumers: none lost, none duplicated', async () => {
+  const K = 3;
+  const N = 300;
+  const consumers = [];
+  const got = [];
+  for (let k = 0; k < K; k += 1) {
+    const c = await stompClient(broker);
+    got.push([]);
+    await subscribed(c, '/queue/e2e.work', (m) => { got[k].push(m.body); m.ack(); }, { ack: 'client-individual', 'prefetch-count': '10' });
+    consumers.push(c);
+  }
+  const producer = await stompClient(broker);
+  for (let i = 0; i < N; i += 1) producer.publish({ destination: '/queue/e2e.work', body: `job-${i}` });
+  await publishConfirmed(producer, { destination: '/queue/e2e.work', body: `job-${N}` });
+  await until('all jobs', () => got.flat().length === N + 1);
+  const all = got.flat();
+  assert.equal(new Set(all).size, N + 1, 'no duplicates');
+  for (const share of got) assert.ok(share.length > 0, `every consumer worked: ${got.map((g) => g.length)}`);
+  for (const c of [...consumers, producer]) await c.deactivate();
+});
+
+test('NACK redelivers, then the DLQ takes the message; prefetch holds the rest', async () => {
+  const c = await stompClient(broker);
+  const dead = [];
+  await subscribed(c, '/queue/e2e.poison.dlq', (m) => dead.push(m));
+  const seen = [];
+  await subscribed(c, '/queue/e2e.poison', (m) => { seen.push(m); m.nack(); }, { ack: 'client-individual', 'prefetch-count': '1' });
+  await publishConfirmed(c, { destination: '/queue/e2e.poison', body: 'bad' });
+  await until('dead letter', () => dead.length === 1);
+  assert.deepEqual(seen.map((m) => [m.body, m.headers.redelivered]), [['bad', undefined], ['bad', 'true']]);
+  assert.equal(dead[0].body, 'bad');
+  assert.equal(dead[0].headers['original-destination'], '/queue/e2e.poison');
+  await c.deactivate();
+});
+
+test('a committed transaction delivers its sends in order; an aborted one nothing', async () => {
+  const c = await stompClient(broker);
+  const got = [];
+  await subscribed(c, '/queue/e2e.tx', (m) => got.push(m.body));
+  const t1 = c.begin();
+  c.publish({ destination: '/queue/e2e.tx', body: 'a', headers: { transaction: t1.id } });
+  c.publish({ destination: '/queue/e2e.tx', body: 'b', headers: { transaction: t1.id } });
+  const t2 = c.begin();
+  c.publish({ destination: '/queue/e2e.tx', body: 'never', headers: { transaction: t2.id } });
+  t2.abort();
+  await publishConfirmed(c, { destination: '/queue/e2e.tx', body: 'control' });
+  await until('control', () => got.length === 1);
+  t1.commit();
+  await publishConfirmed(c, { destination: '/queue/e2e.tx', body: 'end' });
+  await until('committed messages', () => got.length === 4);
+  assert.deepEqual(got, ['control', 'a', 'b', 'end']);
+  await c.deactivate();
+});
