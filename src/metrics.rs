@@ -35,6 +35,8 @@ pub mod names {
     pub const ERRORS_SENT_TOTAL: &str = "stompede_errors_sent_total";
     /// Gauge: live subscriptions.
     pub const SUBSCRIPTIONS: &str = "stompede_subscriptions";
+    /// Counter: queue messages dropped because their `expires`/`ttl` passed.
+    pub const MESSAGES_EXPIRED_TOTAL: &str = "stompede_messages_expired_total";
     /// Gauge: destinations holding a retained message.
     pub const RETAINED_MESSAGES: &str = "stompede_retained_messages";
     /// Histogram: seconds from a message's publication to its write to a subscriber.
@@ -124,6 +126,8 @@ pub struct Metrics {
     pub publish_to_write: Histogram,
     /// Retained destinations.
     pub retained: Gauge,
+    /// Expired queue messages.
+    pub expired: Counter,
 }
 
 impl Metrics {
@@ -153,6 +157,7 @@ impl Metrics {
             subscriptions: gauge!(names::SUBSCRIPTIONS),
             publish_to_write: histogram!(names::PUBLISH_TO_WRITE_SECONDS),
             retained: gauge!(names::RETAINED_MESSAGES),
+            expired: counter!(names::MESSAGES_EXPIRED_TOTAL),
         }
     }
 

@@ -201,3 +201,46 @@ async fn bad_prefetch_and_trader_sends_are_refused() {
     .await;
     t.expect_error("not allowed to SEND to /queue/x").await;
 }
+
+#[tokio::test]
+async fn expired_messages_are_dropped_and_counted() {
+    let b = broker("");
+    let mut p = Client::tcp(&b).await;
+    p.connect().await;
+    let past = "1000"; // 1970: long expired
+    p.send(
+        Frame::new(Command::Send)
+            .header("destination", "/queue/stale")
+            .header("expires", past)
+            .header("receipt", "a")
+            .body("old"),
+    )
+    .await;
+    p.expect(Command::Receipt).await;
+    p.send(
+        Frame::new(Command::Send)
+            .header("destination", "/queue/stale")
+            .header("ttl", "100")
+            .header("receipt", "b")
+            .body("brief"),
+    )
+    .await;
+    p.expect(Command::Receipt).await;
+    p.send(
+        Frame::new(Command::Send)
+            .header("destination", "/queue/stale")
+            .header("ttl", "60000")
+            .header("receipt", "c")
+            .body("fresh"),
+    )
+    .await;
+    p.expect(Command::Receipt).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut c = consumer(&b, "/queue/stale", "auto", None).await;
+    // Only the fresh one: the expired two were dropped, not delivered late.
+    assert_eq!(c.message_on("/queue/stale").await, "fresh");
+    p.publish("/queue/stale", "control").await;
+    assert_eq!(c.message_on("/queue/stale").await, "control");
+    let (_, text) = common::http_get(b.http_addr, "/metrics").await;
+    assert!(common::metric(&text, "stompede_messages_expired_total").unwrap() >= 2.0);
+}

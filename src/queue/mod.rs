@@ -221,6 +221,8 @@ impl Queues {
 
 #[derive(Debug, Clone)]
 struct Message {
+    /// Past this (ms since the Unix epoch) the message is dropped, not delivered.
+    expires_at: Option<u64>,
     id: String,
     headers: Headers,
     body: Bytes,
@@ -293,7 +295,9 @@ impl Queue {
             return Err(QueueError::Gone(self.name.clone()));
         };
         queues.metrics.published.increment(1);
+        let expires_at = expiry(&headers, now_ms());
         self.waiting.push_back(Message {
+            expires_at,
             id: queues.message_id(),
             headers,
             body,
@@ -317,6 +321,12 @@ impl Queue {
             let Some(message) = self.waiting.pop_front() else {
                 return;
             };
+            if message.expires_at.is_some_and(|at| at <= now_ms()) {
+                if let Some(queues) = self.queues.upgrade() {
+                    queues.metrics.expired.increment(1);
+                }
+                continue;
+            }
             let delivery = self.next_delivery;
             self.next_delivery += 1;
             let state = &mut self.consumers[pick];
@@ -446,9 +456,47 @@ impl Queue {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// When a message expires: the `expires` header (ms since the epoch, as in ActiveMQ;
+/// 0 means never) or `ttl` (ms from now), whichever comes first.
+fn expiry(headers: &Headers, now: u64) -> Option<u64> {
+    let expires = headers
+        .get("expires")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|v| *v > 0);
+    let ttl = headers
+        .get("ttl")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|t| now.saturating_add(t));
+    match (expires, ttl) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_from_expires_or_ttl() {
+        let h = |pairs: &[(&str, &str)]| pairs.iter().copied().collect::<Headers>();
+        assert_eq!(expiry(&h(&[]), 1000), None);
+        assert_eq!(expiry(&h(&[("expires", "5000")]), 1000), Some(5000));
+        assert_eq!(expiry(&h(&[("expires", "0")]), 1000), None);
+        assert_eq!(expiry(&h(&[("ttl", "250")]), 1000), Some(1250));
+        assert_eq!(
+            expiry(&h(&[("ttl", "250"), ("expires", "1100")]), 1000),
+            Some(1100)
+        );
+        assert_eq!(expiry(&h(&[("ttl", "soon")]), 1000), None);
+    }
 
     #[test]
     fn ack_ids_round_trip() {
