@@ -45,8 +45,23 @@ pub fn matches(pattern: &str, destination: &str) -> bool {
             Some((w, rest)) => d.first() == Some(w) && go(rest, &d[1..]),
         }
     }
-    if !pattern.starts_with("/topic/") || !destination.starts_with("/topic/") {
+    if !pattern.starts_with("/topic/")
+        || !destination.starts_with("/topic/")
+        || !is_pattern(pattern)
+    {
         return pattern == destination;
+    }
+    // Cheap rejection without allocating (this runs on every publish to check the
+    // retain patterns): the words before the first wildcard must match literally.
+    let literal = pattern
+        .match_indices(['*', '#'])
+        .map(|(i, _)| i)
+        .find(|&i| matches!(pattern.as_bytes().get(i.wrapping_sub(1)), Some(b'.' | b'/')))
+        .map(|i| &pattern[..i])
+        .unwrap_or(pattern);
+    let literal = literal.strip_suffix('.').unwrap_or(literal);
+    if !destination.starts_with(literal) {
+        return false;
     }
     let p: Vec<&str> = words(pattern).collect();
     let d: Vec<&str> = words(destination).collect();
