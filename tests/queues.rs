@@ -244,3 +244,49 @@ async fn expired_messages_are_dropped_and_counted() {
     let (_, text) = common::http_get(b.http_addr, "/metrics").await;
     assert!(common::metric(&text, "stompede_messages_expired_total").unwrap() >= 2.0);
 }
+
+#[tokio::test]
+async fn stomp_1_1_clients_ack_by_message_id() {
+    let b = broker("");
+    let mut p = Client::tcp(&b).await;
+    p.connect().await;
+    p.publish("/queue/old", "kept?").await;
+    p.publish("/queue/old", "returned").await;
+    let mut c = Client::tcp(&b).await;
+    c.send(
+        Frame::new(Command::Connect)
+            .header("accept-version", "1.1")
+            .header("login", "svc")
+            .header("passcode", "svc-pw"),
+    )
+    .await;
+    assert_eq!(
+        c.expect(Command::Connected).await.headers.get("version"),
+        Some("1.1")
+    );
+    c.send(
+        Frame::new(Command::Subscribe)
+            .header("id", "s")
+            .header("destination", "/queue/old")
+            .header("ack", "client-individual"),
+    )
+    .await;
+    let first = c.expect(Command::Message).await;
+    let _second = c.expect(Command::Message).await;
+    c.send(
+        Frame::new(Command::Ack)
+            .header("message-id", first.headers.get("message-id").unwrap())
+            .header("subscription", "s")
+            .header("receipt", "acked"),
+    )
+    .await;
+    c.expect(Command::Receipt).await;
+    drop(c);
+    // Only the unacked one comes back.
+    let mut again = consumer(&b, "/queue/old", "auto", None).await;
+    let m = again.expect(Command::Message).await;
+    assert_eq!(
+        (&m.body[..], m.headers.get("redelivered")),
+        (&b"returned"[..], Some("true"))
+    );
+}

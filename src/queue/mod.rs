@@ -330,6 +330,8 @@ impl Queue {
             let delivery = self.next_delivery;
             self.next_delivery += 1;
             let state = &mut self.consumers[pick];
+            // Per delivery, like RabbitMQ: the message-id doubles as the ack id, so
+            // 1.0/1.1 clients that ACK by message-id reach the right delivery.
             let ack = ack_id(&self.name, delivery);
             let destination = format!("/queue/{}", self.name);
             let mut extra: Vec<(&str, &str)> = Vec::new();
@@ -341,7 +343,7 @@ impl Queue {
             }
             let shared = [
                 ("destination", destination.as_str()),
-                ("message-id", message.id.as_str()),
+                ("message-id", ack.as_str()),
             ]
             .into_iter()
             .chain(
