@@ -3,7 +3,7 @@
 # the same load generator, in one run. Loopback only; every step is bounded in time.
 #
 #   benches/compare.sh                 # all scenarios
-#   SECONDS_PER_RUN=5 benches/compare.sh fanout
+#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: latency, queue, idle
 #
 # RabbitMQ (Debian's rabbitmq-server with the rabbitmq_web_stomp plugin) is used
 # when ws://127.0.0.1:15674/ws answers:
@@ -63,6 +63,9 @@ if [ "$what" = all ] || [ "$what" = fanout ]; then
 fi
 if [ "$what" = all ] || [ "$what" = latency ]; then
   both fanout --subscribers 1000 --rate 100 --seconds "$((secs * 2))"
+fi
+if [ "$what" = all ] || [ "$what" = queue ]; then
+  both queue --producers 4 --consumers 4 --seconds "$secs"
 fi
 if [ "$what" = all ] || [ "$what" = idle ]; then
   start_broker

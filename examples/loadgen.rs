@@ -86,6 +86,28 @@ enum Mode {
         #[arg(long, default_value = "/topic/loadgen")]
         destination: String,
     },
+    /// Producers to one queue, competing consumers acking each message
+    /// (client-individual); reports consumed msgs/s and checks none is lost.
+    Queue {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 4)]
+        producers: usize,
+        #[arg(long, default_value_t = 4)]
+        consumers: usize,
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Messages in flight (published, not yet consumed) at most.
+        #[arg(long, default_value_t = 2000)]
+        window: u64,
+        /// prefetch-count of each consumer.
+        #[arg(long, default_value_t = 100)]
+        prefetch: u64,
+        #[arg(long, default_value = "/queue/loadgen")]
+        destination: String,
+    },
     /// Idle subscribed connections; reports broker RSS per connection.
     Idle {
         #[command(flatten)]
@@ -416,6 +438,111 @@ async fn fanout(
     );
 }
 
+#[allow(clippy::too_many_arguments)]
+async fn queue(
+    t: Target,
+    producers: usize,
+    consumers: usize,
+    size: usize,
+    seconds: u64,
+    window: u64,
+    prefetch: u64,
+    destination: String,
+) {
+    let consumed = Arc::new(AtomicU64::new(0));
+    let published = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for i in 0..consumers {
+        let t = t.clone();
+        let d = destination.clone();
+        let consumed = consumed.clone();
+        let stop = stop.clone();
+        let mut c = Conn::open(&t).await;
+        c.send(
+            &Frame::new(Command::Subscribe)
+                .header("id", format!("c{i}"))
+                .header("destination", d.as_str())
+                .header("ack", "client-individual")
+                .header("prefetch-count", prefetch.to_string())
+                .header("receipt", "sub"),
+        )
+        .await;
+        let f = c.next().await.expect("RECEIPT");
+        assert_eq!(f.command, Command::Receipt, "{f:?}");
+        readers.push(tokio::spawn(async move {
+            loop {
+                let next = tokio::time::timeout(Duration::from_secs(2), c.next()).await;
+                let f = match next {
+                    Ok(Some(f)) => f,
+                    Ok(None) => panic!("consumer connection closed by the broker"),
+                    Err(_) if stop.load(Ordering::Acquire) => break,
+                    Err(_) => continue,
+                };
+                if f.command != Command::Message {
+                    panic!("unexpected {} {:?}", f.command, f.headers.get("message"));
+                }
+                let ack = f.headers.get("ack").expect("ack header").to_owned();
+                c.send(&Frame::new(Command::Ack).header("id", ack)).await;
+                consumed.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut pubs = Vec::new();
+    for _ in 0..producers {
+        let t = t.clone();
+        let d = destination.clone();
+        let (published, consumed, stop) = (published.clone(), consumed.clone(), stop.clone());
+        pubs.push(tokio::spawn(async move {
+            let mut c = Conn::open(&t).await;
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let mut waited = 0;
+                while published.load(Ordering::Relaxed) > consumed.load(Ordering::Relaxed) + window
+                {
+                    if stop.load(Ordering::Acquire) || waited > 10_000 {
+                        break;
+                    }
+                    waited += 1;
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                let f = Frame::new(Command::Send)
+                    .header("destination", d.as_str())
+                    .body(body(seq, size.max(40)));
+                c.send(&f).await;
+                published.fetch_add(1, Ordering::Relaxed);
+                seq += 1;
+            }
+            c.send(&Frame::new(Command::Disconnect).header("receipt", "bye"))
+                .await;
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let c0 = consumed.load(Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let rate = (consumed.load(Ordering::Relaxed) - c0) as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Release);
+    for p in pubs {
+        p.await.unwrap();
+    }
+    let total = published.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while consumed.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    let got = consumed.load(Ordering::Relaxed);
+    println!(
+        "{} queue producers={producers} consumers={consumers} size={size} prefetch={prefetch} ack=client-individual : consumed {rate:.0} msg/s, lost {} of {total}, extra {}",
+        t.label,
+        total.saturating_sub(got),
+        got.saturating_sub(total),
+    );
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("broker pid");
     status
@@ -489,6 +616,30 @@ fn main() {
                     rate,
                     seconds,
                     window,
+                    destination,
+                )
+                .await
+            }
+            Mode::Queue {
+                target,
+                producers,
+                consumers,
+                size,
+                seconds,
+                window,
+                prefetch,
+                destination,
+            } => {
+                check_loopback(&target.url);
+                assert!(seconds <= 600, "runs are bounded: at most 600 s");
+                queue(
+                    target,
+                    producers,
+                    consumers,
+                    size,
+                    seconds,
+                    window,
+                    prefetch,
                     destination,
                 )
                 .await
