@@ -37,6 +37,14 @@ pub mod names {
     pub const SUBSCRIPTIONS: &str = "stompede_subscriptions";
     /// Counter: queue messages dropped because their `expires`/`ttl` passed.
     pub const MESSAGES_EXPIRED_TOTAL: &str = "stompede_messages_expired_total";
+    /// Gauge: messages waiting in queues (all queues together).
+    pub const QUEUE_MESSAGES: &str = "stompede_queue_messages";
+    /// Gauge: queues that exist.
+    pub const QUEUES: &str = "stompede_queues";
+    /// Counter: queue messages delivered again (consumer gone, or NACK).
+    pub const MESSAGES_REDELIVERED_TOTAL: &str = "stompede_messages_redelivered_total";
+    /// Counter: queue messages moved to their `.dlq`.
+    pub const MESSAGES_DEAD_LETTERED_TOTAL: &str = "stompede_messages_dead_lettered_total";
     /// Gauge: destinations holding a retained message.
     pub const RETAINED_MESSAGES: &str = "stompede_retained_messages";
     /// Histogram: seconds from a message's publication to its write to a subscriber.
@@ -128,6 +136,14 @@ pub struct Metrics {
     pub retained: Gauge,
     /// Expired queue messages.
     pub expired: Counter,
+    /// Waiting queue messages.
+    pub queue_messages: Gauge,
+    /// Existing queues.
+    pub queues: Gauge,
+    /// Redelivered queue messages.
+    pub redelivered: Counter,
+    /// Dead-lettered queue messages.
+    pub dead_lettered: Counter,
 }
 
 impl Metrics {
@@ -158,6 +174,10 @@ impl Metrics {
             publish_to_write: histogram!(names::PUBLISH_TO_WRITE_SECONDS),
             retained: gauge!(names::RETAINED_MESSAGES),
             expired: counter!(names::MESSAGES_EXPIRED_TOTAL),
+            queue_messages: gauge!(names::QUEUE_MESSAGES),
+            queues: gauge!(names::QUEUES),
+            redelivered: counter!(names::MESSAGES_REDELIVERED_TOTAL),
+            dead_lettered: counter!(names::MESSAGES_DEAD_LETTERED_TOTAL),
         }
     }
 

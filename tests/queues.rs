@@ -154,6 +154,16 @@ async fn nacked_messages_are_redelivered_then_dead_lettered() {
             .unwrap()
             .contains("nacked 2 times")
     );
+    let (_, text) = common::http_get(b.http_addr, "/metrics").await;
+    let at_least = |key: &str, min: f64| {
+        let v = common::metric(&text, key).unwrap_or_else(|| panic!("{key} missing"));
+        assert!(v >= min, "{key} = {v}");
+    };
+    at_least("stompede_messages_redelivered_total", 1.0);
+    at_least("stompede_messages_dead_lettered_total", 1.0);
+    at_least("stompede_queues", 2.0);
+    assert!(text.contains("stompede_queue_messages"));
+    assert!(!text.contains("/queue/n"), "no queue names in labels");
 }
 
 #[tokio::test]

@@ -203,7 +203,9 @@ impl Queues {
                     next_delivery: 1,
                     limits: self.limits.clone(),
                     queues: self.myself.clone(),
+                    metrics: self.metrics.clone(),
                 };
+                self.metrics.queues.increment(1.0);
                 self.tasks.spawn(queue.run(rx, self.shutdown.clone()));
                 QueueHandle {
                     name: name.into(),
@@ -248,9 +250,18 @@ struct Queue {
     next_delivery: u64,
     limits: QueueLimits,
     queues: Weak<Queues>,
+    metrics: Arc<Metrics>,
 }
 
 impl Queue {
+    /// Puts a message back at the front, marked redelivered.
+    fn redeliver(&mut self, mut m: Message) {
+        m.redelivered = true;
+        self.metrics.redelivered.increment(1);
+        self.metrics.queue_messages.increment(1.0);
+        self.waiting.push_front(m);
+    }
+
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, shutdown: CancellationToken) {
         loop {
             let cmd = tokio::select! {
@@ -296,6 +307,7 @@ impl Queue {
         };
         queues.metrics.published.increment(1);
         let expires_at = expiry(&headers, now_ms());
+        self.metrics.queue_messages.increment(1.0);
         self.waiting.push_back(Message {
             expires_at,
             id: queues.message_id(),
@@ -321,6 +333,7 @@ impl Queue {
             let Some(message) = self.waiting.pop_front() else {
                 return;
             };
+            self.metrics.queue_messages.decrement(1.0);
             if message.expires_at.is_some_and(|at| at <= now_ms()) {
                 if let Some(queues) = self.queues.upgrade() {
                     queues.metrics.expired.increment(1);
@@ -360,6 +373,7 @@ impl Queue {
             });
             if pushed.is_err() {
                 // The connection is going; its session will unsubscribe it. Keep the message.
+                self.metrics.queue_messages.increment(1.0);
                 self.waiting.push_front(message);
                 let gone = self.consumers.remove(pick);
                 self.requeue(gone);
@@ -387,9 +401,8 @@ impl Queue {
     /// Returns a departed consumer's unacked messages to the front, in order.
     fn requeue(&mut self, gone: ConsumerState) {
         for delivery in gone.in_flight.into_iter().rev() {
-            if let Some((mut m, _, _)) = self.unacked.remove(&delivery) {
-                m.redelivered = true;
-                self.waiting.push_front(m);
+            if let Some((m, _, _)) = self.unacked.remove(&delivery) {
+                self.redeliver(m);
             }
         }
     }
@@ -431,8 +444,7 @@ impl Queue {
             if m.nacks > self.limits.max_redeliveries {
                 self.dead_letter(m);
             } else {
-                m.redelivered = true;
-                self.waiting.push_front(m);
+                self.redeliver(m);
             }
         }
     }
@@ -441,6 +453,7 @@ impl Queue {
         let Some(queues) = self.queues.upgrade() else {
             return;
         };
+        self.metrics.dead_lettered.increment(1);
         let mut headers = m.headers.clone();
         headers.push(
             "dlq-reason",
