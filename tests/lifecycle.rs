@@ -63,6 +63,16 @@ async fn shutdown_flushes_and_closes_every_connection() {
     assert_eq!(b.broker.connection_count(), 0);
 }
 
+/// Kills the broker process if a test fails before it exits by itself.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -75,14 +85,17 @@ fn free_port() -> u16 {
 async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
     let http = free_port();
     let stomp = free_port();
-    let mut child = Process::new(env!("CARGO_BIN_EXE_stompede"))
-        .env("STOMPEDE__SERVER__HTTP_ADDR", format!("127.0.0.1:{http}"))
-        .env("STOMPEDE__SERVER__STOMP_ADDR", format!("127.0.0.1:{stomp}"))
-        .env("STOMPEDE__LOG__FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut guard = KillOnDrop(
+        Process::new(env!("CARGO_BIN_EXE_stompede"))
+            .env("STOMPEDE__SERVER__HTTP_ADDR", format!("127.0.0.1:{http}"))
+            .env("STOMPEDE__SERVER__STOMP_ADDR", format!("127.0.0.1:{stomp}"))
+            .env("STOMPEDE__LOG__FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
     let addr = format!("127.0.0.1:{http}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
