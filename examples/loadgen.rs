@@ -241,6 +241,23 @@ impl Conn {
         }
     }
 
+    /// The next MESSAGE; `None` once `stop` is set and nothing more arrives.
+    /// Panics if the broker closes the connection or sends anything else.
+    async fn next_message(&mut self, stop: &AtomicBool) -> Option<Frame> {
+        loop {
+            let f = match tokio::time::timeout(Duration::from_secs(2), self.next()).await {
+                Ok(Some(f)) => f,
+                Ok(None) => panic!("connection closed by the broker"),
+                Err(_) if stop.load(Ordering::Acquire) => return None,
+                Err(_) => continue,
+            };
+            if f.command != Command::Message {
+                panic!("unexpected {} {:?}", f.command, f.headers.get("message"));
+            }
+            return Some(f);
+        }
+    }
+
     async fn subscribe(&mut self, id: &str, destination: &str) {
         self.send(
             &Frame::new(Command::Subscribe)
@@ -252,6 +269,16 @@ impl Conn {
         .await;
         let f = self.next().await.expect("RECEIPT");
         assert_eq!(f.command, Command::Receipt, "{f:?}");
+    }
+}
+
+/// Waits (bounded: at most about 2 s) while `too_much_in_flight` holds, or until `stop`.
+async fn wait_while(stop: &AtomicBool, too_much_in_flight: impl Fn() -> bool) {
+    for _ in 0..10_000 {
+        if stop.load(Ordering::Acquire) || !too_much_in_flight() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
     }
 }
 
@@ -314,16 +341,9 @@ async fn fanout(
             let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).unwrap();
             let mut counted = 0u64;
             loop {
-                let next = tokio::time::timeout(Duration::from_secs(2), c.next()).await;
-                let f = match next {
-                    Ok(Some(f)) => f,
-                    Ok(None) => panic!("subscriber connection closed by the broker"),
-                    Err(_) if stop.load(Ordering::Acquire) => break,
-                    Err(_) => continue,
+                let Some(f) = c.next_message(&stop).await else {
+                    break;
                 };
-                if f.command != Command::Message {
-                    panic!("unexpected {} {:?}", f.command, f.headers.get("message"));
-                }
                 delivered.fetch_add(1, Ordering::Relaxed);
                 if let Some((_, sent)) =
                     parse_body(&f.body).filter(|_| measuring.load(Ordering::Relaxed))
@@ -369,16 +389,11 @@ async fn fanout(
                     }
                     None => {
                         // Zero-loss max rate: wait while too much is in flight.
-                        let mut waited = 0;
-                        while published.load(Ordering::Relaxed) * n_subs
-                            > delivered.load(Ordering::Relaxed) + window * n_subs
-                        {
-                            if stop.load(Ordering::Acquire) || waited > 10_000 {
-                                break;
-                            }
-                            waited += 1;
-                            tokio::time::sleep(Duration::from_micros(200)).await;
-                        }
+                        wait_while(&stop, || {
+                            published.load(Ordering::Relaxed) * n_subs
+                                > delivered.load(Ordering::Relaxed) + window * n_subs
+                        })
+                        .await;
                     }
                 }
                 let f = Frame::new(Command::Send)
@@ -472,16 +487,9 @@ async fn queue(
         assert_eq!(f.command, Command::Receipt, "{f:?}");
         readers.push(tokio::spawn(async move {
             loop {
-                let next = tokio::time::timeout(Duration::from_secs(2), c.next()).await;
-                let f = match next {
-                    Ok(Some(f)) => f,
-                    Ok(None) => panic!("consumer connection closed by the broker"),
-                    Err(_) if stop.load(Ordering::Acquire) => break,
-                    Err(_) => continue,
+                let Some(f) = c.next_message(&stop).await else {
+                    break;
                 };
-                if f.command != Command::Message {
-                    panic!("unexpected {} {:?}", f.command, f.headers.get("message"));
-                }
                 let ack = f.headers.get("ack").expect("ack header").to_owned();
                 c.send(&Frame::new(Command::Ack).header("id", ack)).await;
                 consumed.fetch_add(1, Ordering::Relaxed);
@@ -497,15 +505,10 @@ async fn queue(
             let mut c = Conn::open(&t).await;
             let mut seq = 0u64;
             while !stop.load(Ordering::Acquire) {
-                let mut waited = 0;
-                while published.load(Ordering::Relaxed) > consumed.load(Ordering::Relaxed) + window
-                {
-                    if stop.load(Ordering::Acquire) || waited > 10_000 {
-                        break;
-                    }
-                    waited += 1;
-                    tokio::time::sleep(Duration::from_micros(200)).await;
-                }
+                wait_while(&stop, || {
+                    published.load(Ordering::Relaxed) > consumed.load(Ordering::Relaxed) + window
+                })
+                .await;
                 let f = Frame::new(Command::Send)
                     .header("destination", d.as_str())
                     .body(body(seq, size.max(40)));
