@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::metrics::{Metrics, Transport};
 use crate::router::LocalBus;
+use crate::store::{RedbStorage, Store, StoreError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio_util::sync::CancellationToken;
@@ -34,10 +35,12 @@ pub struct Broker {
 
 impl Broker {
     /// Shared state for a broker with `config`, with its application handlers
-    /// registered and their background tasks (the trading engine) started. Must be
-    /// called inside a Tokio runtime.
-    pub fn start(config: Config) -> Arc<Broker> {
+    /// registered and their background tasks (the trading engine) started, and the
+    /// queue store opened and read back. Must be called inside a Tokio runtime.
+    pub fn start(config: Config) -> Result<Arc<Broker>, StoreError> {
         let metrics = Arc::new(Metrics::new());
+        let storage = RedbStorage::open(&config.store.path)?;
+        let (store, recovered) = Store::start(Box::new(storage), metrics.clone())?;
         let bus = Arc::new(LocalBus::new(
             metrics.clone(),
             config.topics.retain.clone(),
@@ -53,8 +56,11 @@ impl Broker {
                 max_depth: config.queues.max_depth,
                 max_redeliveries: config.queues.max_redeliveries,
                 max_queues: config.queues.max_queues,
+                durable: config.queues.durable.clone(),
             },
             metrics.clone(),
+            store,
+            recovered,
             tasks.clone(),
             shutdown.clone(),
         );
@@ -63,7 +69,7 @@ impl Broker {
             &config.auth.users,
             config.auth.anonymous,
         ));
-        Arc::new(Broker {
+        Ok(Arc::new(Broker {
             config,
             bus,
             apps,
@@ -74,7 +80,7 @@ impl Broker {
             tasks,
             connections: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
-        })
+        }))
     }
 
     /// Takes a connection slot, or `None` at `limits.max_connections`. The slot is

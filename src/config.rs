@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -52,6 +52,25 @@ pub struct Config {
     pub trading: TradingConfig,
     /// Point-to-point queues.
     pub queues: QueuesConfig,
+    /// Where durable queue messages are kept.
+    pub store: StoreConfig,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The embedded store's directory (created if missing), relative to the working
+    /// directory unless absolute.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("data"),
+        }
+    }
 }
 
 /// `[queues]`
@@ -67,6 +86,9 @@ pub struct QueuesConfig {
     pub max_queues: usize,
     /// `prefetch-count` when a SUBSCRIBE gives none.
     pub default_prefetch: usize,
+    /// `/queue/...` destinations or patterns whose every message is stored, so it
+    /// survives a restart. A SEND with `persistent: true` is stored on any queue.
+    pub durable: Vec<String>,
 }
 
 impl Default for QueuesConfig {
@@ -76,6 +98,7 @@ impl Default for QueuesConfig {
             max_redeliveries: 3,
             max_queues: 10_000,
             default_prefetch: 100,
+            durable: Vec::new(),
         }
     }
 }
@@ -344,7 +367,7 @@ impl Default for LogConfig {
 }
 
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: &[&str] = &["server.allowed_origins"];
+const LIST_KEYS: &[&str] = &["server.allowed_origins", "queues.durable", "topics.retain"];
 
 impl Config {
     /// Loads `path` (which must exist when `required`), then the process environment.
@@ -441,6 +464,20 @@ impl Config {
                     reason: format!("for login {:?}: {reason}", user.login),
                 }
             })?;
+        }
+        for pattern in &self.queues.durable {
+            if !pattern.starts_with("/queue/") || pattern.len() == "/queue/".len() {
+                return Err(ConfigError::BadValue {
+                    key: "queues.durable",
+                    reason: format!("{pattern:?} is not a /queue/ destination"),
+                });
+            }
+        }
+        if self.store.path.as_os_str().is_empty() {
+            return Err(ConfigError::BadValue {
+                key: "store.path",
+                reason: "must name a directory".to_owned(),
+            });
         }
         for pattern in &self.topics.retain {
             if !pattern.starts_with("/topic/") {
@@ -603,6 +640,10 @@ mod tests {
         assert!(e.contains("pilot"), "{e}");
         let e = refused("[topics]\nretain = [\"/queue/x\"]\n");
         assert!(e.contains("topics.retain"), "{e}");
+        let e = refused("[queues]\ndurable = [\"/topic/x\"]\n");
+        assert!(e.contains("queues.durable"), "{e}");
+        let e = refused("[store]\npath = \"\"\n");
+        assert!(e.contains("store.path"), "{e}");
         let e = refused("[[quotes.symbols]]\nsymbol = \"A B\"\nprice = 1.0\n");
         assert!(e.contains("quotes.symbols.symbol"), "{e}");
     }

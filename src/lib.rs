@@ -24,5 +24,6 @@ pub mod registry;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod transport;
 pub mod writer;

@@ -45,6 +45,14 @@ pub mod names {
     pub const MESSAGES_REDELIVERED_TOTAL: &str = "stompede_messages_redelivered_total";
     /// Counter: queue messages moved to their `.dlq`.
     pub const MESSAGES_DEAD_LETTERED_TOTAL: &str = "stompede_messages_dead_lettered_total";
+    /// Counter: group commits written to the queue store (each one fsync).
+    pub const STORE_COMMITS_TOTAL: &str = "stompede_store_commits_total";
+    /// Counter: records written to or deleted from the queue store.
+    pub const STORE_WRITES_TOTAL: &str = "stompede_store_writes_total";
+    /// Histogram: seconds one group commit took, fsync included.
+    pub const STORE_COMMIT_SECONDS: &str = "stompede_store_commit_seconds";
+    /// Gauge: durable messages held in the queue store.
+    pub const STORED_MESSAGES: &str = "stompede_stored_messages";
     /// Gauge: destinations holding a retained message.
     pub const RETAINED_MESSAGES: &str = "stompede_retained_messages";
     /// Histogram: seconds from a message's publication to its write to a subscriber.
@@ -69,6 +77,12 @@ pub fn install() -> PrometheusHandle {
                     Matcher::Full(names::PUBLISH_TO_WRITE_SECONDS.to_owned()),
                     LATENCY_BUCKETS,
                 )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(names::STORE_COMMIT_SECONDS.to_owned()),
+                        LATENCY_BUCKETS,
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -144,6 +158,14 @@ pub struct Metrics {
     pub redelivered: Counter,
     /// Dead-lettered queue messages.
     pub dead_lettered: Counter,
+    /// Store group commits.
+    pub store_commits: Counter,
+    /// Store records written or deleted.
+    pub store_writes: Counter,
+    /// Store commit time.
+    pub store_commit_seconds: Histogram,
+    /// Durable messages in the store.
+    pub stored_messages: Gauge,
 }
 
 impl Metrics {
@@ -178,6 +200,10 @@ impl Metrics {
             queues: gauge!(names::QUEUES),
             redelivered: counter!(names::MESSAGES_REDELIVERED_TOTAL),
             dead_lettered: counter!(names::MESSAGES_DEAD_LETTERED_TOTAL),
+            store_commits: counter!(names::STORE_COMMITS_TOTAL),
+            store_writes: counter!(names::STORE_WRITES_TOTAL),
+            store_commit_seconds: histogram!(names::STORE_COMMIT_SECONDS),
+            stored_messages: gauge!(names::STORED_MESSAGES),
         }
     }
 

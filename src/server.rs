@@ -17,6 +17,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The queue store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
@@ -63,7 +66,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let tcp = stomp_addr
         .map(|a| listen(a, "server.stomp_addr"))
         .transpose()?;
-    let broker = Broker::start(config);
+    let broker = Broker::start(config)?;
     let http_addr = http.local_addr().map_err(|source| StartError::Bind {
         addr: broker.config.server.http_addr,
         key: "server.http_addr",
@@ -96,13 +99,16 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
 
 impl RunningBroker {
     /// Stops accepting, tells every session, lets writers flush and close, and waits
-    /// up to `grace` for all connection tasks. Returns whether all finished in time.
+    /// up to `grace` for all connection and queue tasks; then closes the queue store.
+    /// Returns whether all finished in time.
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.broker.shutdown.cancel();
         self.broker.tasks.close();
-        tokio::time::timeout(grace, self.broker.tasks.wait())
+        let finished = tokio::time::timeout(grace, self.broker.tasks.wait())
             .await
-            .is_ok()
+            .is_ok();
+        self.broker.queues.close_store().await;
+        finished
     }
 }
 

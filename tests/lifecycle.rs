@@ -85,8 +85,10 @@ fn free_port() -> u16 {
 async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
     let http = free_port();
     let stomp = free_port();
+    let store = tempfile::tempdir().unwrap();
     let mut guard = KillOnDrop(
         Process::new(env!("CARGO_BIN_EXE_stompede"))
+            .env("STOMPEDE__STORE__PATH", store.path())
             .env("STOMPEDE__SERVER__HTTP_ADDR", format!("127.0.0.1:{http}"))
             .env("STOMPEDE__SERVER__STOMP_ADDR", format!("127.0.0.1:{stomp}"))
             .env("STOMPEDE__LOG__FORMAT", "json")

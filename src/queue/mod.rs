@@ -9,17 +9,26 @@
 //! more than `queues.max_redeliveries` times it moves to `/queue/NAME.dlq`.
 //! Queue messages are never dropped to protect memory: they wait in the queue
 //! (at most `queues.max_depth` each), not in an outbox.
+//!
+//! Durable messages (queues matching `queues.durable`, or a SEND with
+//! `persistent: true`) are also written to the [`Store`]; the sender's answer waits
+//! until the write is durable, and an ack deletes the record. At start-up, what the
+//! store holds is put back in its queues, marked `redelivered: true` because it may
+//! have been delivered before the broker stopped.
 
-use crate::codec::{Headers, MessageTemplate, SubscriptionHeader};
+mod actor;
+
+use crate::codec::{Headers, SubscriptionHeader};
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, Outgoing};
+use crate::outbox::Outbox;
 use crate::registry::AckMode;
+use crate::store::{Recovered, Store, StoreError};
+use actor::{Message, Queue};
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -37,7 +46,16 @@ pub enum QueueError {
     /// The queue task has stopped (shutdown).
     #[error("queue {0} is not available")]
     Gone(String),
+    /// A durable message could not be stored, or its deletion could not be.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
+
+/// The answer to a SEND or a receipted ACK: `Ok` once the queue holds the message
+/// (durably, for a durable one) or the ack has taken effect.
+pub type Answer = oneshot::Receiver<Result<(), QueueError>>;
+
+type Reply = oneshot::Sender<Result<(), QueueError>>;
 
 /// Settings shared by every queue.
 #[derive(Debug, Clone)]
@@ -48,6 +66,8 @@ pub struct QueueLimits {
     pub max_redeliveries: u32,
     /// Queues that may exist at once.
     pub max_queues: usize,
+    /// `/queue/...` patterns whose every message is stored.
+    pub durable: Vec<String>,
 }
 
 /// One consumer: a SUBSCRIBE to a queue.
@@ -71,7 +91,7 @@ enum Cmd {
     Send {
         headers: Headers,
         body: Bytes,
-        reply: oneshot::Sender<Result<(), QueueError>>,
+        reply: Reply,
     },
     Subscribe(Consumer),
     Unsubscribe {
@@ -82,6 +102,7 @@ enum Cmd {
         session: u64,
         delivery: u64,
         nack: bool,
+        reply: Option<Reply>,
     },
 }
 
@@ -99,19 +120,31 @@ impl std::fmt::Debug for Cmd {
 }
 
 impl QueueHandle {
-    /// Enqueues a message; resolves once the queue has taken it (or refused it).
-    pub async fn send(&self, headers: Headers, body: Bytes) -> Result<(), QueueError> {
+    /// Enqueues a message. The answer comes once the queue has taken it (durably,
+    /// for a durable message) or refused it; commands from one caller are applied in
+    /// order, so a caller may send more before the answer arrives.
+    pub fn send(&self, headers: Headers, body: Bytes) -> Answer {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Cmd::Send {
-                headers,
-                body,
-                reply,
-            })
-            .map_err(|_| QueueError::Gone(self.name.to_string()))?;
+        self.command(Cmd::Send {
+            headers,
+            body,
+            reply,
+        });
         answer
-            .await
-            .map_err(|_| QueueError::Gone(self.name.to_string()))?
+    }
+
+    /// Sends a command; if the queue has stopped, answers its reply with `Gone`.
+    fn command(&self, cmd: Cmd) {
+        if let Err(mpsc::error::SendError(cmd)) = self.tx.send(cmd) {
+            let reply = match cmd {
+                Cmd::Send { reply, .. } => Some(reply),
+                Cmd::Ack { reply, .. } => reply,
+                _ => None,
+            };
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(QueueError::Gone(self.name.to_string())));
+            }
+        }
     }
 
     /// Adds a consumer.
@@ -127,13 +160,30 @@ impl QueueHandle {
         });
     }
 
-    /// ACK (or NACK) of one delivery by `session`.
-    pub fn ack(&self, session: u64, delivery: u64, nack: bool) {
-        let _ = self.tx.send(Cmd::Ack {
+    /// ACK (or NACK) of one delivery by `session`. With `want_answer`, returns an
+    /// answer that comes once the ack has taken effect, durably if the message was
+    /// stored (for a receipt).
+    pub fn ack(
+        &self,
+        session: u64,
+        delivery: u64,
+        nack: bool,
+        want_answer: bool,
+    ) -> Option<Answer> {
+        let (reply, answer) = match want_answer {
+            true => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
+        self.command(Cmd::Ack {
             session,
             delivery,
             nack,
+            reply,
         });
+        answer
     }
 }
 
@@ -154,6 +204,8 @@ pub struct Queues {
     queues: DashMap<String, QueueHandle>,
     limits: QueueLimits,
     metrics: Arc<Metrics>,
+    /// Where durable messages are written.
+    store: Store,
     tasks: TaskTracker,
     /// Stops every queue task at shutdown.
     shutdown: CancellationToken,
@@ -163,22 +215,93 @@ pub struct Queues {
 }
 
 impl Queues {
-    /// No queues yet; their tasks will run on `tasks` until `shutdown`.
+    /// The broker's queues: those holding `recovered` messages (read back from
+    /// `store` at start-up) exist at once, others are created on first use. Their
+    /// tasks run on `tasks` until `shutdown`.
     pub fn new(
         limits: QueueLimits,
         metrics: Arc<Metrics>,
+        store: Store,
+        recovered: Vec<Recovered>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Queues> {
-        Arc::new_cyclic(|myself| Queues {
+        let queues = Arc::new_cyclic(|myself| Queues {
             queues: DashMap::new(),
             limits,
             metrics,
+            store,
             tasks,
             shutdown,
             next_id: AtomicU64::new(1),
             myself: myself.clone(),
-        })
+        });
+        let mut by_queue: HashMap<String, VecDeque<Message>> = HashMap::new();
+        for r in recovered {
+            let message = Message {
+                expires_at: r.record.expires_at,
+                id: queues.message_id(),
+                headers: r.record.headers,
+                body: r.record.body,
+                nacks: 0,
+                redelivered: true,
+                stored: Some(r.key),
+            };
+            by_queue
+                .entry(r.record.queue)
+                .or_default()
+                .push_back(message);
+        }
+        for (name, waiting) in by_queue {
+            tracing::info!(queue = %name, messages = waiting.len(), "recovered stored messages");
+            queues
+                .metrics
+                .queue_messages
+                .increment(waiting.len() as f64);
+            queues
+                .queues
+                .insert(name.clone(), queues.spawn(&name, waiting));
+        }
+        queues
+    }
+
+    /// Writes what the store has pending and closes it; called at shutdown, after
+    /// the queue tasks have stopped.
+    pub async fn close_store(&self) {
+        self.store.close().await;
+    }
+
+    /// Whether every message to queue `name` is stored (`queues.durable`).
+    fn is_durable(&self, name: &str) -> bool {
+        let destination = format!("/queue/{name}");
+        self.limits
+            .durable
+            .iter()
+            .any(|p| crate::registry::topic::matches_in("/queue/", p, &destination))
+    }
+
+    /// Starts the task of queue `name`, holding `waiting`.
+    fn spawn(&self, name: &str, waiting: VecDeque<Message>) -> QueueHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queue = Queue {
+            name: name.to_owned(),
+            durable: self.is_durable(name),
+            waiting,
+            consumers: Vec::new(),
+            next_consumer: 0,
+            unacked: HashMap::new(),
+            next_delivery: 1,
+            limits: self.limits.clone(),
+            queues: self.myself.clone(),
+            metrics: self.metrics.clone(),
+            store: self.store.clone(),
+        };
+        self.metrics.queues.increment(1.0);
+        self.tasks.spawn(queue.run(rx, self.shutdown.clone()));
+        QueueHandle {
+            name: name.into(),
+            tx,
+        }
     }
 
     /// The queue named `name` (the part after `/queue/`), created if needed.
@@ -192,26 +315,7 @@ impl Queues {
         let handle = self
             .queues
             .entry(name.to_owned())
-            .or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let queue = Queue {
-                    name: name.to_owned(),
-                    waiting: VecDeque::new(),
-                    consumers: Vec::new(),
-                    next_consumer: 0,
-                    unacked: HashMap::new(),
-                    next_delivery: 1,
-                    limits: self.limits.clone(),
-                    queues: self.myself.clone(),
-                    metrics: self.metrics.clone(),
-                };
-                self.metrics.queues.increment(1.0);
-                self.tasks.spawn(queue.run(rx, self.shutdown.clone()));
-                QueueHandle {
-                    name: name.into(),
-                    tx,
-                }
-            })
+            .or_insert_with(|| self.spawn(name, VecDeque::new()))
             .clone();
         Ok(handle)
     }
@@ -221,297 +325,9 @@ impl Queues {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Message {
-    /// Past this (ms since the Unix epoch) the message is dropped, not delivered.
-    expires_at: Option<u64>,
-    id: String,
-    headers: Headers,
-    body: Bytes,
-    nacks: u32,
-    redelivered: bool,
-}
-
-#[derive(Debug)]
-struct ConsumerState {
-    consumer: Consumer,
-    /// Unacked deliveries, oldest first.
-    in_flight: Vec<u64>,
-}
-
-#[derive(Debug)]
-struct Queue {
-    name: String,
-    waiting: VecDeque<Message>,
-    consumers: Vec<ConsumerState>,
-    next_consumer: usize,
-    /// delivery id -> (message, consumer's session, consumer id)
-    unacked: HashMap<u64, (Message, u64, String)>,
-    next_delivery: u64,
-    limits: QueueLimits,
-    queues: Weak<Queues>,
-    metrics: Arc<Metrics>,
-}
-
-impl Queue {
-    /// Puts a message back at the front, marked redelivered.
-    fn redeliver(&mut self, mut m: Message) {
-        m.redelivered = true;
-        self.metrics.redelivered.increment(1);
-        self.metrics.queue_messages.increment(1.0);
-        self.waiting.push_front(m);
-    }
-
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, shutdown: CancellationToken) {
-        loop {
-            let cmd = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => cmd,
-                    None => return,
-                },
-            };
-            match cmd {
-                Cmd::Send {
-                    headers,
-                    body,
-                    reply,
-                } => {
-                    // Dispatch before answering: once a sender has its receipt, the
-                    // message is with a consumer or waiting, never in between.
-                    let accepted = self.accept(headers, body);
-                    self.dispatch();
-                    let _ = reply.send(accepted);
-                }
-                Cmd::Subscribe(consumer) => self.consumers.push(ConsumerState {
-                    consumer,
-                    in_flight: Vec::new(),
-                }),
-                Cmd::Unsubscribe { session, id } => self.remove_consumer(session, &id),
-                Cmd::Ack {
-                    session,
-                    delivery,
-                    nack,
-                } => self.ack(session, delivery, nack),
-            }
-            self.dispatch();
-        }
-    }
-
-    fn accept(&mut self, headers: Headers, body: Bytes) -> Result<(), QueueError> {
-        if self.waiting.len() >= self.limits.max_depth {
-            return Err(QueueError::Full(format!("/queue/{}", self.name)));
-        }
-        let Some(queues) = self.queues.upgrade() else {
-            return Err(QueueError::Gone(self.name.clone()));
-        };
-        queues.metrics.published.increment(1);
-        let expires_at = expiry(&headers, now_ms());
-        self.metrics.queue_messages.increment(1.0);
-        self.waiting.push_back(Message {
-            expires_at,
-            id: queues.message_id(),
-            headers,
-            body,
-            nacks: 0,
-            redelivered: false,
-        });
-        Ok(())
-    }
-
-    /// Hands waiting messages to consumers with room, round-robin.
-    fn dispatch(&mut self) {
-        while !self.waiting.is_empty() && !self.consumers.is_empty() {
-            let n = self.consumers.len();
-            let Some(pick) = (0..n)
-                .map(|k| (self.next_consumer + k) % n)
-                .find(|&i| self.consumers[i].in_flight.len() < self.consumers[i].consumer.prefetch)
-            else {
-                return;
-            };
-            self.next_consumer = (pick + 1) % n;
-            let Some(message) = self.waiting.pop_front() else {
-                return;
-            };
-            self.metrics.queue_messages.decrement(1.0);
-            if message.expires_at.is_some_and(|at| at <= now_ms()) {
-                if let Some(queues) = self.queues.upgrade() {
-                    queues.metrics.expired.increment(1);
-                }
-                continue;
-            }
-            let delivery = self.next_delivery;
-            self.next_delivery += 1;
-            let state = &mut self.consumers[pick];
-            // Per delivery, like RabbitMQ: the message-id doubles as the ack id, so
-            // 1.0/1.1 clients that ACK by message-id reach the right delivery.
-            let ack = ack_id(&self.name, delivery);
-            let destination = format!("/queue/{}", self.name);
-            let mut extra: Vec<(&str, &str)> = Vec::new();
-            if state.consumer.ack != AckMode::Auto {
-                extra.push(("ack", &ack));
-            }
-            if message.redelivered {
-                extra.push(("redelivered", "true"));
-            }
-            let shared = [
-                ("destination", destination.as_str()),
-                ("message-id", ack.as_str()),
-            ]
-            .into_iter()
-            .chain(
-                message
-                    .headers
-                    .iter()
-                    .filter(|(k, _)| !crate::router::RESERVED.contains(k)),
-            );
-            let encoded = MessageTemplate::new(shared, message.body.clone())
-                .deliver(&state.consumer.header, &extra);
-            let pushed = state.consumer.outbox.push(Outgoing::Message {
-                message: encoded,
-                published: Instant::now(),
-            });
-            if pushed.is_err() {
-                // The connection is going; its session will unsubscribe it. Keep the message.
-                self.metrics.queue_messages.increment(1.0);
-                self.waiting.push_front(message);
-                let gone = self.consumers.remove(pick);
-                self.requeue(gone);
-                continue;
-            }
-            if state.consumer.ack != AckMode::Auto {
-                state.in_flight.push(delivery);
-                let owner = (state.consumer.session, state.consumer.id.clone());
-                self.unacked.insert(delivery, (message, owner.0, owner.1));
-            }
-        }
-    }
-
-    fn remove_consumer(&mut self, session: u64, id: &str) {
-        if let Some(i) = self
-            .consumers
-            .iter()
-            .position(|c| c.consumer.session == session && c.consumer.id == id)
-        {
-            let gone = self.consumers.remove(i);
-            self.requeue(gone);
-        }
-    }
-
-    /// Returns a departed consumer's unacked messages to the front, in order.
-    fn requeue(&mut self, gone: ConsumerState) {
-        for delivery in gone.in_flight.into_iter().rev() {
-            if let Some((m, _, _)) = self.unacked.remove(&delivery) {
-                self.redeliver(m);
-            }
-        }
-    }
-
-    fn ack(&mut self, session: u64, delivery: u64, nack: bool) {
-        let Some((_, owner_session, owner_id)) = self.unacked.get(&delivery) else {
-            return;
-        };
-        if *owner_session != session {
-            return;
-        }
-        let owner_id = owner_id.clone();
-        let Some(state) = self
-            .consumers
-            .iter_mut()
-            .find(|c| c.consumer.session == session && c.consumer.id == owner_id)
-        else {
-            return;
-        };
-        // `client` acks are cumulative: everything delivered before this one too.
-        let covered: Vec<u64> = match state.consumer.ack {
-            AckMode::Client => state
-                .in_flight
-                .iter()
-                .copied()
-                .take_while(|d| *d <= delivery)
-                .collect(),
-            _ => vec![delivery],
-        };
-        state.in_flight.retain(|d| !covered.contains(d));
-        for d in covered {
-            let Some((mut m, _, _)) = self.unacked.remove(&d) else {
-                continue;
-            };
-            if !nack {
-                continue;
-            }
-            m.nacks += 1;
-            if m.nacks > self.limits.max_redeliveries {
-                self.dead_letter(m);
-            } else {
-                self.redeliver(m);
-            }
-        }
-    }
-
-    fn dead_letter(&self, m: Message) {
-        let Some(queues) = self.queues.upgrade() else {
-            return;
-        };
-        self.metrics.dead_lettered.increment(1);
-        let mut headers = m.headers.clone();
-        headers.push(
-            "dlq-reason",
-            format!("nacked {} times (queues.max_redeliveries)", m.nacks),
-        );
-        headers.push("original-destination", format!("/queue/{}", self.name));
-        headers.push("original-message-id", m.id.clone());
-        let dlq = format!("{}.dlq", self.name);
-        if let Ok(q) = queues.get(&dlq) {
-            let body = m.body.clone();
-            tokio::spawn(async move {
-                let _ = q.send(headers, body).await;
-            });
-        }
-    }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// When a message expires: the `expires` header (ms since the epoch, as in ActiveMQ;
-/// 0 means never) or `ttl` (ms from now), whichever comes first.
-fn expiry(headers: &Headers, now: u64) -> Option<u64> {
-    let expires = headers
-        .get("expires")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|v| *v > 0);
-    let ttl = headers
-        .get("ttl")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|t| now.saturating_add(t));
-    match (expires, ttl) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expiry_from_expires_or_ttl() {
-        let h = |pairs: &[(&str, &str)]| pairs.iter().copied().collect::<Headers>();
-        assert_eq!(expiry(&h(&[]), 1000), None);
-        assert_eq!(expiry(&h(&[("expires", "5000")]), 1000), Some(5000));
-        assert_eq!(expiry(&h(&[("expires", "0")]), 1000), None);
-        assert_eq!(expiry(&h(&[("ttl", "250")]), 1000), Some(1250));
-        assert_eq!(
-            expiry(&h(&[("ttl", "250"), ("expires", "1100")]), 1000),
-            Some(1100)
-        );
-        assert_eq!(expiry(&h(&[("ttl", "soon")]), 1000), None);
-    }
 
     #[test]
     fn ack_ids_round_trip() {

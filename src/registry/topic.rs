@@ -37,6 +37,12 @@ pub fn is_pattern(destination: &str) -> bool {
 /// Whether topic `destination` matches `pattern` (RabbitMQ semantics: `*` is exactly
 /// one word, `#` zero or more). A pattern without wildcards matches only itself.
 pub fn matches(pattern: &str, destination: &str) -> bool {
+    matches_in("/topic/", pattern, destination)
+}
+
+/// [`matches`] for the destinations under `family` (`/topic/` or `/queue/`): the
+/// words are the dot-separated parts after it.
+pub fn matches_in(family: &str, pattern: &str, destination: &str) -> bool {
     fn go(p: &[&str], d: &[&str]) -> bool {
         match p.split_first() {
             None => d.is_empty(),
@@ -45,10 +51,7 @@ pub fn matches(pattern: &str, destination: &str) -> bool {
             Some((w, rest)) => d.first() == Some(w) && go(rest, &d[1..]),
         }
     }
-    if !pattern.starts_with("/topic/")
-        || !destination.starts_with("/topic/")
-        || !is_pattern(pattern)
-    {
+    if !pattern.starts_with(family) || !destination.starts_with(family) || !is_pattern(pattern) {
         return pattern == destination;
     }
     // Cheap rejection without allocating (this runs on every publish to check the
@@ -63,8 +66,8 @@ pub fn matches(pattern: &str, destination: &str) -> bool {
     if !destination.starts_with(literal) {
         return false;
     }
-    let p: Vec<&str> = words(pattern).collect();
-    let d: Vec<&str> = words(destination).collect();
+    let p: Vec<&str> = pattern[family.len()..].split('.').collect();
+    let d: Vec<&str> = destination[family.len()..].split('.').collect();
     go(&p, &d)
 }
 

@@ -104,6 +104,7 @@ impl ProtocolError {
             ProtocolError::Auth(_) => "authentication_failed",
             ProtocolError::Forbidden { .. } => "forbidden",
             ProtocolError::HandlerFailed(_) => "handler_failed",
+            ProtocolError::Queue(crate::queue::QueueError::Store(_)) => "store_failed",
             ProtocolError::Queue(_) => "queue_refused",
             ProtocolError::Transaction(_) => "transaction",
             ProtocolError::BadPrefetch(_) => "bad_header",

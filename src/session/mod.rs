@@ -15,21 +15,36 @@ pub use error::ProtocolError;
 use crate::broker::{Broker, ConnectionGuard};
 use crate::codec::{Command, Decoded, Decoder, Frame, Version, encode};
 use crate::outbox::{Outbox, Outgoing, outbox};
+use crate::queue::{Answer, QueueError};
 use crate::transport::{ReadError, Reader, Writer};
 use crate::writer::{self, WriterConfig};
 use bytes::BytesMut;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// Answers a session may wait for at once (queue SENDs and receipted ACKs in
+/// flight); past this it waits for the oldest before reading more.
+pub const MAX_PENDING: usize = 1024;
+
 /// What to do after a frame.
 enum Flow {
     Continue,
     /// DISCONNECT: close after what is queued.
     Close,
+    /// The frame takes effect when this answers (a queue SEND or receipted ACK);
+    /// its receipt, if any, waits for it.
+    Pending(Answer),
+}
+
+/// A frame whose effect (and receipt) is still to come.
+#[derive(Debug)]
+struct Pending {
+    answer: Answer,
+    receipt: Option<String>,
 }
 
 /// The state of one connection.
@@ -50,6 +65,9 @@ pub struct Session {
     transactions: HashMap<String, transaction::Held>,
     /// Silence allowed from the client once heart-beats are negotiated.
     read_timeout: Option<Duration>,
+    /// Frames waiting for their answer, oldest first; receipts go out in this order.
+    /// Bounded by [`MAX_PENDING`].
+    pending: VecDeque<Pending>,
 }
 
 /// Runs a connection until it ends: spawns its writer, reads and handles frames,
@@ -86,6 +104,7 @@ pub async fn run(
         subscriptions: HashMap::new(),
         transactions: HashMap::new(),
         read_timeout: None,
+        pending: VecDeque::new(),
     };
     tracing::debug!(session = id, %peer, transport = guard.transport().as_str(), "connection opened");
     session.read_loop(&mut reader, &writer_done).await;
@@ -117,6 +136,11 @@ impl Session {
                     };
                     self.send_error(&error, None);
                     return;
+                }
+                answer = oldest(&mut self.pending), if !self.pending.is_empty() => {
+                    if !self.settle(answer) {
+                        return;
+                    }
                 }
                 read = reader.read(&mut buf) => {
                     let n = match read {
@@ -160,15 +184,36 @@ impl Session {
                 Ok(Some(Decoded::Frame(frame))) => {
                     let receipt = frame.headers.get("receipt").map(str::to_owned);
                     match self.handle_frame(frame).await {
-                        Ok(flow) => {
-                            if let Some(receipt) = receipt {
-                                self.send_frame(
-                                    &Frame::new(Command::Receipt).header("receipt-id", receipt),
-                                );
-                            }
-                            if let Flow::Close = flow {
+                        Ok(Flow::Pending(answer)) => {
+                            self.pending.push_back(Pending { answer, receipt });
+                            if self.pending.len() > MAX_PENDING && !self.settle_oldest().await {
                                 return false;
                             }
+                        }
+                        Ok(Flow::Continue) => match receipt {
+                            Some(receipt) if !self.pending.is_empty() => {
+                                // Keeps receipts in frame order behind pending ones.
+                                let (tx, answer) = tokio::sync::oneshot::channel();
+                                let _ = tx.send(Ok(()));
+                                self.pending.push_back(Pending {
+                                    answer,
+                                    receipt: Some(receipt),
+                                });
+                            }
+                            Some(receipt) => self.send_receipt(receipt),
+                            None => {}
+                        },
+                        Ok(Flow::Close) => {
+                            // DISCONNECT's receipt says everything before it took effect.
+                            while !self.pending.is_empty() {
+                                if !self.settle_oldest().await {
+                                    return false;
+                                }
+                            }
+                            if let Some(receipt) = receipt {
+                                self.send_receipt(receipt);
+                            }
+                            return false;
                         }
                         Err(e) => {
                             self.send_error(&e, receipt.as_deref());
@@ -182,6 +227,37 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Waits for the oldest pending answer and acts on it; false when the
+    /// connection must end.
+    async fn settle_oldest(&mut self) -> bool {
+        let answer = oldest(&mut self.pending).await;
+        self.settle(answer)
+    }
+
+    /// Acts on the oldest pending frame's answer (sends its receipt or an ERROR);
+    /// false when the connection must end.
+    fn settle(&mut self, answer: Result<(), QueueError>) -> bool {
+        let Some(done) = self.pending.pop_front() else {
+            return true;
+        };
+        match answer {
+            Ok(()) => {
+                if let Some(receipt) = done.receipt {
+                    self.send_receipt(receipt);
+                }
+                true
+            }
+            Err(e) => {
+                self.send_error(&ProtocolError::Queue(e), done.receipt.as_deref());
+                false
+            }
+        }
+    }
+
+    fn send_receipt(&self, receipt: String) {
+        self.send_frame(&Frame::new(Command::Receipt).header("receipt-id", receipt));
     }
 
     async fn handle_frame(&mut self, frame: Frame) -> Result<Flow, ProtocolError> {
@@ -203,12 +279,12 @@ impl Session {
         {
             return self.enlist(frame, &id).map(|_| Flow::Continue);
         }
-        match frame.command {
+        let done = match frame.command {
             Command::Connect | Command::Stomp => Err(ProtocolError::AlreadyConnected),
-            Command::Send => self.send(frame).await,
+            Command::Send => return self.send(frame),
             Command::Subscribe => self.subscribe(&frame),
             Command::Unsubscribe => self.unsubscribe(&frame),
-            Command::Ack | Command::Nack => self.ack(&frame),
+            Command::Ack | Command::Nack => return self.ack(&frame),
             Command::Begin => self.begin(&frame),
             Command::Commit => self.commit(&frame).await,
             Command::Abort => self.abort(&frame),
@@ -216,8 +292,8 @@ impl Session {
             c @ (Command::Connected | Command::Message | Command::Receipt | Command::Error) => {
                 Err(ProtocolError::ServerFrame(c))
             }
-        }
-        .map(|_| Flow::Continue)
+        };
+        done.map(|_| Flow::Continue)
     }
 
     /// The value of a required header, or the error naming it.
@@ -264,9 +340,23 @@ impl Session {
         self.identity.login.as_deref().unwrap_or("")
     }
 
+    /// Drops pending answers (their effects still happen; only receipts are lost)
+    /// and subscriptions.
     fn close_subscriptions(&mut self) {
+        self.pending.clear();
         for (_, owned) in std::mem::take(&mut self.subscriptions) {
             self.drop_subscription(owned);
         }
+    }
+}
+
+/// The answer of the oldest pending frame; a queue that stopped without answering
+/// counts as gone. Call only when `pending` is not empty.
+async fn oldest(pending: &mut VecDeque<Pending>) -> Result<(), QueueError> {
+    match pending.front_mut() {
+        Some(p) => (&mut p.answer)
+            .await
+            .unwrap_or_else(|_| Err(QueueError::Gone("(stopped)".to_owned()))),
+        None => Ok(()),
     }
 }

@@ -1,12 +1,14 @@
 //! SEND: check the sender's rights, then route the message.
 
-use super::{ProtocolError, Session};
+use super::{Flow, ProtocolError, Session};
 use crate::codec::Frame;
 use crate::registry::topic::is_pattern;
 use crate::router::{Bus, Destination, parse_user_send};
 
 impl Session {
-    pub(super) async fn send(&mut self, frame: Frame) -> Result<(), ProtocolError> {
+    /// Routes a SEND. A queue SEND is pending until the queue answers, so that its
+    /// receipt means the queue holds the message (durably, if it is durable).
+    pub(super) fn send(&mut self, frame: Frame) -> Result<Flow, ProtocolError> {
         let destination = self.required(&frame, "destination")?;
         let family = Destination::classify(destination)
             .ok_or_else(|| ProtocolError::UnknownDestination(destination.to_owned()))?;
@@ -26,7 +28,7 @@ impl Session {
                         .bus
                         .publish_topic(destination, &frame.headers, frame.body.clone());
                 tracing::trace!(session = self.id, destination, subscribers = n, "published");
-                Ok(())
+                Ok(Flow::Continue)
             }
             Destination::User(rest) => {
                 let (login, queue) = parse_user_send(rest)
@@ -34,16 +36,13 @@ impl Session {
                 self.broker
                     .bus
                     .publish_user(login, queue, &frame.headers, frame.body.clone());
-                Ok(())
+                Ok(Flow::Continue)
             }
-            Destination::App(_) => self.app(frame),
+            Destination::App(_) => self.app(frame).map(|_| Flow::Continue),
             Destination::Queue(name) => {
-                // Awaited: a receipt follows only once the queue holds the message.
                 let queue = self.broker.queues.get(name)?;
-                queue
-                    .send(frame.headers.clone(), frame.body.clone())
-                    .await?;
-                Ok(())
+                let Frame { headers, body, .. } = frame;
+                Ok(Flow::Pending(queue.send(headers, body)))
             }
         }
     }

@@ -1,6 +1,6 @@
 //! SUBSCRIBE, UNSUBSCRIBE, ACK and NACK.
 
-use super::{ProtocolError, Session};
+use super::{Flow, ProtocolError, Session};
 use crate::codec::{Command, Frame, SubscriptionHeader, Version};
 use crate::registry::{AckMode, Subscriber};
 use crate::router::{Destination, user_key, valid_user_queue};
@@ -157,7 +157,9 @@ impl Session {
 
     /// ACK/NACK: checks the headers the negotiated version requires. Topic messages
     /// are not kept for redelivery, so there is nothing more to do for them.
-    pub(super) fn ack(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
+    /// A receipted ACK/NACK of a queue delivery is pending until it has taken effect
+    /// (durably, for a stored message).
+    pub(super) fn ack(&mut self, frame: &Frame) -> Result<Flow, ProtocolError> {
         match self.version {
             Some(Version::V1_2) | None => {
                 self.required(frame, "id")?;
@@ -174,8 +176,13 @@ impl Session {
         let id = frame.headers.get("id").or(frame.headers.get("message-id"));
         if let Some((name, delivery)) = id.and_then(crate::queue::parse_ack_id) {
             let queue = self.broker.queues.get(name)?;
-            queue.ack(self.id, delivery, frame.command == Command::Nack);
+            let receipted = frame.headers.get("receipt").is_some();
+            if let Some(answer) =
+                queue.ack(self.id, delivery, frame.command == Command::Nack, receipted)
+            {
+                return Ok(Flow::Pending(answer));
+            }
         }
-        Ok(())
+        Ok(Flow::Continue)
     }
 }

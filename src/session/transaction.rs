@@ -5,7 +5,7 @@
 //! Bounded: at most [`MAX_OPEN`] open transactions per session and
 //! [`MAX_BYTES`] of held frames per transaction; past either, ERROR and close.
 
-use super::{ProtocolError, Session};
+use super::{Flow, ProtocolError, Session};
 use crate::codec::{Command, Frame};
 
 /// Open transactions one session may have.
@@ -62,11 +62,22 @@ impl Session {
             .transactions
             .remove(id)
             .ok_or_else(|| ProtocolError::Transaction(format!("unknown transaction {id:?}")))?;
+        // Everything is handed over in order first, then the answers are awaited, so
+        // durable SENDs of one transaction share group commits.
+        let mut answers = Vec::new();
         for f in held.frames {
-            match f.command {
-                Command::Send => self.send(f).await?,
+            let flow = match f.command {
+                Command::Send => self.send(f)?,
                 _ => self.ack(&f)?,
+            };
+            if let Flow::Pending(answer) = flow {
+                answers.push(answer);
             }
+        }
+        for answer in answers {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(crate::queue::QueueError::Gone("(stopped)".to_owned())))?;
         }
         Ok(())
     }

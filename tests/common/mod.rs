@@ -49,14 +49,35 @@ pub fn users_toml() -> &'static str {
     })
 }
 
+/// A broker started by [`broker`], with the temporary directory its queue store
+/// lives in (removed when this is dropped).
+pub struct TestBroker {
+    running: RunningBroker,
+    _store: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestBroker {
+    type Target = RunningBroker;
+    fn deref(&self) -> &RunningBroker {
+        &self.running
+    }
+}
+
 /// Starts a broker on 127.0.0.1 ephemeral ports with `extra` TOML merged over the
-/// test base (addresses and the [`USERS`]).
-pub fn broker(extra: &str) -> RunningBroker {
-    let toml =
-        format!("[server]\nhttp_addr = \"127.0.0.1:0\"\nstomp_addr = \"127.0.0.1:0\"\n{extra}");
+/// test base (addresses, the [`USERS`], and a fresh store directory unless `extra`
+/// sets `[store] path`).
+pub fn broker(extra: &str) -> TestBroker {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[server]\nhttp_addr = \"127.0.0.1:0\"\nstomp_addr = \"127.0.0.1:0\"\n[store]\npath = {:?}\n{extra}",
+        dir.path().display().to_string()
+    );
     let toml = format!("{}\n{}", fix_sections(&toml), users_toml());
     let config = Config::from_toml(&toml).unwrap();
-    start(config).unwrap()
+    TestBroker {
+        running: start(config).unwrap(),
+        _store: dir,
+    }
 }
 
 /// Lets tests write `[server]` again in `extra`: merges repeated `[section]`s (a
@@ -284,6 +305,26 @@ impl Client {
             .unwrap_or_else(|| panic!("closed while expecting {command}"));
         assert_eq!(f.command, command, "unexpected frame: {f:?}");
         f
+    }
+
+    /// Reads up to the RECEIPT for `id`, keeping MESSAGEs that came before it for
+    /// later reads: a queue may deliver before an ACK's receipt, or after.
+    pub async fn expect_receipt_keeping_messages(&mut self, id: &str) -> Frame {
+        let mut kept = std::collections::VecDeque::new();
+        loop {
+            let f = self
+                .next_frame()
+                .await
+                .expect("closed while expecting a RECEIPT");
+            if f.command == Command::Receipt {
+                assert_eq!(f.headers.get("receipt-id"), Some(id), "{f:?}");
+                kept.extend(self.stash.drain(..));
+                self.stash = kept;
+                return f;
+            }
+            assert_eq!(f.command, Command::Message, "unexpected frame: {f:?}");
+            kept.push_back(f);
+        }
     }
 
     /// Expects an ERROR whose `message` contains `text`, then the connection closing.

@@ -30,7 +30,10 @@ export const USERS = {
   svc: ['svc-pw', 'service'],
 };
 
-/** A config file with the test accounts, hashed by the binary's own hash-password. */
+/**
+ * A config file with the test accounts, hashed by the binary's own hash-password,
+ * in a fresh directory that also holds the broker's queue store.
+ */
 function configWithUsers(extraToml) {
   const users = Object.entries(USERS).map(([login, [password, role]]) => {
     const hash = execFileSync(BIN, ['hash-password'], { input: `${password}\n` }).toString().trim();
@@ -39,7 +42,7 @@ function configWithUsers(extraToml) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'stompede-e2e-'));
   const file = path.join(dir, 'broker.toml');
   writeFileSync(file, `${extraToml}\n${users.join('\n')}`);
-  return file;
+  return { file, store: path.join(dir, 'data') };
 }
 
 /**
@@ -47,9 +50,11 @@ function configWithUsers(extraToml) {
  * the environment cannot express); resolves once it listens.
  */
 export async function startBroker(env = {}, extraToml = '') {
-  const child = spawn(BIN, ['--config', configWithUsers(extraToml)], {
+  const config = configWithUsers(extraToml);
+  const child = spawn(BIN, ['--config', config.file], {
     env: {
       ...process.env,
+      STOMPEDE__STORE__PATH: config.store,
       STOMPEDE__SERVER__HTTP_ADDR: '127.0.0.1:0',
       STOMPEDE__SERVER__STOMP_ADDR: '127.0.0.1:0',
       STOMPEDE__LOG__FORMAT: 'json',

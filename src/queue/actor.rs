@@ -1,0 +1,375 @@
+//! One queue's task: its waiting messages, consumers, prefetch windows and
+//! unacknowledged deliveries, changed only by the commands it receives.
+
+use super::{Cmd, Consumer, QueueError, QueueLimits, Queues, Reply, ack_id};
+use crate::codec::{Headers, MessageTemplate};
+use crate::metrics::Metrics;
+use crate::outbox::Outgoing;
+use crate::registry::AckMode;
+use crate::store::{Record, Store};
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub(super) struct Message {
+    /// Past this (ms since the Unix epoch) the message is dropped, not delivered.
+    pub(super) expires_at: Option<u64>,
+    pub(super) id: String,
+    pub(super) headers: Headers,
+    pub(super) body: Bytes,
+    pub(super) nacks: u32,
+    pub(super) redelivered: bool,
+    /// Its key in the store, when it is durable.
+    pub(super) stored: Option<u64>,
+}
+
+#[derive(Debug)]
+pub(super) struct ConsumerState {
+    consumer: Consumer,
+    /// Unacked deliveries, oldest first.
+    in_flight: Vec<u64>,
+}
+
+#[derive(Debug)]
+pub(super) struct Queue {
+    pub(super) name: String,
+    /// Every message is stored (`queues.durable`), not only `persistent: true` ones.
+    pub(super) durable: bool,
+    pub(super) waiting: VecDeque<Message>,
+    pub(super) consumers: Vec<ConsumerState>,
+    pub(super) next_consumer: usize,
+    /// delivery id -> (message, consumer's session, consumer id)
+    pub(super) unacked: HashMap<u64, (Message, u64, String)>,
+    pub(super) next_delivery: u64,
+    pub(super) limits: QueueLimits,
+    pub(super) queues: Weak<Queues>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) store: Store,
+}
+
+/// Answers `reply` once what the store was asked so far is durable.
+fn reply_when_durable(store: &Store, reply: Reply) {
+    store.when_durable(Box::new(move |r| {
+        let _ = reply.send(r.map_err(QueueError::from));
+    }));
+}
+
+impl Queue {
+    /// Puts a message back at the front, marked redelivered.
+    fn redeliver(&mut self, mut m: Message) {
+        m.redelivered = true;
+        self.metrics.redelivered.increment(1);
+        self.metrics.queue_messages.increment(1.0);
+        self.waiting.push_front(m);
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Cmd>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let cmd = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => cmd,
+                    None => return,
+                },
+            };
+            match cmd {
+                Cmd::Send {
+                    headers,
+                    body,
+                    reply,
+                } => {
+                    // Dispatch before answering: once a sender has its receipt, the
+                    // message is with a consumer or waiting, never in between.
+                    let accepted = self.accept(headers, body);
+                    self.dispatch();
+                    match accepted {
+                        Ok(true) => reply_when_durable(&self.store, reply),
+                        Ok(false) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                Cmd::Subscribe(consumer) => self.consumers.push(ConsumerState {
+                    consumer,
+                    in_flight: Vec::new(),
+                }),
+                Cmd::Unsubscribe { session, id } => self.remove_consumer(session, &id),
+                Cmd::Ack {
+                    session,
+                    delivery,
+                    nack,
+                    reply,
+                } => {
+                    let touched_store = self.ack(session, delivery, nack);
+                    if let Some(reply) = reply {
+                        if touched_store {
+                            reply_when_durable(&self.store, reply);
+                        } else {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                }
+            }
+            self.dispatch();
+        }
+    }
+
+    /// Takes a message in; `Ok(true)` when it was written to the store, so that the
+    /// sender's answer must wait for the write to be durable.
+    fn accept(&mut self, headers: Headers, body: Bytes) -> Result<bool, QueueError> {
+        if self.waiting.len() >= self.limits.max_depth {
+            return Err(QueueError::Full(format!("/queue/{}", self.name)));
+        }
+        let Some(queues) = self.queues.upgrade() else {
+            return Err(QueueError::Gone(self.name.clone()));
+        };
+        queues.metrics.published.increment(1);
+        let expires_at = expiry(&headers, now_ms());
+        let stored = (self.durable || headers.get("persistent") == Some("true")).then(|| {
+            let key = self.store.next_key();
+            self.store
+                .put(key, Record::encode(&self.name, expires_at, &headers, &body));
+            key
+        });
+        self.metrics.queue_messages.increment(1.0);
+        self.waiting.push_back(Message {
+            expires_at,
+            id: queues.message_id(),
+            headers,
+            body,
+            nacks: 0,
+            redelivered: false,
+            stored,
+        });
+        Ok(stored.is_some())
+    }
+
+    /// Deletes a message's record, if it has one; true if it had.
+    fn forget(&self, m: &Message) -> bool {
+        if let Some(key) = m.stored {
+            self.store.delete(key);
+        }
+        m.stored.is_some()
+    }
+
+    /// Hands waiting messages to consumers with room, round-robin.
+    fn dispatch(&mut self) {
+        while !self.waiting.is_empty() && !self.consumers.is_empty() {
+            let n = self.consumers.len();
+            let Some(pick) = (0..n)
+                .map(|k| (self.next_consumer + k) % n)
+                .find(|&i| self.consumers[i].in_flight.len() < self.consumers[i].consumer.prefetch)
+            else {
+                return;
+            };
+            self.next_consumer = (pick + 1) % n;
+            let Some(message) = self.waiting.pop_front() else {
+                return;
+            };
+            self.metrics.queue_messages.decrement(1.0);
+            if message.expires_at.is_some_and(|at| at <= now_ms()) {
+                self.metrics.expired.increment(1);
+                self.forget(&message);
+                continue;
+            }
+            let delivery = self.next_delivery;
+            self.next_delivery += 1;
+            let state = &mut self.consumers[pick];
+            // Per delivery, like RabbitMQ: the message-id doubles as the ack id, so
+            // 1.0/1.1 clients that ACK by message-id reach the right delivery.
+            let ack = ack_id(&self.name, delivery);
+            let destination = format!("/queue/{}", self.name);
+            let mut extra: Vec<(&str, &str)> = Vec::new();
+            if state.consumer.ack != AckMode::Auto {
+                extra.push(("ack", &ack));
+            }
+            if message.redelivered {
+                extra.push(("redelivered", "true"));
+            }
+            let shared = [
+                ("destination", destination.as_str()),
+                ("message-id", ack.as_str()),
+            ]
+            .into_iter()
+            .chain(
+                message
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| !crate::router::RESERVED.contains(k)),
+            );
+            let encoded = MessageTemplate::new(shared, message.body.clone())
+                .deliver(&state.consumer.header, &extra);
+            let pushed = state.consumer.outbox.push(Outgoing::Message {
+                message: encoded,
+                published: Instant::now(),
+            });
+            if pushed.is_err() {
+                // The connection is going; its session will unsubscribe it. Keep the message.
+                self.metrics.queue_messages.increment(1.0);
+                self.waiting.push_front(message);
+                let gone = self.consumers.remove(pick);
+                self.requeue(gone);
+                continue;
+            }
+            if state.consumer.ack == AckMode::Auto {
+                // Consumed on delivery: nothing will ack it.
+                self.forget(&message);
+            } else {
+                state.in_flight.push(delivery);
+                let owner = (state.consumer.session, state.consumer.id.clone());
+                self.unacked.insert(delivery, (message, owner.0, owner.1));
+            }
+        }
+    }
+
+    fn remove_consumer(&mut self, session: u64, id: &str) {
+        if let Some(i) = self
+            .consumers
+            .iter()
+            .position(|c| c.consumer.session == session && c.consumer.id == id)
+        {
+            let gone = self.consumers.remove(i);
+            self.requeue(gone);
+        }
+    }
+
+    /// Returns a departed consumer's unacked messages to the front, in order.
+    fn requeue(&mut self, gone: ConsumerState) {
+        for delivery in gone.in_flight.into_iter().rev() {
+            if let Some((m, _, _)) = self.unacked.remove(&delivery) {
+                self.redeliver(m);
+            }
+        }
+    }
+
+    /// Applies an ACK or NACK; true if it changed what the store holds.
+    fn ack(&mut self, session: u64, delivery: u64, nack: bool) -> bool {
+        let Some((_, owner_session, owner_id)) = self.unacked.get(&delivery) else {
+            return false;
+        };
+        if *owner_session != session {
+            return false;
+        }
+        let owner_id = owner_id.clone();
+        let Some(state) = self
+            .consumers
+            .iter_mut()
+            .find(|c| c.consumer.session == session && c.consumer.id == owner_id)
+        else {
+            return false;
+        };
+        // `client` acks are cumulative: everything delivered before this one too.
+        let covered: Vec<u64> = match state.consumer.ack {
+            AckMode::Client => state
+                .in_flight
+                .iter()
+                .copied()
+                .take_while(|d| *d <= delivery)
+                .collect(),
+            _ => vec![delivery],
+        };
+        state.in_flight.retain(|d| !covered.contains(d));
+        let mut touched_store = false;
+        for d in covered {
+            let Some((mut m, _, _)) = self.unacked.remove(&d) else {
+                continue;
+            };
+            if !nack {
+                touched_store |= self.forget(&m);
+                continue;
+            }
+            m.nacks += 1;
+            if m.nacks > self.limits.max_redeliveries {
+                self.dead_letter(m);
+            } else {
+                self.redeliver(m);
+            }
+        }
+        touched_store
+    }
+
+    /// Moves a message to `NAME.dlq`. A stored message stays stored until its DLQ
+    /// copy is (the copy is sent `persistent: true`), so a crash in between loses
+    /// nothing.
+    fn dead_letter(&self, m: Message) {
+        let Some(queues) = self.queues.upgrade() else {
+            return;
+        };
+        self.metrics.dead_lettered.increment(1);
+        let mut headers = m.headers.clone();
+        headers.push(
+            "dlq-reason",
+            format!("nacked {} times (queues.max_redeliveries)", m.nacks),
+        );
+        headers.push("original-destination", format!("/queue/{}", self.name));
+        headers.push("original-message-id", m.id.clone());
+        if m.stored.is_some() && headers.get("persistent") != Some("true") {
+            headers.push("persistent", "true");
+        }
+        let dlq = format!("{}.dlq", self.name);
+        let Ok(q) = queues.get(&dlq) else {
+            return;
+        };
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let moved = q.send(headers, m.body).await;
+            if let (Ok(Ok(())), Some(key)) = (moved, m.stored) {
+                store.delete(key);
+            }
+        });
+    }
+}
+
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// When a message expires: the `expires` header (ms since the epoch, as in ActiveMQ;
+/// 0 means never) or `ttl` (ms from now), whichever comes first.
+pub(super) fn expiry(headers: &Headers, now: u64) -> Option<u64> {
+    let expires = headers
+        .get("expires")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|v| *v > 0);
+    let ttl = headers
+        .get("ttl")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|t| now.saturating_add(t));
+    match (expires, ttl) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_from_expires_or_ttl() {
+        let h = |pairs: &[(&str, &str)]| pairs.iter().copied().collect::<Headers>();
+        assert_eq!(expiry(&h(&[]), 1000), None);
+        assert_eq!(expiry(&h(&[("expires", "5000")]), 1000), Some(5000));
+        assert_eq!(expiry(&h(&[("expires", "0")]), 1000), None);
+        assert_eq!(expiry(&h(&[("ttl", "250")]), 1000), Some(1250));
+        assert_eq!(
+            expiry(&h(&[("ttl", "250"), ("expires", "1100")]), 1000),
+            Some(1100)
+        );
+        assert_eq!(expiry(&h(&[("ttl", "soon")]), 1000), None);
+    }
+}

@@ -1,0 +1,152 @@
+//! Durable storage for queue messages.
+//!
+//! Queue actors keep their messages in memory and, for durable ones, tell the
+//! store: put this record, delete that one, tell me when what I asked is on disk.
+//! One thread owns the [`Storage`] and writes in group commits: it takes every
+//! operation that is waiting, writes them in one transaction with one fsync, then
+//! answers everyone who was waiting on them. Under load a commit carries many
+//! messages, so an fsync per commit does not cap throughput at an fsync per message.
+//!
+//! A message put and deleted within the same group commit (delivered and acked
+//! quickly) is never written at all.
+
+mod disk;
+mod group_commit;
+mod record;
+
+pub use disk::RedbStorage;
+pub use record::{Record, RecordError};
+
+use crate::metrics::Metrics;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+/// Why the store failed.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// The store could not be opened at start-up.
+    #[error("cannot open the queue store {path} (store.path): {reason}")]
+    Open {
+        /// The store's file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Writing (or reading back) failed; what was being written is not durable.
+    #[error("the queue store failed: {0}")]
+    Write(String),
+    /// The store has been closed (shutdown).
+    #[error("the queue store is closed")]
+    Closed,
+}
+
+/// Where durable messages live. Implementations need not be thread-safe: one
+/// thread owns the storage and calls it.
+pub trait Storage: Send + 'static {
+    /// Every record held, in key order.
+    fn recover(&mut self) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// Writes `puts` and removes `deletes` as one commit that is durable when this
+    /// returns `Ok`.
+    fn commit(&mut self, puts: &[(u64, Vec<u8>)], deletes: &[u64]) -> Result<(), StoreError>;
+}
+
+/// Called once the operations before it are durable (or have failed).
+pub type Waiter = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+enum Op {
+    Put { key: u64, record: Vec<u8> },
+    Delete(u64),
+    Wait(Waiter),
+    Close(oneshot::Sender<()>),
+}
+
+/// A handle to the store's writer thread. Cheap to clone; operations from one
+/// handle are applied in the order they were made.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::UnboundedSender<Op>,
+    next_key: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("next_key", &self.next_key)
+            .finish()
+    }
+}
+
+/// A message read back from the store at start-up.
+#[derive(Debug)]
+pub struct Recovered {
+    /// Its key, to delete it once acked.
+    pub key: u64,
+    /// The message.
+    pub record: Record,
+}
+
+impl Store {
+    /// Reads back what `storage` holds and starts the writer thread. Records that
+    /// cannot be decoded are logged and left in place.
+    pub fn start(
+        mut storage: Box<dyn Storage>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Store, Vec<Recovered>), StoreError> {
+        let held = storage.recover()?;
+        let next_key = held.last().map(|(k, _)| k + 1).unwrap_or(1);
+        let mut recovered = Vec::with_capacity(held.len());
+        for (key, bytes) in held {
+            match Record::decode(&bytes) {
+                Ok(record) => recovered.push(Recovered { key, record }),
+                Err(e) => tracing::error!(key, error = %e, "skipping unreadable stored message"),
+            }
+        }
+        metrics.stored_messages.set(recovered.len() as f64);
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("stompede-store".to_owned())
+            .spawn(move || group_commit::run(storage, rx, metrics))
+            .map_err(|e| StoreError::Open {
+                path: String::new(),
+                reason: format!("cannot start the store thread: {e}"),
+            })?;
+        let store = Store {
+            tx,
+            next_key: Arc::new(AtomicU64::new(next_key)),
+        };
+        Ok((store, recovered))
+    }
+
+    /// A key for a new record: keys only grow, so key order is arrival order.
+    pub fn next_key(&self) -> u64 {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Writes a record.
+    pub fn put(&self, key: u64, record: Vec<u8>) {
+        let _ = self.tx.send(Op::Put { key, record });
+    }
+
+    /// Deletes a record.
+    pub fn delete(&self, key: u64) {
+        let _ = self.tx.send(Op::Delete(key));
+    }
+
+    /// Calls `waiter` once every operation made before this call is durable.
+    pub fn when_durable(&self, waiter: Waiter) {
+        if let Err(mpsc::error::SendError(Op::Wait(waiter))) = self.tx.send(Op::Wait(waiter)) {
+            waiter(Err(StoreError::Closed));
+        }
+    }
+
+    /// Writes what is pending, closes the storage (releasing its file) and stops
+    /// the writer thread. Later operations fail with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.tx.send(Op::Close(done)).is_ok() {
+            let _ = closed.await;
+        }
+    }
+}
