@@ -45,6 +45,8 @@ pub mod names {
     pub const MESSAGES_REDELIVERED_TOTAL: &str = "stompede_messages_redelivered_total";
     /// Counter: queue messages moved to their `.dlq`.
     pub const MESSAGES_DEAD_LETTERED_TOTAL: &str = "stompede_messages_dead_lettered_total";
+    /// Counter: dead letters dropped because their DLQ was full or could not be made.
+    pub const DEAD_LETTERS_DROPPED_TOTAL: &str = "stompede_dead_letters_dropped_total";
     /// Counter: group commits written to the queue store (each one fsync).
     pub const STORE_COMMITS_TOTAL: &str = "stompede_store_commits_total";
     /// Counter: records written to or deleted from the queue store.
@@ -158,6 +160,8 @@ pub struct Metrics {
     pub redelivered: Counter,
     /// Dead-lettered queue messages.
     pub dead_lettered: Counter,
+    /// Dead letters dropped.
+    pub dropped: Counter,
     /// Store group commits.
     pub store_commits: Counter,
     /// Store records written or deleted.
@@ -200,6 +204,7 @@ impl Metrics {
             queues: gauge!(names::QUEUES),
             redelivered: counter!(names::MESSAGES_REDELIVERED_TOTAL),
             dead_lettered: counter!(names::MESSAGES_DEAD_LETTERED_TOTAL),
+            dropped: counter!(names::DEAD_LETTERS_DROPPED_TOTAL),
             store_commits: counter!(names::STORE_COMMITS_TOTAL),
             store_writes: counter!(names::STORE_WRITES_TOTAL),
             store_commit_seconds: histogram!(names::STORE_COMMIT_SECONDS),

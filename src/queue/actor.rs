@@ -100,6 +100,7 @@ impl Queue {
                         }
                     }
                 }
+                Cmd::Take(message) => self.take(message),
                 Cmd::Subscribe(consumer) => self.consumers.push(ConsumerState {
                     consumer,
                     in_flight: Vec::new(),
@@ -153,6 +154,19 @@ impl Queue {
             stored,
         });
         Ok(stored.is_some())
+    }
+
+    /// Takes a message moved here from another queue; past `max_depth` it is
+    /// dropped (and counted), since its sender is not there to be told.
+    fn take(&mut self, message: Message) {
+        if self.waiting.len() >= self.limits.max_depth {
+            tracing::warn!(queue = %self.name, "queue full: dropping a dead-lettered message");
+            self.metrics.dropped.increment(1);
+            self.forget(&message);
+            return;
+        }
+        self.metrics.queue_messages.increment(1.0);
+        self.waiting.push_back(message);
     }
 
     /// Deletes a message's record, if it has one; true if it had.
@@ -299,34 +313,44 @@ impl Queue {
         touched_store
     }
 
-    /// Moves a message to `NAME.dlq`. A stored message stays stored until its DLQ
-    /// copy is (the copy is sent `persistent: true`), so a crash in between loses
-    /// nothing.
+    /// Moves a message to `NAME.dlq`, with headers saying why. A stored message's
+    /// DLQ copy is written before the original is deleted (in that order, so a
+    /// crash in between at worst keeps both). Like RabbitMQ, the copy does not
+    /// expire.
     fn dead_letter(&self, m: Message) {
         let Some(queues) = self.queues.upgrade() else {
             return;
         };
+        let dlq = format!("{}.dlq", self.name);
+        let Ok(q) = queues.get(&dlq) else {
+            tracing::warn!(queue = %self.name, "too many queues: dropping a dead letter");
+            self.metrics.dropped.increment(1);
+            self.forget(&m);
+            return;
+        };
         self.metrics.dead_lettered.increment(1);
-        let mut headers = m.headers.clone();
+        let mut headers = m.headers;
         headers.push(
             "dlq-reason",
             format!("nacked {} times (queues.max_redeliveries)", m.nacks),
         );
         headers.push("original-destination", format!("/queue/{}", self.name));
-        headers.push("original-message-id", m.id.clone());
-        if m.stored.is_some() && headers.get("persistent") != Some("true") {
-            headers.push("persistent", "true");
-        }
-        let dlq = format!("{}.dlq", self.name);
-        let Ok(q) = queues.get(&dlq) else {
-            return;
-        };
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            let moved = q.send(headers, m.body).await;
-            if let (Ok(Ok(())), Some(key)) = (moved, m.stored) {
-                store.delete(key);
-            }
+        headers.push("original-message-id", m.id);
+        let stored = m.stored.map(|original| {
+            let key = self.store.next_key();
+            self.store
+                .put(key, Record::encode(&dlq, None, &headers, &m.body));
+            self.store.delete(original);
+            key
+        });
+        q.take(Message {
+            expires_at: None,
+            id: queues.message_id(),
+            headers,
+            body: m.body,
+            nacks: 0,
+            redelivered: false,
+            stored,
         });
     }
 }

@@ -93,6 +93,9 @@ enum Cmd {
         body: Bytes,
         reply: Reply,
     },
+    /// A message moved here by another queue (dead-lettering), already stored if
+    /// it is durable.
+    Take(Message),
     Subscribe(Consumer),
     Unsubscribe {
         session: u64,
@@ -145,6 +148,11 @@ impl QueueHandle {
                 let _ = reply.send(Err(QueueError::Gone(self.name.to_string())));
             }
         }
+    }
+
+    /// Hands over a message another queue moved here.
+    fn take(&self, message: Message) {
+        self.command(Cmd::Take(message));
     }
 
     /// Adds a consumer.

@@ -407,19 +407,7 @@ impl Client {
                 .header("receipt", receipt.as_str()),
         )
         .await;
-        let mut early = Vec::new();
-        loop {
-            let f = self.next_frame().await.expect("closed while subscribing");
-            if f.command == Command::Receipt {
-                assert_eq!(f.headers.get("receipt-id"), Some(receipt.as_str()));
-                break;
-            }
-            assert_eq!(f.command, Command::Message, "unexpected {f:?}");
-            early.push(f);
-        }
-        for f in early.into_iter().rev() {
-            self.stash.push_front(f);
-        }
+        self.expect_receipt_keeping_messages(&receipt).await;
     }
 
     /// SEND with a receipt, waiting for it.
