@@ -167,9 +167,12 @@ impl Client {
 
     /// A plain TCP connection to the broker's STOMP listener.
     pub async fn tcp(broker: &RunningBroker) -> Client {
-        let s = TcpStream::connect(broker.stomp_addr.unwrap())
-            .await
-            .unwrap();
+        Client::tcp_at(broker.stomp_addr.unwrap()).await
+    }
+
+    /// A plain TCP connection to a STOMP listener at `addr`.
+    pub async fn tcp_at(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).await.unwrap();
         s.set_nodelay(true).unwrap();
         Client::new(Conn::Tcp(s))
     }
@@ -219,14 +222,19 @@ impl Client {
 
     /// Sends raw bytes (one WebSocket text message, if WebSocket).
     pub async fn send_raw(&mut self, bytes: &[u8]) {
+        assert!(self.try_send_raw(bytes).await, "send failed");
+    }
+
+    /// As [`Client::send_raw`]; false if the connection is gone.
+    async fn try_send_raw(&mut self, bytes: &[u8]) -> bool {
         match &mut self.conn {
-            Conn::Tcp(s) => s.write_all(bytes).await.unwrap(),
+            Conn::Tcp(s) => s.write_all(bytes).await.is_ok(),
             Conn::Ws(ws) => {
                 let msg = match std::str::from_utf8(bytes) {
                     Ok(t) => Message::text(t),
                     Err(_) => Message::binary(Bytes::copy_from_slice(bytes)),
                 };
-                ws.send(msg).await.unwrap()
+                ws.send(msg).await.is_ok()
             }
         }
     }
@@ -241,9 +249,15 @@ impl Client {
 
     /// Sends a frame encoded for STOMP 1.2.
     pub async fn send(&mut self, frame: Frame) {
+        assert!(self.try_send(frame).await, "send failed");
+    }
+
+    /// Sends a frame encoded for STOMP 1.2; false if the connection is gone (for
+    /// tests that kill the broker).
+    pub async fn try_send(&mut self, frame: Frame) -> bool {
         let mut out = BytesMut::new();
         encode(&frame, Version::V1_2, &mut out);
-        self.send_raw(&out).await;
+        self.try_send_raw(&out).await
     }
 
     /// Reads more bytes; false on EOF or close.
@@ -459,4 +473,82 @@ pub fn metric(text: &str, prefix: &str) -> Option<f64> {
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The real `stompede` binary running as a child process (for tests that kill it),
+/// on ephemeral loopback ports with the test [`USERS`]. Killed when dropped.
+pub struct BrokerProcess {
+    child: std::process::Child,
+    /// The TCP STOMP listener.
+    pub stomp_addr: SocketAddr,
+    /// The HTTP listener.
+    pub http_addr: SocketAddr,
+    /// Log lines written so far (JSON).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl BrokerProcess {
+    /// Starts the binary with `config_dir/broker.toml` (written here: `extra` TOML
+    /// plus the test users) and `env`; returns once it listens.
+    pub fn start(config_dir: &std::path::Path, extra: &str, env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let file = config_dir.join("broker.toml");
+        std::fs::write(&file, format!("{extra}\n{}", users_toml())).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stompede"));
+        cmd.arg("--config")
+            .arg(&file)
+            .env("STOMPEDE__SERVER__HTTP_ADDR", "127.0.0.1:0")
+            .env("STOMPEDE__SERVER__STOMP_ADDR", "127.0.0.1:0")
+            .env("STOMPEDE__LOG__FORMAT", "json")
+            .env("STOMPEDE__LOG__FILTER", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let fields = &v["fields"];
+                    if let (Some(stomp), Some(http)) =
+                        (fields["stomp_addr"].as_str(), fields["http_addr"].as_str())
+                    {
+                        let _ = tx.send((stomp.parse().unwrap(), http.parse().unwrap()));
+                    }
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let mut process = BrokerProcess {
+            child,
+            stomp_addr: "127.0.0.1:1".parse().unwrap(),
+            http_addr: "127.0.0.1:1".parse().unwrap(),
+            log,
+        };
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok((stomp, http)) => (process.stomp_addr, process.http_addr) = (stomp, http),
+            Err(_) => panic!("broker did not start: {:?}", process.log.lock().unwrap()),
+        }
+        process
+    }
+
+    /// SIGKILL: the process dies at once, without any shutdown.
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
