@@ -3,7 +3,7 @@
 # the same load generator, in one run. Loopback only; every step is bounded in time.
 #
 #   benches/compare.sh                 # all scenarios
-#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: latency, queue, idle
+#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: latency, queue, durable, idle
 #
 # RabbitMQ (Debian's rabbitmq-server with the rabbitmq_web_stomp plugin) is used
 # when ws://127.0.0.1:15674/ws answers:
@@ -26,14 +26,15 @@ cargo build --release --locked --bin stompede --example loadgen >&2
 loadgen=target/release/examples/loadgen
 
 broker=
+store=$(mktemp -d) # the queue store, on the same disk RabbitMQ writes to
 start_broker() { # a fresh process, so one scenario's memory does not colour the next
   [ -n "$broker" ] && { kill "$broker"; wait "$broker" 2>/dev/null || true; }
   STOMPEDE__SERVER__HTTP_ADDR=127.0.0.1:$port STOMPEDE__SERVER__STOMP_ADDR= \
-    STOMPEDE__LOG__FILTER=warn target/release/stompede &
+    STOMPEDE__STORE__PATH="$store" STOMPEDE__LOG__FILTER=warn target/release/stompede &
   broker=$!
   for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 }
-trap '[ -n "$broker" ] && kill $broker 2>/dev/null || true' EXIT
+trap '[ -n "$broker" ] && kill $broker 2>/dev/null || true; rm -rf "$store"' EXIT
 start_broker
 
 rabbit=0
@@ -66,6 +67,15 @@ if [ "$what" = all ] || [ "$what" = latency ]; then
 fi
 if [ "$what" = all ] || [ "$what" = queue ]; then
   both queue --producers 4 --consumers 4 --seconds "$secs"
+fi
+if [ "$what" = all ] || [ "$what" = durable ]; then
+  # persistent: true and a receipt on every SEND (RabbitMQ answers it after its
+  # publisher confirm, i.e. once the message is on disk): producers that keep 100
+  # receipts in flight, then 16 and 64 producers that each wait for every receipt.
+  both queue --producers 4 --consumers 4 --persistent --receipts 100 --seconds "$secs" --destination /queue/durable-bench
+  for producers in 16 64; do
+    both queue --producers $producers --consumers 4 --persistent --receipts 1 --seconds "$secs" --destination /queue/durable-sync-$producers
+  done
 fi
 if [ "$what" = all ] || [ "$what" = idle ]; then
   start_broker

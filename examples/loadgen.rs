@@ -88,26 +88,7 @@ enum Mode {
     },
     /// Producers to one queue, competing consumers acking each message
     /// (client-individual); reports consumed msgs/s and checks none is lost.
-    Queue {
-        #[command(flatten)]
-        target: Target,
-        #[arg(long, default_value_t = 4)]
-        producers: usize,
-        #[arg(long, default_value_t = 4)]
-        consumers: usize,
-        #[arg(long, default_value_t = 128)]
-        size: usize,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Messages in flight (published, not yet consumed) at most.
-        #[arg(long, default_value_t = 2000)]
-        window: u64,
-        /// prefetch-count of each consumer.
-        #[arg(long, default_value_t = 100)]
-        prefetch: u64,
-        #[arg(long, default_value = "/queue/loadgen")]
-        destination: String,
-    },
+    Queue(QueueArgs),
     /// Idle subscribed connections; reports broker RSS per connection.
     Idle {
         #[command(flatten)]
@@ -453,17 +434,50 @@ async fn fanout(
     );
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn queue(
-    t: Target,
+/// The `queue` mode's options.
+#[derive(clap::Args, Debug)]
+struct QueueArgs {
+    #[command(flatten)]
+    target: Target,
+    #[arg(long, default_value_t = 4)]
     producers: usize,
+    #[arg(long, default_value_t = 4)]
     consumers: usize,
+    #[arg(long, default_value_t = 128)]
     size: usize,
+    #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Messages in flight (published, not yet consumed) at most.
+    #[arg(long, default_value_t = 2000)]
     window: u64,
+    /// prefetch-count of each consumer.
+    #[arg(long, default_value_t = 100)]
     prefetch: u64,
+    #[arg(long, default_value = "/queue/loadgen")]
     destination: String,
-) {
+    /// Send every message with `persistent: true` (stored by the broker).
+    #[arg(long)]
+    persistent: bool,
+    /// Ask for a receipt on every SEND, with at most this many unanswered per
+    /// producer (0: no receipts).
+    #[arg(long, default_value_t = 0)]
+    receipts: u64,
+}
+
+async fn queue(args: QueueArgs) {
+    let QueueArgs {
+        target: t,
+        producers,
+        consumers,
+        size,
+        seconds,
+        window,
+        prefetch,
+        destination,
+        persistent,
+        receipts,
+    } = args;
+    let receipted = Arc::new(AtomicU64::new(0));
     let consumed = Arc::new(AtomicU64::new(0));
     let published = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -501,20 +515,41 @@ async fn queue(
         let t = t.clone();
         let d = destination.clone();
         let (published, consumed, stop) = (published.clone(), consumed.clone(), stop.clone());
+        let receipted = receipted.clone();
         pubs.push(tokio::spawn(async move {
             let mut c = Conn::open(&t).await;
             let mut seq = 0u64;
+            let mut unanswered = 0;
+            let await_receipt = async |c: &mut Conn| {
+                let f = c.next().await.expect("RECEIPT");
+                assert_eq!(f.command, Command::Receipt, "{f:?}");
+                receipted.fetch_add(1, Ordering::Relaxed);
+            };
             while !stop.load(Ordering::Acquire) {
                 wait_while(&stop, || {
                     published.load(Ordering::Relaxed) > consumed.load(Ordering::Relaxed) + window
                 })
                 .await;
-                let f = Frame::new(Command::Send)
+                let mut f = Frame::new(Command::Send)
                     .header("destination", d.as_str())
                     .body(body(seq, size.max(40)));
+                if persistent {
+                    f = f.header("persistent", "true");
+                }
+                if receipts > 0 {
+                    f = f.header("receipt", seq.to_string());
+                    unanswered += 1;
+                }
                 c.send(&f).await;
                 published.fetch_add(1, Ordering::Relaxed);
                 seq += 1;
+                while receipts > 0 && unanswered >= receipts {
+                    await_receipt(&mut c).await;
+                    unanswered -= 1;
+                }
+            }
+            for _ in 0..unanswered {
+                await_receipt(&mut c).await;
             }
             c.send(&Frame::new(Command::Disconnect).header("receipt", "bye"))
                 .await;
@@ -538,11 +573,16 @@ async fn queue(
         r.await.unwrap();
     }
     let got = consumed.load(Ordering::Relaxed);
+    let receipts = match receipts {
+        0 => "none".to_owned(),
+        n => format!("every SEND ({n} in flight)"),
+    };
     println!(
-        "{} queue producers={producers} consumers={consumers} size={size} prefetch={prefetch} ack=client-individual : consumed {rate:.0} msg/s, lost {} of {total}, extra {}",
+        "{} queue producers={producers} consumers={consumers} size={size} prefetch={prefetch} ack=client-individual persistent={persistent} receipts={receipts} : consumed {rate:.0} msg/s, lost {} of {total}, extra {}, receipted {}",
         t.label,
         total.saturating_sub(got),
         got.saturating_sub(total),
+        receipted.load(Ordering::Relaxed),
     );
 }
 
@@ -623,29 +663,10 @@ fn main() {
                 )
                 .await
             }
-            Mode::Queue {
-                target,
-                producers,
-                consumers,
-                size,
-                seconds,
-                window,
-                prefetch,
-                destination,
-            } => {
-                check_loopback(&target.url);
-                assert!(seconds <= 600, "runs are bounded: at most 600 s");
-                queue(
-                    target,
-                    producers,
-                    consumers,
-                    size,
-                    seconds,
-                    window,
-                    prefetch,
-                    destination,
-                )
-                .await
+            Mode::Queue(args) => {
+                check_loopback(&args.target.url);
+                assert!(args.seconds <= 600, "runs are bounded: at most 600 s");
+                queue(args).await
             }
             Mode::Idle {
                 target,

@@ -46,6 +46,9 @@ pub enum QueueError {
     /// The queue task has stopped (shutdown).
     #[error("queue {0} is not available")]
     Gone(String),
+    /// The queue stopped (shutdown) before it answered.
+    #[error("the queue stopped before answering")]
+    Stopped,
     /// A durable message could not be stored, or its deletion could not be.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -56,6 +59,11 @@ pub enum QueueError {
 pub type Answer = oneshot::Receiver<Result<(), QueueError>>;
 
 type Reply = oneshot::Sender<Result<(), QueueError>>;
+
+/// Waits for an [`Answer`]; a queue that stopped without answering is an error.
+pub async fn answered(answer: &mut Answer) -> Result<(), QueueError> {
+    answer.await.unwrap_or(Err(QueueError::Stopped))
+}
 
 /// Settings shared by every queue.
 #[derive(Debug, Clone)]

@@ -332,6 +332,18 @@ mod tests {
     }
 
     #[test]
+    fn queue_patterns_match_queue_destinations_only() {
+        let m = |p, d| super::matches_in("/queue/", p, d);
+        assert!(m("/queue/orders.*", "/queue/orders.eu"));
+        assert!(!m("/queue/orders.*", "/queue/orders.eu.late"));
+        assert!(m("/queue/jobs.#", "/queue/jobs"));
+        assert!(m("/queue/jobs.#", "/queue/jobs.a.b"));
+        assert!(m("/queue/exact", "/queue/exact"));
+        assert!(!m("/queue/exact", "/queue/exactly"));
+        assert!(!m("/queue/orders.*", "/topic/orders.eu"));
+    }
+
+    #[test]
     fn ambiguous_patterns_deliver_once() {
         let reg = TopicRegistry::new();
         reg.subscribe("/topic/a.#.#", sub(1, "x"));

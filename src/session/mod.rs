@@ -350,13 +350,10 @@ impl Session {
     }
 }
 
-/// The answer of the oldest pending frame; a queue that stopped without answering
-/// counts as gone. Call only when `pending` is not empty.
+/// The answer of the oldest pending frame (`Ok` if there is none).
 async fn oldest(pending: &mut VecDeque<Pending>) -> Result<(), QueueError> {
     match pending.front_mut() {
-        Some(p) => (&mut p.answer)
-            .await
-            .unwrap_or_else(|_| Err(QueueError::Gone("(stopped)".to_owned()))),
+        Some(p) => crate::queue::answered(&mut p.answer).await,
         None => Ok(()),
     }
 }

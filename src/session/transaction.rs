@@ -74,10 +74,8 @@ impl Session {
                 answers.push(answer);
             }
         }
-        for answer in answers {
-            answer
-                .await
-                .unwrap_or_else(|_| Err(crate::queue::QueueError::Gone("(stopped)".to_owned())))?;
+        for mut answer in answers {
+            crate::queue::answered(&mut answer).await?;
         }
         Ok(())
     }

@@ -1,8 +1,11 @@
 // Queues end to end with stompjs: competing consumers, acks, NACK to the DLQ,
-// prefetch, and transactions.
+// prefetch, transactions, and persistent messages across a restart.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { startBroker, stompClient, subscribed, publishConfirmed, within } from './helpers.mjs';
 
 let broker;
@@ -67,4 +70,30 @@ test('a committed transaction delivers its sends in order; an aborted one nothin
   await until('committed messages', () => got.length === 4);
   assert.deepEqual(got, ['control', 'a', 'b', 'end']);
   await c.deactivate();
+});
+
+test('a persistent message survives a broker restart; a transient one does not', async () => {
+  const env = { STOMPEDE__STORE__PATH: mkdtempSync(path.join(os.tmpdir(), 'stompede-e2e-store-')) };
+  const first = await startBroker(env);
+  let c = await stompClient(first);
+  await publishConfirmed(c, { destination: '/queue/e2e.keep', body: 'transient' });
+  await publishConfirmed(c, { destination: '/queue/e2e.keep', body: 'kept', headers: { persistent: 'true' } });
+  await c.deactivate();
+  await first.stop();
+
+  const second = await startBroker(env);
+  try {
+    c = await stompClient(second);
+    const got = [];
+    await subscribed(c, '/queue/e2e.keep', (m) => got.push(m));
+    await publishConfirmed(c, { destination: '/queue/e2e.keep', body: 'after restart' });
+    await until('recovered and new message', () => got.length === 2);
+    assert.deepEqual(
+      got.map((m) => [m.body, m.headers.redelivered, m.headers.persistent]),
+      [['kept', 'true', 'true'], ['after restart', undefined, undefined]],
+    );
+    await c.deactivate();
+  } finally {
+    await second.stop();
+  }
 });
