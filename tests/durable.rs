@@ -247,3 +247,42 @@ async fn a_second_broker_cannot_open_the_same_store() {
     assert!(error.contains("store.path"), "{error}");
     assert!(error.contains("in use"), "{error}");
 }
+
+#[tokio::test]
+async fn a_committed_transaction_survives_a_restart_and_an_aborted_one_never_does() {
+    let store = tempfile::tempdir().unwrap();
+    let b = broker_on(store.path(), "");
+    let mut p = Client::tcp(&b).await;
+    p.connect().await;
+    for tx in ["keep", "drop"] {
+        p.send(Frame::new(Command::Begin).header("transaction", tx))
+            .await;
+        for i in 0..2 {
+            p.send(
+                Frame::new(Command::Send)
+                    .header("destination", "/queue/orders.tx")
+                    .header("transaction", tx)
+                    .body(format!("{tx} {i}")),
+            )
+            .await;
+        }
+    }
+    p.send(Frame::new(Command::Abort).header("transaction", "drop"))
+        .await;
+    p.send(
+        Frame::new(Command::Commit)
+            .header("transaction", "keep")
+            .header("receipt", "committed"),
+    )
+    .await;
+    p.expect(Command::Receipt).await;
+    drop(p);
+    let b = restart(b, store.path()).await;
+    let mut c = consumer(&b, "/queue/orders.tx", "auto").await;
+    assert_eq!(body(&c.expect(Command::Message).await), "keep 0");
+    assert_eq!(body(&c.expect(Command::Message).await), "keep 1");
+    let mut p = Client::tcp(&b).await;
+    p.connect().await;
+    p.publish("/queue/orders.tx", "next").await;
+    assert_eq!(body(&c.expect(Command::Message).await), "next");
+}

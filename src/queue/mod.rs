@@ -287,6 +287,11 @@ impl Queues {
         self.store.close().await;
     }
 
+    /// Why the store stopped writing, if it has (a failed commit).
+    pub fn store_failure(&self) -> Option<StoreError> {
+        self.store.failure()
+    }
+
     /// Whether every message to queue `name` is stored (`queues.durable`).
     fn is_durable(&self, name: &str) -> bool {
         let destination = format!("/queue/{name}");

@@ -3,7 +3,7 @@
 use super::{Op, Storage, StoreError, Waiter};
 use crate::metrics::Metrics;
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -56,10 +56,17 @@ impl Batch {
 }
 
 /// Runs until the store is closed or every handle is gone.
+///
+/// Fail-stop: after one failed commit, `failed` is set and nothing more is written;
+/// every later waiter gets that error. A waiter cannot be told `Ok` safely once any
+/// earlier operation may be missing (its operations may have gone into the failed
+/// batch while it landed in the next one), and the operator is better served by a
+/// broker that says so (`/readyz`) than by one that half works.
 pub(super) fn run(
     mut storage: Box<dyn Storage>,
     mut rx: mpsc::UnboundedReceiver<Op>,
     metrics: Arc<Metrics>,
+    failed: Arc<OnceLock<StoreError>>,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Batch::default();
@@ -73,7 +80,9 @@ pub(super) fn run(
         }
         batch.cancel_short_lived();
         let writes = batch.puts.len() + batch.deletes.len();
-        let result = if writes == 0 {
+        let result = if let Some(e) = failed.get() {
+            Err(e.clone())
+        } else if writes == 0 {
             Ok(())
         } else {
             let started = Instant::now();
@@ -92,7 +101,11 @@ pub(super) fn run(
                     .stored_messages
                     .decrement(batch.deletes.len() as f64);
             }
-            Err(e) => tracing::error!(error = %e, writes, "queue store commit failed"),
+            Err(e) => {
+                if failed.set(e.clone()).is_ok() {
+                    tracing::error!(error = %e, writes, "queue store commit failed; storing no more until restart");
+                }
+            }
         }
         for w in batch.waiters {
             w(result.clone());
@@ -115,6 +128,87 @@ pub(super) fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
+    use std::sync::Mutex;
+    use std::sync::mpsc as std_mpsc;
+
+    /// Records each commit; fails every commit while `fail` is set.
+    struct Fake {
+        commits: Arc<Mutex<Vec<(Vec<u64>, Vec<u64>)>>>,
+        fail: Arc<Mutex<bool>>,
+    }
+
+    impl Storage for Fake {
+        fn recover(&mut self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+            Ok(vec![(41, b"not a record".to_vec())])
+        }
+        fn commit(&mut self, puts: &[(u64, Vec<u8>)], deletes: &[u64]) -> Result<(), StoreError> {
+            if *self.fail.lock().expect("lock") {
+                return Err(StoreError::Write("disk full".to_owned()));
+            }
+            let keys = puts.iter().map(|(k, _)| *k).collect();
+            self.commits
+                .lock()
+                .expect("lock")
+                .push((keys, deletes.to_vec()));
+            Ok(())
+        }
+    }
+
+    fn waiter(tx: &std_mpsc::Sender<Result<(), StoreError>>) -> Waiter {
+        let tx = tx.clone();
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        })
+    }
+
+    #[tokio::test]
+    async fn waiters_hear_after_their_commit_and_failures_reach_them() {
+        let commits = Arc::new(Mutex::new(Vec::new()));
+        let fail = Arc::new(Mutex::new(false));
+        let fake = Fake {
+            commits: commits.clone(),
+            fail: fail.clone(),
+        };
+        let (store, recovered) =
+            Store::start(Box::new(fake), Arc::new(Metrics::new())).expect("starts");
+        // An unreadable record is skipped, but keys continue after it.
+        assert!(recovered.is_empty());
+        assert_eq!(store.next_key(), 42);
+        let (tx, rx) = std_mpsc::channel();
+        store.put(42, vec![1]);
+        store.when_durable(waiter(&tx));
+        let wait = std::time::Duration::from_secs(5);
+        assert_eq!(rx.recv_timeout(wait).expect("answered"), Ok(()));
+        assert_eq!(
+            commits.lock().expect("lock").last(),
+            Some(&(vec![42], vec![]))
+        );
+
+        *fail.lock().expect("lock") = true;
+        store.delete(42);
+        store.when_durable(waiter(&tx));
+        let full = Err(StoreError::Write("disk full".to_owned()));
+        assert_eq!(rx.recv_timeout(wait).expect("answered"), full);
+        assert_eq!(store.failure(), full.clone().err());
+
+        // Fail-stop: once a commit failed, nothing is durable any more, even when
+        // the disk recovers, and waiters with nothing of their own to write hear so.
+        *fail.lock().expect("lock") = false;
+        store.put(43, vec![2]);
+        store.when_durable(waiter(&tx));
+        assert_eq!(rx.recv_timeout(wait).expect("answered"), full);
+        store.when_durable(waiter(&tx));
+        assert_eq!(rx.recv_timeout(wait).expect("answered"), full);
+        assert_eq!(commits.lock().expect("lock").len(), 1);
+
+        store.close().await;
+        store.when_durable(waiter(&tx));
+        assert_eq!(
+            rx.recv_timeout(wait).expect("answered"),
+            Err(StoreError::Closed)
+        );
+    }
 
     #[test]
     fn a_message_acked_within_its_commit_is_never_written() {

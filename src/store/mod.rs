@@ -18,8 +18,8 @@ pub use disk::RedbStorage;
 pub use record::{Record, RecordError};
 
 use crate::metrics::Metrics;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
@@ -68,6 +68,8 @@ enum Op {
 pub struct Store {
     tx: mpsc::UnboundedSender<Op>,
     next_key: Arc<AtomicU64>,
+    /// Set by the writer thread when a commit fails; the store is then fail-stop.
+    failed: Arc<OnceLock<StoreError>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -105,9 +107,11 @@ impl Store {
         }
         metrics.stored_messages.set(recovered.len() as f64);
         let (tx, rx) = mpsc::unbounded_channel();
+        let failed = Arc::new(OnceLock::new());
+        let writer_failed = failed.clone();
         std::thread::Builder::new()
             .name("stompede-store".to_owned())
-            .spawn(move || group_commit::run(storage, rx, metrics))
+            .spawn(move || group_commit::run(storage, rx, metrics, writer_failed))
             .map_err(|e| StoreError::Open {
                 path: String::new(),
                 reason: format!("cannot start the store thread: {e}"),
@@ -115,8 +119,15 @@ impl Store {
         let store = Store {
             tx,
             next_key: Arc::new(AtomicU64::new(next_key)),
+            failed,
         };
         Ok((store, recovered))
+    }
+
+    /// The error of the commit that failed, if one has: from then on the store
+    /// writes nothing and answers every waiter with it.
+    pub fn failure(&self) -> Option<StoreError> {
+        self.failed.get().cloned()
     }
 
     /// A key for a new record: keys only grow, so key order is arrival order.

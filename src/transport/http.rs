@@ -106,7 +106,14 @@ fn route(
             "text/plain",
             "shutting down\n",
         ),
-        "/readyz" => text(StatusCode::OK, "text/plain", "ready\n"),
+        "/readyz" => match broker.queues.store_failure() {
+            Some(e) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{e}\n"),
+            ),
+            None => text(StatusCode::OK, "text/plain", "ready\n"),
+        },
         path => match super::web::asset(path) {
             Some((kind, body)) => text(StatusCode::OK, kind, Bytes::from_static(body)),
             None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
