@@ -132,9 +132,12 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::mpsc as std_mpsc;
 
+    /// Keys put and keys deleted, per commit.
+    type Commits = Arc<Mutex<Vec<(Vec<u64>, Vec<u64>)>>>;
+
     /// Records each commit; fails every commit while `fail` is set.
     struct Fake {
-        commits: Arc<Mutex<Vec<(Vec<u64>, Vec<u64>)>>>,
+        commits: Commits,
         fail: Arc<Mutex<bool>>,
     }
 
