@@ -1,5 +1,6 @@
 // Queues end to end with stompjs: competing consumers, acks, NACK to the DLQ,
-// prefetch, transactions, and persistent messages across a restart.
+// prefetch, ack modes, expiry, transactions (commit, abort, disconnect), and
+// persistent messages across a restart.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -96,4 +97,46 @@ test('a persistent message survives a broker restart; a transient one does not',
   } finally {
     await second.stop();
   }
+});
+
+test('client acks are cumulative; unacked messages come back, redelivered, when their consumer goes', async () => {
+  const producer = await stompClient(broker);
+  for (const body of ['m0', 'm1', 'm2']) await publishConfirmed(producer, { destination: '/queue/e2e.cumulative', body });
+  const first = await stompClient(broker);
+  const got = [];
+  await subscribed(first, '/queue/e2e.cumulative', (m) => got.push(m), { ack: 'client', 'prefetch-count': '10' });
+  await until('three deliveries', () => got.length === 3);
+  assert.deepEqual(got.map((m) => m.body), ['m0', 'm1', 'm2']);
+  // Acking m1 acks m0 too; m2 stays unacked.
+  const acked = new Promise((resolve) => first.watchForReceipt('acked-m1', resolve));
+  got[1].ack({ receipt: 'acked-m1' });
+  await within(5000, 'ACK receipt', acked);
+  await first.deactivate();
+
+  const second = await stompClient(broker);
+  const again = [];
+  await subscribed(second, '/queue/e2e.cumulative', (m) => again.push(m));
+  await publishConfirmed(producer, { destination: '/queue/e2e.cumulative', body: 'm3' });
+  await until('redelivery and the new message', () => again.length === 2);
+  assert.deepEqual(again.map((m) => [m.body, m.headers.redelivered]), [['m2', 'true'], ['m3', undefined]]);
+  for (const c of [producer, second]) await c.deactivate();
+});
+
+test('a message past its ttl is dropped; a disconnect mid-transaction drops what it held', async () => {
+  const c = await stompClient(broker);
+  await publishConfirmed(c, { destination: '/queue/e2e.stale', body: 'stale', headers: { ttl: '100' } });
+  const quitter = await stompClient(broker);
+  const tx = quitter.begin();
+  quitter.publish({ destination: '/queue/e2e.stale', body: 'held', headers: { transaction: tx.id } });
+  await quitter.deactivate();
+  await new Promise((r) => setTimeout(r, 250));
+  await publishConfirmed(c, { destination: '/queue/e2e.stale', body: 'fresh' });
+  const got = [];
+  await subscribed(c, '/queue/e2e.stale', (m) => got.push(m.body));
+  await until('the fresh message', () => got.length === 1);
+  // Positive control first, then nothing else: a marker sent now is next.
+  await publishConfirmed(c, { destination: '/queue/e2e.stale', body: 'marker' });
+  await until('the marker', () => got.length === 2);
+  assert.deepEqual(got, ['fresh', 'marker']);
+  await c.deactivate();
 });
