@@ -63,16 +63,8 @@ async fn produce(addr: SocketAddr, n: usize, receipted: Seen) {
 async fn consume_slowly(addr: SocketAddr, ack_sent: Seen, acked: Seen) {
     let mut c = Client::tcp_at(addr).await;
     c.connect().await;
-    c.send(
-        Frame::new(Command::Subscribe)
-            .header("id", "slow")
-            .header("destination", QUEUE)
-            .header("ack", "client-individual")
-            .header("prefetch-count", "20")
-            .header("receipt", "sub"),
-    )
-    .await;
-    c.expect(Command::Receipt).await;
+    let window = [("ack", "client-individual"), ("prefetch-count", "20")];
+    c.subscribe_with("slow", QUEUE, &window).await;
     while let Some(f) = c.next_frame().await {
         match f.command {
             Command::Message => {

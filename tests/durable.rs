@@ -28,15 +28,7 @@ async fn restart(b: TestBroker, store: &std::path::Path) -> TestBroker {
 async fn consumer(b: &TestBroker, queue: &str, ack: &str) -> Client {
     let mut c = Client::tcp(b).await;
     c.connect().await;
-    c.send(
-        Frame::new(Command::Subscribe)
-            .header("id", "s")
-            .header("destination", queue)
-            .header("ack", ack)
-            .header("receipt", "sub"),
-    )
-    .await;
-    c.expect_receipt_keeping_messages("sub").await;
+    c.subscribe_with("s", queue, &[("ack", ack)]).await;
     c
 }
 

@@ -18,16 +18,9 @@ async fn consumer(
 ) -> Client {
     let mut c = Client::tcp(b).await;
     c.connect().await;
-    let mut f = Frame::new(Command::Subscribe)
-        .header("id", "q")
-        .header("destination", queue)
-        .header("ack", ack)
-        .header("receipt", "sub");
-    if let Some(p) = prefetch {
-        f = f.header("prefetch-count", p);
-    }
-    c.send(f).await;
-    c.expect(Command::Receipt).await;
+    let mut headers = vec![("ack", ack)];
+    headers.extend(prefetch.map(|p| ("prefetch-count", p)));
+    c.subscribe_with("q", queue, &headers).await;
     c
 }
 

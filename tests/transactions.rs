@@ -18,15 +18,7 @@ fn tx(command: Command, id: &str) -> Frame {
 async fn sub(b: &stompede::server::RunningBroker, destination: &str, ack: &str) -> Client {
     let mut c = Client::tcp(b).await;
     c.connect().await;
-    c.send(
-        Frame::new(Command::Subscribe)
-            .header("id", "s")
-            .header("destination", destination)
-            .header("ack", ack)
-            .header("receipt", "s"),
-    )
-    .await;
-    c.expect(Command::Receipt).await;
+    c.subscribe_with("s", destination, &[("ack", ack)]).await;
     c
 }
 

@@ -413,14 +413,20 @@ impl Client {
     /// SUBSCRIBE with a receipt, waiting for it so later messages are sure to match.
     /// Messages that come first (retained ones) are kept for the next reads.
     pub async fn subscribe(&mut self, id: &str, destination: &str) {
+        self.subscribe_with(id, destination, &[]).await;
+    }
+
+    /// [`Client::subscribe`] with more SUBSCRIBE headers (`ack`, `prefetch-count`).
+    pub async fn subscribe_with(&mut self, id: &str, destination: &str, headers: &[(&str, &str)]) {
         let receipt = format!("sub-{id}");
-        self.send(
-            Frame::new(Command::Subscribe)
-                .header("id", id)
-                .header("destination", destination)
-                .header("receipt", receipt.as_str()),
-        )
-        .await;
+        let mut frame = Frame::new(Command::Subscribe)
+            .header("id", id)
+            .header("destination", destination)
+            .header("receipt", receipt.as_str());
+        for (k, v) in headers {
+            frame = frame.header(*k, *v);
+        }
+        self.send(frame).await;
         self.expect_receipt_keeping_messages(&receipt).await;
     }
 
