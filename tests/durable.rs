@@ -25,6 +25,13 @@ async fn restart(b: TestBroker, store: &std::path::Path) -> TestBroker {
     broker_on(store, "")
 }
 
+/// A connected client (logged in as the test service) for sending.
+async fn producer(b: &TestBroker) -> Client {
+    let mut c = Client::tcp(b).await;
+    c.connect().await;
+    c
+}
+
 async fn consumer(b: &TestBroker, queue: &str, ack: &str) -> Client {
     let mut c = Client::tcp(b).await;
     c.connect().await;
@@ -50,8 +57,7 @@ fn body(m: &Frame) -> String {
 async fn durable_queue_messages_survive_a_restart_and_acked_ones_do_not() {
     let store = tempfile::tempdir().unwrap();
     let b = broker_on(store.path(), "");
-    let mut p = Client::tcp(&b).await;
-    p.connect().await;
+    let mut p = producer(&b).await;
     for i in 0..5 {
         p.send(
             Frame::new(Command::Send)
@@ -89,8 +95,7 @@ async fn durable_queue_messages_survive_a_restart_and_acked_ones_do_not() {
     );
     // Nothing else waits on orders.eu: a new message is next. And the transient
     // message on scratch is gone: a new one is the first thing there.
-    let mut p = Client::tcp(&b).await;
-    p.connect().await;
+    let mut p = producer(&b).await;
     p.publish("/queue/orders.eu", "after restart").await;
     assert_eq!(body(&c.expect(Command::Message).await), "after restart");
     p.publish("/queue/scratch", "fresh").await;
@@ -102,8 +107,7 @@ async fn durable_queue_messages_survive_a_restart_and_acked_ones_do_not() {
 async fn persistent_header_makes_one_message_durable_on_any_queue() {
     let store = tempfile::tempdir().unwrap();
     let b = broker_on(store.path(), "");
-    let mut p = Client::tcp(&b).await;
-    p.connect().await;
+    let mut p = producer(&b).await;
     p.publish("/queue/jobs", "transient").await;
     p.send(
         Frame::new(Command::Send)
@@ -120,8 +124,7 @@ async fn persistent_header_makes_one_message_durable_on_any_queue() {
     let m = c.expect(Command::Message).await;
     assert_eq!(body(&m), "kept");
     assert_eq!(m.headers.get("persistent"), Some("true"));
-    let mut p = Client::tcp(&b).await;
-    p.connect().await;
+    let mut p = producer(&b).await;
     p.publish("/queue/jobs", "next").await;
     assert_eq!(body(&c.expect(Command::Message).await), "next");
 }
@@ -130,8 +133,7 @@ async fn persistent_header_makes_one_message_durable_on_any_queue() {
 async fn a_dead_lettered_durable_message_is_stored_in_its_dlq() {
     let store = tempfile::tempdir().unwrap();
     let b = broker_on(store.path(), "");
-    let mut p = Client::tcp(&b).await;
-    p.connect().await;
+    let mut p = producer(&b).await;
     p.publish("/queue/orders.bad", "poison").await;
     let mut c = consumer(&b, "/queue/orders.bad", "client-individual").await;
     // max_redeliveries = 1: the second NACK dead-letters it.
@@ -153,8 +155,7 @@ async fn a_dead_lettered_durable_message_is_stored_in_its_dlq() {
         Some("/queue/orders.bad")
     );
     // The original is gone from its queue: a new message is the first there.
-    let mut p = Client::tcp(&b).await;
-    p.connect().await;
+    let mut p = producer(&b).await;
     p.publish("/queue/orders.bad", "next").await;
     let mut c = consumer(&b, "/queue/orders.bad", "auto").await;
     assert_eq!(body(&c.expect(Command::Message).await), "next");
@@ -164,8 +165,7 @@ async fn a_dead_lettered_durable_message_is_stored_in_its_dlq() {
 async fn an_expired_message_is_not_delivered_after_a_restart() {
     let store = tempfile::tempdir().unwrap();
     let b = broker_on(store.path(), "");
-    let mut p = Client::tcp(&b).await;
-    p.connect().await;
+    let mut p = producer(&b).await;
     for (name, ttl) in [("short", "200"), ("long", "600000")] {
         p.send(
             Frame::new(Command::Send)
@@ -189,8 +189,7 @@ async fn an_expired_message_is_not_delivered_after_a_restart() {
 async fn the_store_does_not_grow_as_messages_pass_through() {
     let b = broker("[queues]\ndurable = [\"/queue/orders.*\"]\n");
     let file = b.broker.config.store.path.join("queues.redb");
-    let mut p = Client::tcp(&b).await;
-    p.connect().await;
+    let mut p = producer(&b).await;
     let mut c = consumer(&b, "/queue/orders.flow", "client").await;
     let payload = "x".repeat(4096);
     let mut sizes = Vec::new();
@@ -244,8 +243,7 @@ async fn a_second_broker_cannot_open_the_same_store() {
 async fn a_committed_transaction_survives_a_restart_and_an_aborted_one_never_does() {
     let store = tempfile::tempdir().unwrap();
     let b = broker_on(store.path(), "");
-    let mut p = Client::tcp(&b).await;
-    p.connect().await;
+    let mut p = producer(&b).await;
     for tx in ["keep", "drop"] {
         p.send(Frame::new(Command::Begin).header("transaction", tx))
             .await;
@@ -273,8 +271,7 @@ async fn a_committed_transaction_survives_a_restart_and_an_aborted_one_never_doe
     let mut c = consumer(&b, "/queue/orders.tx", "auto").await;
     assert_eq!(body(&c.expect(Command::Message).await), "keep 0");
     assert_eq!(body(&c.expect(Command::Message).await), "keep 1");
-    let mut p = Client::tcp(&b).await;
-    p.connect().await;
+    let mut p = producer(&b).await;
     p.publish("/queue/orders.tx", "next").await;
     assert_eq!(body(&c.expect(Command::Message).await), "next");
 }
