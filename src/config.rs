@@ -278,6 +278,10 @@ pub struct LimitsConfig {
     pub max_subscriptions: usize,
     /// Time one batch write may take before the client counts as gone.
     pub write_timeout_ms: u64,
+    /// Dot-separated words in one topic destination or pattern (SEND and SUBSCRIBE).
+    pub max_topic_words: usize,
+    /// `*` and `#` words in one topic pattern.
+    pub max_topic_wildcards: usize,
 }
 
 impl Default for LimitsConfig {
@@ -291,6 +295,8 @@ impl Default for LimitsConfig {
             max_outbox_bytes: 8 * 1024 * 1024,
             max_subscriptions: 1024,
             write_timeout_ms: 10_000,
+            max_topic_words: 64,
+            max_topic_wildcards: 16,
         }
     }
 }
@@ -303,6 +309,14 @@ impl LimitsConfig {
             max_header_count: self.max_header_count,
             max_header_line: self.max_header_line,
             max_body_bytes: self.max_frame_bytes,
+        }
+    }
+
+    /// The bounds on topic destinations and patterns.
+    pub fn topic(&self) -> crate::registry::pattern::TopicLimits {
+        crate::registry::pattern::TopicLimits {
+            max_words: self.max_topic_words,
+            max_wildcards: self.max_topic_wildcards,
         }
     }
 
@@ -424,7 +438,8 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.stomp_socket_addr()?;
-        let positive: [(&'static str, u64); 6] = [
+        let positive: [(&'static str, u64); 7] = [
+            ("limits.max_topic_words", self.limits.max_topic_words as u64),
             ("limits.max_frame_bytes", self.limits.max_frame_bytes as u64),
             (
                 "limits.max_header_count",

@@ -7,8 +7,8 @@
 use crate::codec::{Headers, MessageTemplate};
 use crate::metrics::Metrics;
 use crate::outbox::Outgoing;
-use crate::registry::topic::{is_pattern, matches};
-use crate::registry::{AckMode, Subscriber, TopicRegistry};
+use crate::registry::pattern::{is_pattern, matches};
+use crate::registry::{AckMode, ExactRegistry, Subscriber, TopicRegistry};
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::sync::Arc;
@@ -69,7 +69,8 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
 }
 
 /// The registry key of a user destination. Only the broker builds these: clients
-/// subscribe to `/user/queue/NAME` and are bound to their own login.
+/// subscribe to `/user/queue/NAME` and are bound to their own login. The key lives
+/// in the user registry only, never among topics.
 pub fn user_key(login: &str, queue: &str) -> String {
     format!("/user/{login}/queue/{queue}")
 }
@@ -97,8 +98,11 @@ struct Retained {
 /// Delivers to the subscribers of this node.
 #[derive(Debug)]
 pub struct LocalBus {
-    /// Topic subscriptions.
+    /// Topic subscriptions (`/topic/**` only).
     pub topics: TopicRegistry,
+    /// User destinations by [`user_key`]: a registry of their own, so no topic
+    /// pattern can reach them.
+    users: ExactRegistry,
     /// `topics.retain` patterns.
     retain: Vec<String>,
     max_retained: usize,
@@ -125,6 +129,7 @@ impl LocalBus {
             .unwrap_or(0);
         LocalBus {
             topics: TopicRegistry::new(),
+            users: ExactRegistry::new(),
             retain,
             max_retained,
             retained: DashMap::new(),
@@ -145,37 +150,62 @@ impl LocalBus {
 }
 
 impl LocalBus {
-    /// Delivers to the subscribers of registry key `key`; MESSAGE frames show
-    /// `shown` as their destination.
-    fn deliver(
+    /// Builds the MESSAGE template for one publish; MESSAGE frames show `shown` as
+    /// their destination. Counts the publish.
+    fn template(&self, shown: &str, headers: &Headers, body: Bytes) -> (MessageTemplate, String) {
+        let message_id = self.message_id();
+        let shared = [("destination", shown), ("message-id", message_id.as_str())]
+            .into_iter()
+            .chain(headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
+        let template = MessageTemplate::new(shared, body);
+        self.metrics.published.increment(1);
+        (template, message_id)
+    }
+
+    /// Delivers to the topic subscribers of `destination`, keeping its last message
+    /// when `retain`.
+    fn deliver_topic(
         &self,
-        key: &str,
-        shown: &str,
+        destination: &str,
         headers: &Headers,
         body: Bytes,
         retain: bool,
     ) -> usize {
         let _order = retain.then(|| self.retain_order.read().unwrap_or_else(|p| p.into_inner()));
-        let message_id = self.message_id();
-        if retain && (self.retained.len() < self.max_retained || self.retained.contains_key(key)) {
+        let (template, message_id) = self.template(destination, headers, body.clone());
+        if retain
+            && (self.retained.len() < self.max_retained || self.retained.contains_key(destination))
+        {
             self.retained.insert(
-                key.to_owned(),
+                destination.to_owned(),
                 Retained {
                     message_id: message_id.clone(),
                     headers: headers.clone(),
-                    body: body.clone(),
+                    body,
                 },
             );
             self.metrics.retained.set(self.retained.len() as f64);
         }
-        let shared = [("destination", shown), ("message-id", message_id.as_str())]
-            .into_iter()
-            .chain(headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
-        let template = MessageTemplate::new(shared, body);
         let published = Instant::now();
-        self.metrics.published.increment(1);
-        self.topics
-            .for_each_match(key, |sub| hand_to(sub, &template, &message_id, published))
+        self.topics.for_each_match(destination, |sub| {
+            hand_to(sub, &template, &message_id, published)
+        })
+    }
+
+    /// Subscribes to a user destination key (made by [`user_key`] from the
+    /// session's own login).
+    pub fn subscribe_user(&self, key: &str, sub: Arc<Subscriber>) {
+        self.users.subscribe(key, sub);
+    }
+
+    /// Removes a user destination subscription; returns whether it existed.
+    pub fn unsubscribe_user(&self, key: &str, session: u64, id: &str) -> bool {
+        self.users.unsubscribe(key, session, id)
+    }
+
+    /// Removes a topic subscription; returns whether it existed.
+    pub fn unsubscribe_topic(&self, destination: &str, session: u64, id: &str) -> bool {
+        self.topics.unsubscribe(destination, session, id)
     }
 }
 
@@ -197,7 +227,9 @@ impl LocalBus {
     /// `retained: true`, ahead of anything newer.
     pub fn subscribe_topic(&self, destination: &str, sub: Arc<Subscriber>) {
         let _order = self.retain_order.write().unwrap_or_else(|p| p.into_inner());
-        self.topics.subscribe(destination, sub.clone());
+        if !self.topics.subscribe(destination, sub.clone()) {
+            return;
+        }
         let hand_over = |dest: &str, r: &Retained| {
             let shared = [
                 ("destination", dest),
@@ -228,17 +260,15 @@ impl LocalBus {
 impl Bus for LocalBus {
     fn publish_topic(&self, destination: &str, headers: &Headers, body: Bytes) -> usize {
         let retain = self.retain.iter().any(|p| matches(p, destination));
-        self.deliver(destination, destination, headers, body, retain)
+        self.deliver_topic(destination, headers, body, retain)
     }
 
     fn publish_user(&self, login: &str, queue: &str, headers: &Headers, body: Bytes) -> usize {
-        self.deliver(
-            &user_key(login, queue),
-            &format!("/user/queue/{queue}"),
-            headers,
-            body,
-            false,
-        )
+        let (template, message_id) = self.template(&format!("/user/queue/{queue}"), headers, body);
+        let published = Instant::now();
+        self.users.for_each(&user_key(login, queue), |sub| {
+            hand_to(sub, &template, &message_id, published)
+        })
     }
 }
 

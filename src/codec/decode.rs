@@ -255,6 +255,9 @@ fn parse_head(
             }));
         }
         check(Limit::HeaderLine, limits.max_header_line, text.len())?;
+        if memchr::memchr(0, text).is_some() {
+            return Err(CodecError::NulInHeader);
+        }
         check(
             Limit::HeaderCount,
             limits.max_header_count,

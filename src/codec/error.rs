@@ -39,6 +39,10 @@ pub enum CodecError {
     /// A carriage return not followed by a line feed.
     #[error("bare carriage return in frame head")]
     BareCarriageReturn,
+    /// A NUL byte in a header name or value: it ends a frame on the wire, so a
+    /// receiver would read what follows it as a new frame (header injection).
+    #[error("NUL byte in a header line is not allowed")]
+    NulInHeader,
     /// A body on a frame other than SEND, MESSAGE or ERROR.
     #[error("{0} frames must not have a body")]
     UnexpectedBody(&'static str),

@@ -40,15 +40,19 @@ pub(crate) fn unescape(
     Ok(Cow::Owned(out))
 }
 
-/// Whether `s` holds a character that some version must escape.
+/// Whether `s` holds a character that some version must escape (or, for NUL,
+/// replace: no version can carry it in a header).
 pub(crate) fn needs_escape(s: &str) -> bool {
-    s.bytes().any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b':'))
+    s.bytes()
+        .any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b':' | b'\0'))
 }
 
 /// Appends `s` to `out`, escaped for `version`.
 ///
 /// Where no escaping exists (1.0, CONNECT/CONNECTED) a CR or LF cannot be written at
-/// all; it becomes a space so the frame stays well-formed. In a header *name* a colon
+/// all; it becomes a space so the frame stays well-formed. A NUL would end the
+/// frame in any version, so it always becomes a space (the decoder refuses NULs in
+/// headers; this keeps headers the broker builds itself safe too). In a header *name* a colon
 /// would move the name/value split, so there it becomes `_`.
 pub(crate) fn escape_into(
     s: &str,
@@ -68,7 +72,7 @@ pub(crate) fn escape_into(
             (b'\n', true) => out.put_slice(b"\\n"),
             (b':', true) => out.put_slice(b"\\c"),
             (b'\r', true) if version == Version::V1_2 => out.put_slice(b"\\r"),
-            (b'\r' | b'\n', _) => out.put_u8(b' '),
+            (b'\r' | b'\n' | b'\0', _) => out.put_u8(b' '),
             (b':', false) if is_name => out.put_u8(b'_'),
             (other, _) => out.put_u8(other),
         }
@@ -127,6 +131,15 @@ mod tests {
         assert_eq!(esc(s, Version::V1_1, true), "a\\cb\\\\c\\nd e");
         assert_eq!(esc(s, Version::V1_0, true), "a:b\\c d e");
         assert_eq!(esc(s, Version::V1_2, false), "a:b\\c d e");
+    }
+
+    #[test]
+    fn a_nul_is_never_written_into_a_header() {
+        for v in Version::ALL {
+            for escaped in [true, false] {
+                assert_eq!(esc("a\0b", v, escaped), "a b", "{v} {escaped}");
+            }
+        }
     }
 
     #[test]

@@ -632,3 +632,21 @@ proptest! {
         prop_assert_eq!(encoded(got, version), bytes);
     }
 }
+
+#[test]
+fn a_nul_in_a_header_line_is_refused_in_every_command_and_version() {
+    for input in [
+        &b"SEND\ndestination:/topic/a\nx:a\0b\n\nbody\0"[..],
+        b"SEND\ndestination:/topic/a\nx\0y:1\n\n\0",
+        b"CONNECT\naccept-version:1.2\nlogin:a\0\n\n\0",
+    ] {
+        assert_eq!(
+            one_error(input, Limits::default()),
+            CodecError::NulInHeader,
+            "{input:?}"
+        );
+    }
+    // A NUL in the body is fine (content-length says where it ends).
+    let f = one_frame(b"SEND\ndestination:/topic/a\ncontent-length:3\n\na\0b\0");
+    assert_eq!(&f.body[..], b"a\0b");
+}

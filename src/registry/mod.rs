@@ -1,7 +1,14 @@
 //! Destination registries: who is subscribed to what.
+//!
+//! Each family has its own: [`TopicRegistry`] for `/topic/**` (exact and wildcard),
+//! an [`ExactRegistry`] for user destinations. A key of one family can never be
+//! found through another's lookup.
 
+pub mod exact;
+pub mod pattern;
 pub mod topic;
 
+pub use exact::ExactRegistry;
 pub use topic::{Subscriber, TopicRegistry};
 
 /// How a subscription acknowledges messages (the SUBSCRIBE `ack` header).

@@ -1,16 +1,22 @@
 //! Topic subscriptions and matching.
 //!
-//! Exact destinations live in a `DashMap` (publishers read it concurrently, shard by
-//! shard). Wildcard patterns (`*` = one dot-separated word, `#` = zero or more, as in
-//! RabbitMQ) live in a word trie behind a `RwLock` that publishers only read, and only
-//! when at least one wildcard subscription exists. No lock is held across `.await`:
-//! delivery is a non-blocking push into each subscriber's outbox.
+//! Exact destinations live in an [`ExactRegistry`] (a `DashMap` publishers read
+//! concurrently, shard by shard). Wildcard patterns live in a word trie behind a
+//! `RwLock` that publishers only read, and only when at least one wildcard
+//! subscription exists. Only `/topic/` destinations are ever stored or looked up
+//! here. No lock is held across `.await`: delivery is a non-blocking push into each
+//! subscriber's outbox.
+//!
+//! A lookup walks the trie as an automaton: the set of trie nodes the words so far
+//! can have reached, each at most once, advanced one destination word at a time. It
+//! costs (destination words) × (live nodes), never more, and each matching
+//! subscription is found exactly once, so nothing is collected twice and sorted away.
 
-use super::AckMode;
+use super::pattern::{TOPIC, collapsed, is_pattern};
+use super::{AckMode, ExactRegistry};
 use crate::codec::SubscriptionHeader;
 use crate::outbox::Outbox;
-use dashmap::DashMap;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -29,122 +35,62 @@ pub struct Subscriber {
     pub outbox: Outbox,
 }
 
-/// Whether a topic destination is a wildcard pattern.
-pub fn is_pattern(destination: &str) -> bool {
-    words(destination).any(|w| w == "*" || w == "#")
-}
-
-/// Whether topic `destination` matches `pattern` (RabbitMQ semantics: `*` is exactly
-/// one word, `#` zero or more). A pattern without wildcards matches only itself.
-pub fn matches(pattern: &str, destination: &str) -> bool {
-    matches_in("/topic/", pattern, destination)
-}
-
-/// [`matches`] for the destinations under `family` (`/topic/` or `/queue/`): the
-/// words are the dot-separated parts after it.
-pub fn matches_in(family: &str, pattern: &str, destination: &str) -> bool {
-    fn go(p: &[&str], d: &[&str]) -> bool {
-        match p.split_first() {
-            None => d.is_empty(),
-            Some((&"#", rest)) => (0..=d.len()).any(|skip| go(rest, &d[skip..])),
-            Some((&"*", rest)) => !d.is_empty() && go(rest, &d[1..]),
-            Some((w, rest)) => d.first() == Some(w) && go(rest, &d[1..]),
-        }
-    }
-    if !pattern.starts_with(family) || !destination.starts_with(family) || !is_pattern(pattern) {
-        return pattern == destination;
-    }
-    // Cheap rejection without allocating (this runs on every publish to check the
-    // retain patterns): the words before the first wildcard must match literally.
-    let literal = pattern
-        .match_indices(['*', '#'])
-        .map(|(i, _)| i)
-        .find(|&i| matches!(pattern.as_bytes().get(i.wrapping_sub(1)), Some(b'.' | b'/')))
-        .map(|i| &pattern[..i])
-        .unwrap_or(pattern);
-    let literal = literal.strip_suffix('.').unwrap_or(literal);
-    if !destination.starts_with(literal) {
-        return false;
-    }
-    let p: Vec<&str> = pattern[family.len()..].split('.').collect();
-    let d: Vec<&str> = destination[family.len()..].split('.').collect();
-    go(&p, &d)
-}
-
-/// The dot-separated words of a topic destination, after `/topic/`.
-fn words(destination: &str) -> impl Iterator<Item = &str> {
-    destination
-        .strip_prefix("/topic/")
-        .unwrap_or(destination)
-        .split('.')
-}
-
 #[derive(Debug, Default)]
 struct Node {
     children: HashMap<String, Node>,
     star: Option<Box<Node>>,
+    /// The node after a `#`: it may also take any number of further words.
     hash: Option<Box<Node>>,
     subs: Vec<Arc<Subscriber>>,
 }
 
 impl Node {
-    fn insert<'a>(&mut self, mut words: impl Iterator<Item = &'a str>, sub: Arc<Subscriber>) {
-        match words.next() {
-            None => self.subs.push(sub),
-            Some("*") => self
-                .star
-                .get_or_insert_with(Default::default)
-                .insert(words, sub),
-            Some("#") => self
-                .hash
-                .get_or_insert_with(Default::default)
-                .insert(words, sub),
-            Some(w) => self
-                .children
-                .entry(w.to_owned())
-                .or_default()
-                .insert(words, sub),
+    fn insert<'a>(&mut self, words: impl Iterator<Item = &'a str>, sub: Arc<Subscriber>) {
+        let mut node = self;
+        for w in words {
+            node = match w {
+                "*" => node.star.get_or_insert_with(Default::default),
+                "#" => node.hash.get_or_insert_with(Default::default),
+                w => node.children.entry(w.to_owned()).or_default(),
+            };
         }
+        node.subs.push(sub);
     }
 
-    /// Removes the subscription; returns whether it was found.
+    /// Removes the subscription and prunes emptied nodes; returns whether it was found.
     fn remove(&mut self, words: &[&str], session: u64, id: &str) -> bool {
         let Some((first, rest)) = words.split_first() else {
             let before = self.subs.len();
             self.subs.retain(|s| !(s.session == session && s.id == id));
             return self.subs.len() != before;
         };
-        let (found, now_empty) = match *first {
+        match *first {
             "*" | "#" => {
                 let slot = if *first == "*" {
                     &mut self.star
                 } else {
                     &mut self.hash
                 };
-                match slot {
-                    Some(child) => {
-                        let found = child.remove(rest, session, id);
-                        let empty = child.is_empty();
-                        if empty {
-                            *slot = None;
-                        }
-                        (found, false)
-                    }
-                    None => (false, false),
+                let Some(child) = slot else {
+                    return false;
+                };
+                let found = child.remove(rest, session, id);
+                if child.is_empty() {
+                    *slot = None;
                 }
+                found
             }
-            w => match self.children.get_mut(w) {
-                Some(child) => {
-                    let found = child.remove(rest, session, id);
-                    (found, child.is_empty())
+            w => {
+                let Some(child) = self.children.get_mut(w) else {
+                    return false;
+                };
+                let found = child.remove(rest, session, id);
+                if child.is_empty() {
+                    self.children.remove(w);
                 }
-                None => (false, false),
-            },
-        };
-        if now_empty {
-            self.children.remove(*first);
+                found
+            }
         }
-        found
     }
 
     fn is_empty(&self) -> bool {
@@ -153,23 +99,33 @@ impl Node {
             && self.star.is_none()
             && self.hash.is_none()
     }
+}
 
-    fn collect(&self, words: &[&str], out: &mut Vec<Arc<Subscriber>>) {
-        if let Some(hash) = &self.hash {
-            // `#` takes zero or more words: try every split.
-            for skip in 0..=words.len() {
-                hash.collect(&words[skip..], out);
+/// A set of live trie nodes, each held once. `after_hash` marks a node reached
+/// through a `#` edge: it may take the next word itself.
+#[derive(Default)]
+struct Live<'t> {
+    nodes: Vec<(&'t Node, bool)>,
+    seen: HashSet<*const Node>,
+}
+
+impl<'t> Live<'t> {
+    fn clear(&mut self) {
+        self.nodes.clear();
+        self.seen.clear();
+    }
+
+    /// Adds `node` and what it reaches without a word (its `#` child, zero words).
+    fn add(&mut self, mut node: &'t Node, mut after_hash: bool) {
+        loop {
+            if !self.seen.insert(node as *const Node) {
+                return;
             }
-        }
-        let Some((first, rest)) = words.split_first() else {
-            out.extend(self.subs.iter().cloned());
-            return;
-        };
-        if let Some(child) = self.children.get(*first) {
-            child.collect(rest, out);
-        }
-        if let Some(star) = &self.star {
-            star.collect(rest, out);
+            self.nodes.push((node, after_hash));
+            match &node.hash {
+                Some(h) => (node, after_hash) = (h, true),
+                None => return,
+            }
         }
     }
 }
@@ -177,7 +133,7 @@ impl Node {
 /// All topic subscriptions of the broker.
 #[derive(Debug, Default)]
 pub struct TopicRegistry {
-    exact: DashMap<String, Vec<Arc<Subscriber>>>,
+    exact: ExactRegistry,
     wildcards: RwLock<Node>,
     wildcard_count: AtomicUsize,
 }
@@ -188,72 +144,79 @@ impl TopicRegistry {
         Self::default()
     }
 
-    /// Adds a subscription to `destination` (exact or pattern).
-    pub fn subscribe(&self, destination: &str, sub: Arc<Subscriber>) {
+    /// Adds a subscription to a `/topic/` destination or pattern. Anything else is
+    /// not a topic and is not registered (returns false).
+    pub fn subscribe(&self, destination: &str, sub: Arc<Subscriber>) -> bool {
+        let Some(name) = destination.strip_prefix(TOPIC) else {
+            return false;
+        };
         if is_pattern(destination) {
             let mut trie = self.wildcards.write().unwrap_or_else(|p| p.into_inner());
-            trie.insert(words(destination), sub);
+            trie.insert(collapsed(name), sub);
             self.wildcard_count.fetch_add(1, Ordering::Release);
         } else {
-            self.exact
-                .entry(destination.to_owned())
-                .or_default()
-                .push(sub);
+            self.exact.subscribe(destination, sub);
         }
+        true
     }
 
     /// Removes a session's subscription; returns whether it existed.
     pub fn unsubscribe(&self, destination: &str, session: u64, id: &str) -> bool {
-        if is_pattern(destination) {
-            let mut trie = self.wildcards.write().unwrap_or_else(|p| p.into_inner());
-            let path: Vec<&str> = words(destination).collect();
-            let found = trie.remove(&path, session, id);
-            if found {
-                self.wildcard_count.fetch_sub(1, Ordering::Release);
-            }
-            found
-        } else {
-            let found = match self.exact.get_mut(destination) {
-                Some(mut list) => {
-                    let before = list.len();
-                    list.retain(|s| !(s.session == session && s.id == id));
-                    list.len() != before
-                }
-                None => false,
-            };
-            self.exact.remove_if(destination, |_, list| list.is_empty());
-            found
+        let Some(name) = destination.strip_prefix(TOPIC) else {
+            return false;
+        };
+        if !is_pattern(destination) {
+            return self.exact.unsubscribe(destination, session, id);
         }
+        let mut trie = self.wildcards.write().unwrap_or_else(|p| p.into_inner());
+        let path: Vec<&str> = collapsed(name).collect();
+        let found = trie.remove(&path, session, id);
+        if found {
+            self.wildcard_count.fetch_sub(1, Ordering::Release);
+        }
+        found
     }
 
-    /// Calls `deliver` once for every subscription matching `destination` (a concrete
-    /// topic, not a pattern). Returns the number of subscriptions.
+    /// Calls `deliver` once for every subscription matching `destination` (a
+    /// concrete `/topic/` destination, not a pattern). Returns the number of
+    /// subscriptions.
     pub fn for_each_match(
         &self,
         destination: &str,
         mut deliver: impl FnMut(&Arc<Subscriber>),
     ) -> usize {
-        let mut n = 0;
-        if let Some(list) = self.exact.get(destination) {
-            for s in list.iter() {
-                deliver(s);
-            }
-            n += list.len();
+        let Some(name) = destination.strip_prefix(TOPIC) else {
+            return 0;
+        };
+        let mut n = self.exact.for_each(destination, &mut deliver);
+        if self.wildcard_count.load(Ordering::Acquire) == 0 {
+            return n;
         }
-        if self.wildcard_count.load(Ordering::Acquire) > 0 {
-            let mut matched = Vec::new();
-            {
-                let trie = self.wildcards.read().unwrap_or_else(|p| p.into_inner());
-                let path: Vec<&str> = words(destination).collect();
-                trie.collect(&path, &mut matched);
+        let trie = self.wildcards.read().unwrap_or_else(|p| p.into_inner());
+        let mut live = Live::default();
+        let mut next = Live::default();
+        live.add(&trie, false);
+        for word in name.split('.') {
+            next.clear();
+            for &(node, after_hash) in &live.nodes {
+                if after_hash {
+                    next.add(node, true);
+                }
+                if let Some(child) = node.children.get(word) {
+                    next.add(child, false);
+                }
+                if let Some(star) = &node.star {
+                    next.add(star, false);
+                }
             }
-            // One pattern can match in several ways (`a.#.#`); deliver once per subscription.
-            matched.sort_unstable_by_key(|s| Arc::as_ptr(s) as usize);
-            matched.dedup_by_key(|s| Arc::as_ptr(s) as usize);
-            for s in &matched {
-                deliver(s);
+            std::mem::swap(&mut live, &mut next);
+            if live.nodes.is_empty() {
+                return n;
             }
-            n += matched.len();
+        }
+        for (node, _) in &live.nodes {
+            node.subs.iter().for_each(&mut deliver);
+            n += node.subs.len();
         }
         n
     }
@@ -277,7 +240,8 @@ mod tests {
 
     fn matches(reg: &TopicRegistry, dest: &str) -> Vec<String> {
         let mut ids = Vec::new();
-        reg.for_each_match(dest, |s| ids.push(s.id.clone()));
+        let n = reg.for_each_match(dest, |s| ids.push(s.id.clone()));
+        assert_eq!(n, ids.len());
         ids.sort();
         ids
     }
@@ -293,7 +257,7 @@ mod tests {
             ("exact", "/topic/a.b"),
             ("hashmid", "/topic/a.#.c"),
         ] {
-            reg.subscribe(pattern, sub(1, id));
+            assert!(reg.subscribe(pattern, sub(1, id)));
         }
         assert_eq!(matches(&reg, "/topic/a"), ["all", "hash"]);
         assert_eq!(
@@ -313,41 +277,58 @@ mod tests {
     }
 
     #[test]
-    fn pattern_matching_agrees_with_the_trie() {
-        assert!(super::matches(
-            "/topic/stock-quotes.*",
-            "/topic/stock-quotes.AAPL"
-        ));
-        assert!(!super::matches(
-            "/topic/stock-quotes.*",
-            "/topic/stock-quotes"
-        ));
-        assert!(super::matches(
-            "/topic/stock-quotes.#",
-            "/topic/stock-quotes"
-        ));
-        assert!(super::matches("/topic/a.#.c", "/topic/a.b.x.c"));
-        assert!(!super::matches("/topic/a.*.c", "/topic/a.c"));
-        assert!(super::matches("/topic/x", "/topic/x") && !super::matches("/topic/x", "/topic/y"));
-    }
-
-    #[test]
-    fn queue_patterns_match_queue_destinations_only() {
-        let m = |p, d| super::matches_in("/queue/", p, d);
-        assert!(m("/queue/orders.*", "/queue/orders.eu"));
-        assert!(!m("/queue/orders.*", "/queue/orders.eu.late"));
-        assert!(m("/queue/jobs.#", "/queue/jobs"));
-        assert!(m("/queue/jobs.#", "/queue/jobs.a.b"));
-        assert!(m("/queue/exact", "/queue/exact"));
-        assert!(!m("/queue/exact", "/queue/exactly"));
-        assert!(!m("/queue/orders.*", "/topic/orders.eu"));
+    fn the_trie_agrees_with_the_pattern_matcher() {
+        let patterns = [
+            "#", "*", "a.#", "#.a", "#.a.#", "*.#", "#.*", "a.*.#.b", "#.#.a", "*.*", "a.#.#.b",
+            "#.*.#", "b.#.a.*",
+        ];
+        let reg = TopicRegistry::new();
+        for p in patterns {
+            reg.subscribe(&format!("/topic/{p}"), sub(1, p));
+        }
+        for d in [
+            "a",
+            "b",
+            "a.a",
+            "a.b",
+            "b.a",
+            "a.b.a",
+            "b.b.a.a",
+            "a.x.y.b",
+            "b.a.a.a.c",
+        ] {
+            let destination = format!("/topic/{d}");
+            let mut want: Vec<String> = patterns
+                .iter()
+                .filter(|p| super::super::pattern::matches(&format!("/topic/{p}"), &destination))
+                .map(|p| p.to_string())
+                .collect();
+            want.sort();
+            assert_eq!(matches(&reg, &destination), want, "{d}");
+        }
     }
 
     #[test]
     fn ambiguous_patterns_deliver_once() {
         let reg = TopicRegistry::new();
         reg.subscribe("/topic/a.#.#", sub(1, "x"));
-        assert_eq!(matches(&reg, "/topic/a.b.c"), ["x"]);
+        reg.subscribe("/topic/#.#.#.#.#.#.#.#", sub(1, "y"));
+        reg.subscribe("/topic/#.a.#.a.#", sub(1, "z"));
+        assert_eq!(matches(&reg, "/topic/a.b.c"), ["x", "y"]);
+        let long = format!("/topic/{}a", "a.".repeat(63));
+        assert_eq!(matches(&reg, &long), ["x", "y", "z"]);
+    }
+
+    #[test]
+    fn only_topics_are_registered_or_found() {
+        let reg = TopicRegistry::new();
+        assert!(!reg.subscribe("/user/alice/queue/x", sub(1, "u")));
+        assert!(!reg.subscribe("/queue/#", sub(1, "q")));
+        reg.subscribe("/topic/#", sub(2, "all"));
+        reg.subscribe("/topic/*", sub(2, "one"));
+        assert!(matches(&reg, "/user/alice/queue/x").is_empty());
+        assert!(matches(&reg, "/queue/x").is_empty());
+        assert_eq!(matches(&reg, "/topic/x"), ["all", "one"]);
     }
 
     #[test]
@@ -356,10 +337,12 @@ mod tests {
         reg.subscribe("/topic/t", sub(1, "a"));
         reg.subscribe("/topic/t", sub(1, "b"));
         reg.subscribe("/topic/t.*", sub(2, "a"));
+        reg.subscribe("/topic/t.#.#.x", sub(2, "b"));
         assert!(reg.unsubscribe("/topic/t", 1, "a"));
         assert!(!reg.unsubscribe("/topic/t", 1, "a"));
         assert_eq!(matches(&reg, "/topic/t"), ["b"]);
         assert!(reg.unsubscribe("/topic/t.*", 2, "a"));
+        assert!(reg.unsubscribe("/topic/t.#.#.x", 2, "b"));
         assert!(reg.wildcards.read().unwrap().is_empty());
         assert!(reg.unsubscribe("/topic/t", 1, "b"));
         assert!(reg.exact.is_empty());

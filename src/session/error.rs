@@ -77,6 +77,9 @@ pub enum ProtocolError {
     /// An application handler failed unexpectedly.
     #[error("internal error in the handler for {0}")]
     HandlerFailed(String),
+    /// A topic destination or pattern past a size limit.
+    #[error("{0}")]
+    Topic(#[from] crate::registry::pattern::TopicError),
     /// The client stopped sending heart-beats.
     #[error("no heart-beat or frame from client for {0} ms")]
     HeartBeatTimeout(u64),
@@ -108,6 +111,7 @@ impl ProtocolError {
             ProtocolError::Queue(_) => "queue_refused",
             ProtocolError::Transaction(_) => "transaction",
             ProtocolError::BadPrefetch(_) => "bad_header",
+            ProtocolError::Topic(e) => e.reason(),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{Flow, ProtocolError, Session};
 use crate::codec::Frame;
-use crate::registry::topic::is_pattern;
+use crate::registry::pattern::{check_topic, is_pattern};
 use crate::router::{Bus, Destination, parse_user_send};
 
 impl Session {
@@ -22,7 +22,8 @@ impl Session {
             Destination::Topic(_) if is_pattern(destination) => {
                 Err(ProtocolError::WildcardSend(destination.to_owned()))
             }
-            Destination::Topic(_) => {
+            Destination::Topic(name) => {
+                check_topic(name, self.broker.config.limits.topic())?;
                 let n =
                     self.broker
                         .bus

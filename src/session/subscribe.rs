@@ -2,17 +2,27 @@
 
 use super::{Flow, ProtocolError, Session};
 use crate::codec::{Command, Frame, SubscriptionHeader, Version};
+use crate::registry::pattern::check_topic;
 use crate::registry::{AckMode, Subscriber};
 use crate::router::{Destination, user_key, valid_user_queue};
 use std::sync::Arc;
 
+/// Where a subscription is registered: each family has its own registry.
+#[derive(Debug)]
+pub(super) enum Target {
+    /// A `/topic/` destination or pattern in the topic registry.
+    Topic(String),
+    /// A user destination key (`/user/{login}/queue/NAME`) in the user registry.
+    User(String),
+    /// A queue, which keeps its consumers itself.
+    Queue(crate::queue::QueueHandle),
+}
+
 /// A subscription owned by a session.
 #[derive(Debug)]
 pub(super) struct Owned {
-    pub destination: String,
+    pub target: Target,
     pub subscriber: Arc<Subscriber>,
-    /// Set for `/queue/...` subscriptions, which live in the queue, not the registry.
-    pub queue: Option<crate::queue::QueueHandle>,
 }
 
 impl Session {
@@ -43,13 +53,18 @@ impl Session {
         if !self.identity.may_subscribe(&family) {
             return Err(forbidden());
         }
-        // The registry key: the topic itself, or the user destination bound to this
-        // session's login (`/user/queue/NAME` only; never another user's).
-        let key = match family {
-            Destination::Topic(_) => destination.to_owned(),
+        // The registry and key: the topic itself, or the user destination bound to
+        // this session's login (`/user/queue/NAME` only; never another user's).
+        let target = match family {
+            Destination::Topic(name) => {
+                check_topic(name, self.broker.config.limits.topic())?;
+                Target::Topic(destination.to_owned())
+            }
             Destination::User(rest) => {
                 match (rest.strip_prefix("queue/"), self.identity.login.as_deref()) {
-                    (Some(name), Some(login)) if valid_user_queue(name) => user_key(login, name),
+                    (Some(name), Some(login)) if valid_user_queue(name) => {
+                        Target::User(user_key(login, name))
+                    }
                     _ => return Err(forbidden()),
                 }
             }
@@ -63,21 +78,15 @@ impl Session {
             ack,
             outbox: self.outbox.clone(),
         });
-        if key.starts_with("/topic/") {
-            self.broker.bus.subscribe_topic(&key, subscriber.clone());
-        } else {
-            self.broker.bus.topics.subscribe(&key, subscriber.clone());
+        match &target {
+            Target::Topic(t) => self.broker.bus.subscribe_topic(t, subscriber.clone()),
+            Target::User(key) => self.broker.bus.subscribe_user(key, subscriber.clone()),
+            Target::Queue(_) => {}
         }
         self.broker.metrics.subscriptions.increment(1.0);
         tracing::debug!(session = self.id, destination, id, "subscribed");
-        self.subscriptions.insert(
-            id.to_owned(),
-            Owned {
-                destination: key,
-                subscriber,
-                queue: None,
-            },
-        );
+        self.subscriptions
+            .insert(id.to_owned(), Owned { target, subscriber });
         Ok(())
     }
 
@@ -131,26 +140,25 @@ impl Session {
         self.subscriptions.insert(
             id.to_owned(),
             Owned {
-                destination: format!("/queue/{name}"),
+                target: Target::Queue(queue),
                 subscriber,
-                queue: Some(queue),
             },
         );
         Ok(())
     }
 
     pub(super) fn drop_subscription(&self, owned: Owned) {
-        if let Some(queue) = &owned.queue {
-            queue.unsubscribe(self.id, &owned.subscriber.id);
-            self.broker.metrics.subscriptions.decrement(1.0);
-            return;
-        }
-        if self
-            .broker
-            .bus
-            .topics
-            .unsubscribe(&owned.destination, self.id, &owned.subscriber.id)
-        {
+        let id = &owned.subscriber.id;
+        let bus = &self.broker.bus;
+        let found = match &owned.target {
+            Target::Queue(queue) => {
+                queue.unsubscribe(self.id, id);
+                true
+            }
+            Target::Topic(t) => bus.unsubscribe_topic(t, self.id, id),
+            Target::User(key) => bus.unsubscribe_user(key, self.id, id),
+        };
+        if found {
             self.broker.metrics.subscriptions.decrement(1.0);
         }
     }
