@@ -57,6 +57,7 @@ impl Broker {
                 max_redeliveries: config.queues.max_redeliveries,
                 max_queues: config.queues.max_queues,
                 durable: config.queues.durable.clone(),
+                idle_reclaim: std::time::Duration::from_millis(config.queues.idle_reclaim_ms),
             },
             metrics.clone(),
             store,

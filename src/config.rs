@@ -89,6 +89,9 @@ pub struct QueuesConfig {
     /// `/queue/...` destinations or patterns whose every message is stored, so it
     /// survives a restart. A SEND with `persistent: true` is stored on any queue.
     pub durable: Vec<String>,
+    /// An empty queue without consumers is removed after this many ms unused, so
+    /// that queues made once do not hold `max_queues` slots for ever.
+    pub idle_reclaim_ms: u64,
 }
 
 impl Default for QueuesConfig {
@@ -99,6 +102,7 @@ impl Default for QueuesConfig {
             max_queues: 10_000,
             default_prefetch: 100,
             durable: Vec::new(),
+            idle_reclaim_ms: 60_000,
         }
     }
 }
@@ -438,7 +442,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.stomp_socket_addr()?;
-        let positive: [(&'static str, u64); 7] = [
+        let positive: [(&'static str, u64); 8] = [
             ("limits.max_topic_words", self.limits.max_topic_words as u64),
             ("limits.max_frame_bytes", self.limits.max_frame_bytes as u64),
             (
@@ -452,6 +456,7 @@ impl Config {
                 self.limits.max_outbox_bytes as u64,
             ),
             ("limits.connect_timeout_ms", self.limits.connect_timeout_ms),
+            ("queues.idle_reclaim_ms", self.queues.idle_reclaim_ms),
         ];
         for (key, value) in positive {
             if value == 0 {

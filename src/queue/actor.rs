@@ -37,6 +37,8 @@ pub(super) struct ConsumerState {
 #[derive(Debug)]
 pub(super) struct Queue {
     pub(super) name: String,
+    /// How long the queue may be empty and unused before it is removed.
+    pub(super) idle_reclaim: std::time::Duration,
     /// Every message is stored (`queues.durable`), not only `persistent: true` ones.
     pub(super) durable: bool,
     pub(super) waiting: VecDeque<Message>,
@@ -73,12 +75,19 @@ impl Queue {
         shutdown: CancellationToken,
     ) {
         loop {
+            let idle = self.is_idle();
             let cmd = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => cmd,
                     None => return,
                 },
+                _ = tokio::time::sleep(self.idle_reclaim), if idle => {
+                    if self.reclaim(&rx) {
+                        return;
+                    }
+                    continue;
+                }
             };
             match cmd {
                 Cmd::Send {
@@ -124,6 +133,31 @@ impl Queue {
             }
             self.dispatch();
         }
+    }
+
+    /// Empty, with no consumers and nothing unacked: nothing would be lost if the
+    /// queue went away.
+    fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.consumers.is_empty() && self.unacked.is_empty()
+    }
+
+    /// Removes this idle queue from the broker's map if no one else holds its
+    /// handle and no command is on its way: then nobody can reach it any more and
+    /// the task may end. Otherwise the queue stays and waits for the next idle spell.
+    fn reclaim(&self, rx: &mpsc::UnboundedReceiver<Cmd>) -> bool {
+        let Some(queues) = self.queues.upgrade() else {
+            return false;
+        };
+        // The map's handle is the only sender left, and nothing is queued: checked
+        // with the map entry locked, so no one can take a new handle meanwhile.
+        let removed = queues.reclaim(&self.name, || {
+            rx.sender_strong_count() == 1 && rx.is_empty()
+        });
+        if removed {
+            tracing::debug!(queue = %self.name, "idle empty queue reclaimed");
+            self.metrics.queues.decrement(1.0);
+        }
+        removed
     }
 
     /// Takes a message in; `Ok(true)` when it was written to the store, so that the

@@ -76,6 +76,8 @@ pub struct QueueLimits {
     pub max_queues: usize,
     /// `/queue/...` patterns whose every message is stored.
     pub durable: Vec<String>,
+    /// An empty queue with no consumers is removed after this long unused.
+    pub idle_reclaim: std::time::Duration,
 }
 
 /// One consumer: a SUBSCRIBE to a queue.
@@ -122,6 +124,13 @@ enum Cmd {
 pub struct QueueHandle {
     name: Arc<str>,
     tx: mpsc::UnboundedSender<Cmd>,
+}
+
+impl QueueHandle {
+    /// The queue's name (the part after `/queue/`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl std::fmt::Debug for Cmd {
@@ -306,6 +315,7 @@ impl Queues {
         let (tx, rx) = mpsc::unbounded_channel();
         let queue = Queue {
             name: name.to_owned(),
+            idle_reclaim: self.limits.idle_reclaim,
             durable: self.is_durable(name),
             waiting,
             consumers: Vec::new(),
@@ -343,6 +353,23 @@ impl Queues {
 
     fn message_id(&self) -> String {
         format!("qm-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Queues that exist right now.
+    pub fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Whether no queue exists.
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// Removes queue `name` if `unused` says, with the map's entry locked, that
+    /// nobody but the map holds its handle and no command is waiting. Returns
+    /// whether it was removed: its task may then end, since no one can reach it.
+    fn reclaim(&self, name: &str, unused: impl FnOnce() -> bool) -> bool {
+        self.queues.remove_if(name, |_, _| unused()).is_some()
     }
 }
 

@@ -77,6 +77,9 @@ pub enum ProtocolError {
     /// An application handler failed unexpectedly.
     #[error("internal error in the handler for {0}")]
     HandlerFailed(String),
+    /// An ACK or NACK naming a queue delivery this session was not given.
+    #[error("ACK or NACK for {0:?}: not delivered to this session")]
+    UnknownAck(String),
     /// A topic destination or pattern past a size limit.
     #[error("{0}")]
     Topic(#[from] crate::registry::pattern::TopicError),
@@ -112,6 +115,7 @@ impl ProtocolError {
             ProtocolError::Transaction(_) => "transaction",
             ProtocolError::BadPrefetch(_) => "bad_header",
             ProtocolError::Topic(e) => e.reason(),
+            ProtocolError::UnknownAck(_) => "unknown_ack",
         }
     }
 }

@@ -163,6 +163,14 @@ impl Session {
         }
     }
 
+    /// The handle of queue `name` if this session has a subscription on it.
+    pub(super) fn subscribed_queue(&self, name: &str) -> Option<&crate::queue::QueueHandle> {
+        self.subscriptions.values().find_map(|o| match &o.target {
+            Target::Queue(q) if q.name() == name => Some(q),
+            _ => None,
+        })
+    }
+
     /// ACK/NACK: checks the headers the negotiated version requires. Topic messages
     /// are not kept for redelivery, so there is nothing more to do for them.
     /// A receipted ACK/NACK of a queue delivery is pending until it has taken effect
@@ -183,7 +191,12 @@ impl Session {
         // Queue deliveries carry an ack id naming their queue; topic acks need nothing.
         let id = frame.headers.get("id").or(frame.headers.get("message-id"));
         if let Some((name, delivery)) = id.and_then(crate::queue::parse_ack_id) {
-            let queue = self.broker.queues.get(name)?;
+            // Only a queue this session consumes can have given it that id; an ACK
+            // never creates or even looks up another queue.
+            let queue = self
+                .subscribed_queue(name)
+                .ok_or_else(|| ProtocolError::UnknownAck(id.unwrap_or_default().to_owned()))?
+                .clone();
             let receipted = frame.headers.get("receipt").is_some();
             if let Some(answer) =
                 queue.ack(self.id, delivery, frame.command == Command::Nack, receipted)

@@ -10,4 +10,5 @@
 mod common;
 
 mod frames;
+mod queues;
 mod routing;
