@@ -286,6 +286,11 @@ pub struct LimitsConfig {
     pub max_topic_words: usize,
     /// `*` and `#` words in one topic pattern.
     pub max_topic_wildcards: usize,
+    /// Bytes of frames (headers and bodies) all open transactions of one
+    /// connection may hold before COMMIT.
+    pub max_transaction_bytes: usize,
+    /// Open transactions one connection may have.
+    pub max_open_transactions: usize,
 }
 
 impl Default for LimitsConfig {
@@ -301,6 +306,8 @@ impl Default for LimitsConfig {
             write_timeout_ms: 10_000,
             max_topic_words: 64,
             max_topic_wildcards: 16,
+            max_transaction_bytes: 8 * 1024 * 1024,
+            max_open_transactions: 16,
         }
     }
 }

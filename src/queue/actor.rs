@@ -36,6 +36,8 @@ pub(super) struct ConsumerState {
 
 #[derive(Debug)]
 pub(super) struct Queue {
+    /// Room promised to COMMITs and not yet used: counts against `max_depth`.
+    pub(super) reserved: usize,
     pub(super) name: String,
     /// How long the queue may be empty and unused before it is removed.
     pub(super) idle_reclaim: std::time::Duration,
@@ -90,14 +92,25 @@ impl Queue {
                 }
             };
             match cmd {
+                Cmd::Reserve { n, reply } => {
+                    let answer = if self.waiting.len() + self.reserved + n > self.limits.max_depth {
+                        Err(QueueError::Full(format!("/queue/{}", self.name)))
+                    } else {
+                        self.reserved += n;
+                        Ok(())
+                    };
+                    let _ = reply.send(answer);
+                }
+                Cmd::Release { n } => self.reserved = self.reserved.saturating_sub(n),
                 Cmd::Send {
                     headers,
                     body,
                     reply,
+                    reserved,
                 } => {
                     // Dispatch before answering: once a sender has its receipt, the
                     // message is with a consumer or waiting, never in between.
-                    let accepted = self.accept(headers, body);
+                    let accepted = self.accept(headers, body, reserved);
                     self.dispatch();
                     match accepted {
                         Ok(true) => reply_when_durable(&self.store, reply),
@@ -138,7 +151,10 @@ impl Queue {
     /// Empty, with no consumers and nothing unacked: nothing would be lost if the
     /// queue went away.
     fn is_idle(&self) -> bool {
-        self.waiting.is_empty() && self.consumers.is_empty() && self.unacked.is_empty()
+        self.waiting.is_empty()
+            && self.consumers.is_empty()
+            && self.unacked.is_empty()
+            && self.reserved == 0
     }
 
     /// Removes this idle queue from the broker's map if no one else holds its
@@ -162,8 +178,15 @@ impl Queue {
 
     /// Takes a message in; `Ok(true)` when it was written to the store, so that the
     /// sender's answer must wait for the write to be durable.
-    fn accept(&mut self, headers: Headers, body: Bytes) -> Result<bool, QueueError> {
-        if self.waiting.len() >= self.limits.max_depth {
+    fn accept(
+        &mut self,
+        headers: Headers,
+        body: Bytes,
+        reserved: bool,
+    ) -> Result<bool, QueueError> {
+        if reserved {
+            self.reserved = self.reserved.saturating_sub(1);
+        } else if self.waiting.len() + self.reserved >= self.limits.max_depth {
             return Err(QueueError::Full(format!("/queue/{}", self.name)));
         }
         let Some(queues) = self.queues.upgrade() else {

@@ -102,6 +102,18 @@ enum Cmd {
         headers: Headers,
         body: Bytes,
         reply: Reply,
+        /// Takes room reserved beforehand by [`Cmd::Reserve`].
+        reserved: bool,
+    },
+    /// Holds room for `n` messages (a COMMIT checks every queue has room before
+    /// it applies anything).
+    Reserve {
+        n: usize,
+        reply: Reply,
+    },
+    /// Gives back room reserved and not used.
+    Release {
+        n: usize,
     },
     /// A message moved here by another queue (dead-lettering), already stored if
     /// it is durable.
@@ -142,22 +154,57 @@ impl std::fmt::Debug for Cmd {
 impl QueueHandle {
     /// Enqueues a message. The answer comes once the queue has taken it (durably,
     /// for a durable message) or refused it; commands from one caller are applied in
-    /// order, so a caller may send more before the answer arrives.
-    pub fn send(&self, headers: Headers, body: Bytes) -> Answer {
+    /// order, so a caller may send more before the answer arrives. With a
+    /// reservation of this queue that has room left, the message takes that room.
+    pub fn send(
+        &self,
+        headers: Headers,
+        body: Bytes,
+        reservation: Option<&mut Reservation>,
+    ) -> Answer {
+        let reserved = match reservation {
+            Some(r) if r.left > 0 => {
+                r.left -= 1;
+                true
+            }
+            _ => false,
+        };
         let (reply, answer) = oneshot::channel();
         self.command(Cmd::Send {
             headers,
             body,
             reply,
+            reserved,
         });
         answer
+    }
+
+    /// Reserves room for `n` messages, or says the queue is too full for them. The
+    /// room is given back when the [`Reservation`] drops with room unused, even if
+    /// this future is dropped before the answer.
+    pub async fn reserve(&self, n: usize) -> Result<Reservation, QueueError> {
+        let (reply, mut answer) = oneshot::channel();
+        // The guard exists before the command is sent: if the caller goes away
+        // while waiting, its Release follows the Reserve on the same channel.
+        let mut reservation = Reservation {
+            queue: self.clone(),
+            left: n,
+        };
+        self.command(Cmd::Reserve { n, reply });
+        match answered(&mut answer).await {
+            Ok(()) => Ok(reservation),
+            Err(e) => {
+                reservation.left = 0;
+                Err(e)
+            }
+        }
     }
 
     /// Sends a command; if the queue has stopped, answers its reply with `Gone`.
     fn command(&self, cmd: Cmd) {
         if let Err(mpsc::error::SendError(cmd)) = self.tx.send(cmd) {
             let reply = match cmd {
-                Cmd::Send { reply, .. } => Some(reply),
+                Cmd::Send { reply, .. } | Cmd::Reserve { reply, .. } => Some(reply),
                 Cmd::Ack { reply, .. } => reply,
                 _ => None,
             };
@@ -209,6 +256,29 @@ impl QueueHandle {
             reply,
         });
         answer
+    }
+}
+
+/// Room held in one queue for messages about to be sent (a COMMIT's). Unused room
+/// is given back on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    queue: QueueHandle,
+    left: usize,
+}
+
+impl Reservation {
+    /// The queue the room is in.
+    pub fn queue(&self) -> &QueueHandle {
+        &self.queue
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.left > 0 {
+            self.queue.command(Cmd::Release { n: self.left });
+        }
     }
 }
 
@@ -314,6 +384,7 @@ impl Queues {
     fn spawn(&self, name: &str, waiting: VecDeque<Message>) -> QueueHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let queue = Queue {
+            reserved: 0,
             name: name.to_owned(),
             idle_reclaim: self.limits.idle_reclaim,
             durable: self.is_durable(name),

@@ -1,18 +1,19 @@
 //! SEND to `/app/**`: hand the frame to its application handler.
 
 use super::{ProtocolError, Session};
-use crate::app::Sender;
+use crate::app::{AppHandler, Sender};
 use crate::codec::Frame;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 impl Session {
-    pub(super) fn app(&mut self, frame: Frame) -> Result<(), ProtocolError> {
-        let destination = self.required(&frame, "destination")?;
-        let handler = self
-            .broker
-            .apps
-            .get(destination)
-            .ok_or_else(|| ProtocolError::UnknownDestination(destination.to_owned()))?;
+    /// Runs `handler` (found and rights-checked by [`Session::route`]) on `frame`.
+    pub(super) fn app(
+        &mut self,
+        handler: Arc<dyn AppHandler>,
+        frame: &Frame,
+    ) -> Result<(), ProtocolError> {
+        let destination = self.required(frame, "destination")?;
         let login = self
             .identity
             .login
@@ -27,7 +28,7 @@ impl Session {
             session: self.id,
         };
         // A bug in one handler ends this session only, with an ERROR.
-        catch_unwind(AssertUnwindSafe(|| handler.handle(sender, &frame)))
+        catch_unwind(AssertUnwindSafe(|| handler.handle(sender, frame)))
             .map_err(|_| ProtocolError::HandlerFailed(destination.to_owned()))
     }
 }

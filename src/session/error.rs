@@ -68,6 +68,11 @@ pub enum ProtocolError {
     /// A transaction error: unknown or duplicate id, or a limit.
     #[error("{0}")]
     Transaction(String),
+    /// The connection's open transactions would hold more than the limit.
+    #[error(
+        "transactions of this connection would hold more than {0} bytes (limits.max_transaction_bytes)"
+    )]
+    TransactionTooLarge(usize),
     /// A queue refused a message.
     #[error("{0}")]
     Queue(#[from] crate::queue::QueueError),
@@ -116,6 +121,7 @@ impl ProtocolError {
             ProtocolError::BadPrefetch(_) => "bad_header",
             ProtocolError::Topic(e) => e.reason(),
             ProtocolError::UnknownAck(_) => "unknown_ack",
+            ProtocolError::TransactionTooLarge(_) => "transaction_too_large",
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct Session {
     subscriptions: HashMap<String, subscribe::Owned>,
     /// Open transactions by id; dropped with the session, so a disconnect aborts them.
     transactions: HashMap<String, transaction::Held>,
+    /// What the open transactions hold, against `limits.max_transaction_bytes`.
+    transaction_bytes: usize,
     /// Silence allowed from the client once heart-beats are negotiated.
     read_timeout: Option<Duration>,
     /// Frames waiting for their answer, oldest first; receipts go out in this order.
@@ -103,6 +105,7 @@ pub async fn run(
         identity: crate::auth::Identity::anonymous(),
         subscriptions: HashMap::new(),
         transactions: HashMap::new(),
+        transaction_bytes: 0,
         read_timeout: None,
         pending: VecDeque::new(),
     };

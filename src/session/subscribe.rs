@@ -171,11 +171,13 @@ impl Session {
         })
     }
 
-    /// ACK/NACK: checks the headers the negotiated version requires. Topic messages
-    /// are not kept for redelivery, so there is nothing more to do for them.
-    /// A receipted ACK/NACK of a queue delivery is pending until it has taken effect
-    /// (durably, for a stored message).
-    pub(super) fn ack(&mut self, frame: &Frame) -> Result<Flow, ProtocolError> {
+    /// Checks an ACK/NACK without effect: the headers the negotiated version
+    /// requires, and, for a queue delivery, that this session consumes that queue.
+    /// Returns the queue and delivery to ack, if it is a queue delivery.
+    pub(super) fn check_ack(
+        &self,
+        frame: &Frame,
+    ) -> Result<Option<(crate::queue::QueueHandle, u64)>, ProtocolError> {
         match self.version {
             Some(Version::V1_2) | None => {
                 self.required(frame, "id")?;
@@ -190,13 +192,22 @@ impl Session {
         }
         // Queue deliveries carry an ack id naming their queue; topic acks need nothing.
         let id = frame.headers.get("id").or(frame.headers.get("message-id"));
-        if let Some((name, delivery)) = id.and_then(crate::queue::parse_ack_id) {
-            // Only a queue this session consumes can have given it that id; an ACK
-            // never creates or even looks up another queue.
-            let queue = self
-                .subscribed_queue(name)
-                .ok_or_else(|| ProtocolError::UnknownAck(id.unwrap_or_default().to_owned()))?
-                .clone();
+        let Some((name, delivery)) = id.and_then(crate::queue::parse_ack_id) else {
+            return Ok(None);
+        };
+        // Only a queue this session consumes can have given it that id; an ACK
+        // never creates or even looks up another queue.
+        let queue = self
+            .subscribed_queue(name)
+            .ok_or_else(|| ProtocolError::UnknownAck(id.unwrap_or_default().to_owned()))?;
+        Ok(Some((queue.clone(), delivery)))
+    }
+
+    /// ACK/NACK. Topic messages are not kept for redelivery, so there is nothing
+    /// more to do for them. A receipted ACK/NACK of a queue delivery is pending
+    /// until it has taken effect (durably, for a stored message).
+    pub(super) fn ack(&mut self, frame: &Frame) -> Result<Flow, ProtocolError> {
+        if let Some((queue, delivery)) = self.check_ack(frame)? {
             let receipted = frame.headers.get("receipt").is_some();
             if let Some(answer) =
                 queue.ack(self.id, delivery, frame.command == Command::Nack, receipted)

@@ -12,3 +12,4 @@ mod common;
 mod frames;
 mod queues;
 mod routing;
+mod transactions;
