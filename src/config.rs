@@ -280,6 +280,8 @@ pub struct LimitsConfig {
     pub max_outbox_bytes: usize,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
+    /// Bytes of subscription ids and destinations one connection may hold.
+    pub max_subscription_bytes: usize,
     /// Time one batch write may take before the client counts as gone.
     pub write_timeout_ms: u64,
     /// Dot-separated words in one topic destination or pattern (SEND and SUBSCRIBE).
@@ -303,6 +305,7 @@ impl Default for LimitsConfig {
             connect_timeout_ms: 10_000,
             max_outbox_bytes: 8 * 1024 * 1024,
             max_subscriptions: 1024,
+            max_subscription_bytes: 128 * 1024,
             write_timeout_ms: 10_000,
             max_topic_words: 64,
             max_topic_wildcards: 16,

@@ -30,7 +30,7 @@ pub(super) struct Message {
 #[derive(Debug)]
 pub(super) struct ConsumerState {
     consumer: Consumer,
-    /// Unacked deliveries, oldest first.
+    /// Unacked deliveries, in ascending order (deliveries are numbered as made).
     in_flight: Vec<u64>,
 }
 
@@ -340,17 +340,11 @@ impl Queue {
         else {
             return false;
         };
-        // `client` acks are cumulative: everything delivered before this one too.
-        let covered: Vec<u64> = match state.consumer.ack {
-            AckMode::Client => state
-                .in_flight
-                .iter()
-                .copied()
-                .take_while(|d| *d <= delivery)
-                .collect(),
-            _ => vec![delivery],
-        };
-        state.in_flight.retain(|d| !covered.contains(d));
+        let covered = take_covered(
+            &mut state.in_flight,
+            delivery,
+            state.consumer.ack == AckMode::Client,
+        );
         let mut touched_store = false;
         for d in covered {
             let Some((mut m, _, _)) = self.unacked.remove(&d) else {
@@ -412,6 +406,22 @@ impl Queue {
     }
 }
 
+/// Removes from `in_flight` (ascending) what an ACK/NACK of `delivery` covers and
+/// returns it: with `cumulative` (`client` acks) every delivery up to and including
+/// it, otherwise that one. One binary search and one drain: linear at worst, where
+/// a cumulative ack over 60,000 unacked messages was once quadratic.
+fn take_covered(in_flight: &mut Vec<u64>, delivery: u64, cumulative: bool) -> Vec<u64> {
+    if cumulative {
+        let end = in_flight.partition_point(|d| *d <= delivery);
+        in_flight.drain(..end).collect()
+    } else {
+        match in_flight.binary_search(&delivery) {
+            Ok(i) => vec![in_flight.remove(i)],
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
 pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -439,6 +449,30 @@ pub(super) fn expiry(headers: &Headers, now: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acks_take_what_they_cover() {
+        let mut f: Vec<u64> = vec![2, 3, 5, 8, 9];
+        assert_eq!(take_covered(&mut f, 5, true), [2, 3, 5]);
+        assert_eq!(f, [8, 9]);
+        assert_eq!(take_covered(&mut f, 4, true), Vec::<u64>::new());
+        assert_eq!(take_covered(&mut f, 9, false), [9]);
+        assert_eq!(take_covered(&mut f, 7, false), Vec::<u64>::new());
+        assert_eq!(f, [8]);
+    }
+
+    #[test]
+    fn a_cumulative_ack_over_a_million_unacked_is_one_pass() {
+        // Quadratic, this would be 5 * 10^11 steps; linear it is a few milliseconds.
+        let mut f: Vec<u64> = (1..=1_000_000).collect();
+        let covered = take_covered(&mut f, 999_999, true);
+        assert_eq!(covered.len(), 999_999);
+        assert_eq!(f, [1_000_000]);
+        let mut f: Vec<u64> = (1..=1_000_000).collect();
+        for d in (1..=1_000_000).step_by(1000) {
+            assert_eq!(take_covered(&mut f, d, false), [d]);
+        }
+    }
 
     #[test]
     fn expiry_from_expires_or_ttl() {

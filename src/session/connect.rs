@@ -16,9 +16,15 @@ pub struct HeartBeats {
     pub expect_every: u64,
 }
 
+/// Longest heart-beat interval the broker agrees to, either way: one day. A client
+/// value above it counts as this much, so no arithmetic on it can overflow (a value
+/// near `u64::MAX` once wrapped around and dropped the client at once).
+pub const MAX_HEARTBEAT_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// Parses `cx,cy` and negotiates with the broker's preference, as the spec says:
 /// each direction runs at the larger of the two values, or not at all if either is 0.
 /// The broker offers heart-beats only in the directions the client asked for.
+/// Values are capped at [`MAX_HEARTBEAT_MS`].
 pub fn negotiate_heartbeats(
     header: Option<&str>,
     server_ms: u64,
@@ -29,11 +35,18 @@ pub fn negotiate_heartbeats(
             let bad = || ProtocolError::BadHeartBeat(v.to_owned());
             let (a, b) = v.split_once(',').ok_or_else(bad)?;
             (
-                a.trim().parse::<u64>().map_err(|_| bad())?,
-                b.trim().parse::<u64>().map_err(|_| bad())?,
+                a.trim()
+                    .parse::<u64>()
+                    .map_err(|_| bad())?
+                    .min(MAX_HEARTBEAT_MS),
+                b.trim()
+                    .parse::<u64>()
+                    .map_err(|_| bad())?
+                    .min(MAX_HEARTBEAT_MS),
             )
         }
     };
+    let server_ms = server_ms.min(MAX_HEARTBEAT_MS);
     let sx = if cy > 0 { server_ms } else { 0 };
     let sy = if cx > 0 { server_ms } else { 0 };
     let both = |a: u64, b: u64| if a > 0 && b > 0 { a.max(b) } else { 0 };
@@ -63,7 +76,11 @@ impl Session {
         self.decoder.set_version(version);
         if beats.expect_every > 0 {
             let grace = self.broker.config.heartbeat.grace_ms;
-            self.read_timeout = Some(Duration::from_millis(beats.expect_every + grace));
+            self.read_timeout = Some(Duration::from_millis(
+                beats
+                    .expect_every
+                    .saturating_add(grace.min(MAX_HEARTBEAT_MS)),
+            ));
         }
         let connected = Frame::new(Command::Connected)
             .header("version", version.as_str())
@@ -102,6 +119,19 @@ mod tests {
         assert_eq!((b.send_every, b.expect_every, b.announced), (0, 0, (0, 0)));
         let b = negotiate_heartbeats(Some("100,100"), 0).unwrap();
         assert_eq!((b.send_every, b.expect_every), (0, 0));
+    }
+
+    #[test]
+    fn huge_heartbeats_are_capped_not_wrapped() {
+        let b = negotiate_heartbeats(Some("18446744073709546616,18446744073709551615"), 10_000)
+            .unwrap();
+        assert_eq!(b.announced, (10_000, 10_000));
+        assert_eq!(
+            (b.send_every, b.expect_every),
+            (MAX_HEARTBEAT_MS, MAX_HEARTBEAT_MS)
+        );
+        let b = negotiate_heartbeats(Some("1,1"), u64::MAX).unwrap();
+        assert_eq!(b.announced, (MAX_HEARTBEAT_MS, MAX_HEARTBEAT_MS));
     }
 
     #[test]

@@ -45,6 +45,11 @@ pub enum ProtocolError {
     /// Too many subscriptions on one connection.
     #[error("subscription limit reached: at most {0} per connection (limits.max_subscriptions)")]
     TooManySubscriptions(usize),
+    /// The connection's subscriptions would hold more bytes than allowed.
+    #[error(
+        "subscriptions of this connection would hold more than {0} bytes of ids and destinations (limits.max_subscription_bytes)"
+    )]
+    SubscriptionBytes(usize),
     /// An `ack` header value that is not a STOMP ack mode.
     #[error("invalid ack mode {0:?}: use auto, client or client-individual")]
     BadAckMode(String),
@@ -109,7 +114,9 @@ impl ProtocolError {
                 "bad_destination"
             }
             ProtocolError::DuplicateSubscription(_) => "duplicate_subscription",
-            ProtocolError::TooManySubscriptions(_) => "too_many_subscriptions",
+            ProtocolError::TooManySubscriptions(_) | ProtocolError::SubscriptionBytes(_) => {
+                "too_many_subscriptions"
+            }
             ProtocolError::ConnectTimeout(_) => "connect_timeout",
             ProtocolError::HeartBeatTimeout(_) => "heartbeat_timeout",
             ProtocolError::Auth(_) => "authentication_failed",

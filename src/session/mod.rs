@@ -61,6 +61,9 @@ pub struct Session {
     /// Who the session is; anonymous until CONNECT says otherwise.
     identity: crate::auth::Identity,
     subscriptions: HashMap<String, subscribe::Owned>,
+    /// Bytes of subscription ids and destinations, against
+    /// `limits.max_subscription_bytes`.
+    subscription_bytes: usize,
     /// Open transactions by id; dropped with the session, so a disconnect aborts them.
     transactions: HashMap<String, transaction::Held>,
     /// What the open transactions hold, against `limits.max_transaction_bytes`.
@@ -104,6 +107,7 @@ pub async fn run(
         version: None,
         identity: crate::auth::Identity::anonymous(),
         subscriptions: HashMap::new(),
+        subscription_bytes: 0,
         transactions: HashMap::new(),
         transaction_bytes: 0,
         read_timeout: None,

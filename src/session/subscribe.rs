@@ -23,6 +23,8 @@ pub(super) enum Target {
 pub(super) struct Owned {
     pub target: Target,
     pub subscriber: Arc<Subscriber>,
+    /// What it counts against `limits.max_subscription_bytes`.
+    pub bytes: usize,
 }
 
 impl Session {
@@ -40,6 +42,13 @@ impl Session {
         let max = self.broker.config.limits.max_subscriptions;
         if self.subscriptions.len() >= max {
             return Err(ProtocolError::TooManySubscriptions(max));
+        }
+        // The id and destination are kept several times over (registry, encoded
+        // header line, this session's map): bound what one connection may hold.
+        let bytes = id.len() + destination.len();
+        let max_bytes = self.broker.config.limits.max_subscription_bytes;
+        if self.subscription_bytes + bytes > max_bytes {
+            return Err(ProtocolError::SubscriptionBytes(max_bytes));
         }
         let ack = frame.headers.get("ack");
         let ack = AckMode::from_header(ack)
@@ -68,7 +77,7 @@ impl Session {
                     _ => return Err(forbidden()),
                 }
             }
-            Destination::Queue(name) => return self.subscribe_queue(frame, id, name, ack),
+            Destination::Queue(name) => return self.subscribe_queue(frame, id, name, ack, bytes),
             Destination::App(_) => return Err(forbidden()),
         };
         let subscriber = Arc::new(Subscriber {
@@ -85,8 +94,15 @@ impl Session {
         }
         self.broker.metrics.subscriptions.increment(1.0);
         tracing::debug!(session = self.id, destination, id, "subscribed");
-        self.subscriptions
-            .insert(id.to_owned(), Owned { target, subscriber });
+        self.subscription_bytes += bytes;
+        self.subscriptions.insert(
+            id.to_owned(),
+            Owned {
+                target,
+                subscriber,
+                bytes,
+            },
+        );
         Ok(())
     }
 
@@ -110,6 +126,7 @@ impl Session {
         id: &str,
         name: &str,
         ack: AckMode,
+        bytes: usize,
     ) -> Result<(), ProtocolError> {
         let prefetch = match frame.headers.get("prefetch-count") {
             None => self.broker.config.queues.default_prefetch,
@@ -137,17 +154,20 @@ impl Session {
             ack,
             outbox: self.outbox.clone(),
         });
+        self.subscription_bytes += bytes;
         self.subscriptions.insert(
             id.to_owned(),
             Owned {
                 target: Target::Queue(queue),
                 subscriber,
+                bytes,
             },
         );
         Ok(())
     }
 
-    pub(super) fn drop_subscription(&self, owned: Owned) {
+    pub(super) fn drop_subscription(&mut self, owned: Owned) {
+        self.subscription_bytes -= owned.bytes;
         let id = &owned.subscriber.id;
         let bus = &self.broker.bus;
         let found = match &owned.target {

@@ -145,6 +145,16 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Whether `key` is what RFC 6455 requires of `Sec-WebSocket-Key`: the base64 of 16
+/// bytes, so exactly 22 base64 characters (the last carrying only 2 bits) and `==`.
+fn valid_websocket_key(key: &[u8]) -> bool {
+    let b64 = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    key.len() == 24
+        && key[..21].iter().all(b64)
+        && matches!(key[21], b'A' | b'Q' | b'g' | b'w')
+        && &key[22..] == b"=="
+}
+
 fn upgrade(mut req: Request<Incoming>, broker: Arc<Broker>, peer: SocketAddr) -> Response<Body> {
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
     let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade")
@@ -154,11 +164,11 @@ fn upgrade(mut req: Request<Incoming>, broker: Arc<Broker>, peer: SocketAddr) ->
             .get(header::SEC_WEBSOCKET_VERSION)
             .map(|v| v.as_bytes())
             == Some(b"13");
-    let Some(key) = key.filter(|_| is_upgrade) else {
+    let Some(key) = key.filter(|k| is_upgrade && valid_websocket_key(k.as_bytes())) else {
         return text(
             StatusCode::BAD_REQUEST,
             "text/plain",
-            "expected a WebSocket upgrade (version 13)\n",
+            "expected a WebSocket upgrade (version 13, with a Sec-WebSocket-Key of 16 bytes)\n",
         );
     };
     // Cross-site WebSocket hijacking: a browser always sends Origin; refuse foreign ones.

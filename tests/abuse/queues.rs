@@ -105,3 +105,49 @@ async fn idle_empty_queues_are_reclaimed() {
     svc.subscribe("a", "/queue/a").await;
     assert_eq!(svc.message_on("/queue/a").await, "waiting");
 }
+
+#[tokio::test]
+async fn a_cumulative_ack_covers_many_unacked_messages_at_once() {
+    let b = broker("[queues]\nmax_depth = 1000000");
+    let mut consumer = Client::tcp(&b).await;
+    consumer.connect().await;
+    consumer
+        .subscribe_with(
+            "c",
+            "/queue/many",
+            &[("ack", "client"), ("prefetch-count", "100000")],
+        )
+        .await;
+    let mut svc = Client::tcp(&b).await;
+    svc.connect().await;
+    let n = 20_000;
+    let mut batch = bytes::BytesMut::new();
+    for i in 0..n {
+        let f = Frame::new(Command::Send)
+            .header("destination", "/queue/many")
+            .body(format!("{i}"));
+        stompede::codec::encode(&f, stompede::codec::Version::V1_2, &mut batch);
+    }
+    svc.send_raw(&batch).await;
+    let mut last = String::new();
+    for i in 0..n {
+        let m = consumer.expect(Command::Message).await;
+        assert_eq!(m.body, format!("{i}").as_bytes());
+        last = m.headers.get("ack").unwrap().to_owned();
+    }
+    consumer
+        .send(
+            Frame::new(Command::Ack)
+                .header("id", last.as_str())
+                .header("receipt", "all"),
+        )
+        .await;
+    consumer.expect(Command::Receipt).await;
+    // Everything was acked: leaving redelivers nothing to the next consumer.
+    drop(consumer);
+    svc.publish("/queue/many", "control").await;
+    let mut next = Client::tcp(&b).await;
+    next.connect().await;
+    next.subscribe("n", "/queue/many").await;
+    assert_eq!(next.message_on("/queue/many").await, "control");
+}
