@@ -29,6 +29,9 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Bytes held in unfinished frames by all connections
+    /// (`limits.max_pending_frame_bytes`).
+    pub pending_frames: crate::session::frame_watch::PendingBudget,
     connections: AtomicUsize,
     next_session: AtomicU64,
 }
@@ -71,6 +74,9 @@ impl Broker {
             config.auth.anonymous,
         ));
         Ok(Arc::new(Broker {
+            pending_frames: crate::session::frame_watch::PendingBudget::new(
+                config.limits.max_pending_frame_bytes,
+            ),
             config,
             bus,
             apps,

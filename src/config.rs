@@ -293,6 +293,11 @@ pub struct LimitsConfig {
     pub max_transaction_bytes: usize,
     /// Open transactions one connection may have.
     pub max_open_transactions: usize,
+    /// Time a frame may take from its first byte to its last.
+    pub frame_timeout_ms: u64,
+    /// Bytes all connections together may hold in frames that have started and
+    /// not finished.
+    pub max_pending_frame_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -311,6 +316,8 @@ impl Default for LimitsConfig {
             max_topic_wildcards: 16,
             max_transaction_bytes: 8 * 1024 * 1024,
             max_open_transactions: 16,
+            frame_timeout_ms: 30_000,
+            max_pending_frame_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -337,6 +344,11 @@ impl LimitsConfig {
     /// `connect_timeout_ms` as a duration.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// `frame_timeout_ms` as a duration.
+    pub fn frame_timeout(&self) -> Duration {
+        Duration::from_millis(self.frame_timeout_ms)
     }
 
     /// `write_timeout_ms` as a duration.
@@ -452,7 +464,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.stomp_socket_addr()?;
-        let positive: [(&'static str, u64); 8] = [
+        let positive: [(&'static str, u64); 10] = [
             ("limits.max_topic_words", self.limits.max_topic_words as u64),
             ("limits.max_frame_bytes", self.limits.max_frame_bytes as u64),
             (
@@ -467,6 +479,11 @@ impl Config {
             ),
             ("limits.connect_timeout_ms", self.limits.connect_timeout_ms),
             ("queues.idle_reclaim_ms", self.queues.idle_reclaim_ms),
+            ("limits.frame_timeout_ms", self.limits.frame_timeout_ms),
+            (
+                "limits.max_pending_frame_bytes",
+                self.limits.max_pending_frame_bytes as u64,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -93,6 +93,14 @@ pub enum ProtocolError {
     /// A topic destination or pattern past a size limit.
     #[error("{0}")]
     Topic(#[from] crate::registry::pattern::TopicError),
+    /// A frame that started did not finish in time.
+    #[error("frame not finished within {0} ms (limits.frame_timeout_ms)")]
+    FrameTimeout(u64),
+    /// Unfinished frames of all connections hold the whole budget.
+    #[error(
+        "the broker holds its limit of {0} bytes in unfinished frames (limits.max_pending_frame_bytes); send smaller frames or retry"
+    )]
+    PendingFramesFull(usize),
     /// The client stopped sending heart-beats.
     #[error("no heart-beat or frame from client for {0} ms")]
     HeartBeatTimeout(u64),
@@ -128,6 +136,8 @@ impl ProtocolError {
             ProtocolError::BadPrefetch(_) => "bad_header",
             ProtocolError::Topic(e) => e.reason(),
             ProtocolError::UnknownAck(_) => "unknown_ack",
+            ProtocolError::FrameTimeout(_) => "frame_timeout",
+            ProtocolError::PendingFramesFull(_) => "pending_frames_full",
             ProtocolError::TransactionTooLarge(_) => "transaction_too_large",
         }
     }

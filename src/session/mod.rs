@@ -5,6 +5,7 @@
 mod app;
 mod connect;
 mod error;
+pub mod frame_watch;
 mod send;
 mod subscribe;
 mod transaction;
@@ -73,6 +74,8 @@ pub struct Session {
     /// Frames waiting for their answer, oldest first; receipts go out in this order.
     /// Bounded by [`MAX_PENDING`].
     pending: VecDeque<Pending>,
+    /// The frame that has started and not finished: its deadline and memory.
+    frame_watch: frame_watch::FrameWatch,
 }
 
 /// Runs a connection until it ends: spawns its writer, reads and handles frames,
@@ -102,6 +105,7 @@ pub async fn run(
         id,
         name: format!("session-{id}"),
         decoder: Decoder::new(broker.config.limits.codec()),
+        frame_watch: frame_watch::FrameWatch::new(broker.clone()),
         broker,
         outbox,
         version: None,
@@ -128,8 +132,11 @@ impl Session {
     async fn read_loop(&mut self, reader: &mut Reader, writer_done: &CancellationToken) {
         let mut buf = BytesMut::new();
         let connect_timeout = self.broker.config.limits.connect_timeout();
-        let mut deadline = Instant::now() + connect_timeout;
+        let mut deadline = far_future(connect_timeout);
+        // Bytes the transport holds below whole messages (WebSocket).
+        let transport = reader.progress();
         loop {
+            let buffered = buf.len();
             tokio::select! {
                 biased;
                 _ = writer_done.cancelled() => return,
@@ -167,15 +174,23 @@ impl Session {
                         return;
                     }
                     if let Some(t) = self.read_timeout {
-                        deadline = Instant::now() + t;
+                        deadline = far_future(t);
                     } else if self.version.is_some() {
                         // Connected without client heart-beats: no read deadline.
-                        deadline = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+                        deadline = far_future(Duration::MAX);
                     }
                     if buf.is_empty() {
                         // An idle connection keeps no read buffer.
                         buf = BytesMut::new();
                     }
+                }
+                // After the read: a wake-up by bytes that finished no message is seen here.
+                error = std::future::poll_fn(|cx| {
+                    let held = transport.as_ref().map_or(0, |t| t.unconsumed());
+                    self.frame_watch.poll_check(cx, buffered + held)
+                }) => {
+                    self.send_error(&error, None);
+                    return;
                 }
             }
         }
@@ -189,6 +204,7 @@ impl Session {
                 Ok(None) => return true,
                 Ok(Some(Decoded::HeartBeat)) => continue,
                 Ok(Some(Decoded::Frame(frame))) => {
+                    self.frame_watch.frame_done();
                     let receipt = frame.headers.get("receipt").map(str::to_owned);
                     match self.handle_frame(frame).await {
                         Ok(Flow::Pending(answer)) => {
@@ -355,6 +371,13 @@ impl Session {
             self.drop_subscription(owned);
         }
     }
+}
+
+/// `now + after`, or a century from now if that would overflow.
+fn far_future(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// The answer of the oldest pending frame (`Ok` if there is none).

@@ -235,8 +235,9 @@ async fn run_ws(
         .max_frame_size(Some(
             limits.max_frame_bytes.saturating_mul(2).max(64 * 1024),
         ));
-    let ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    let (reader, writer) = super::ws(ws);
+    let progress = Arc::new(super::metered::Progress::default());
+    let io = super::metered::Metered::new(TokioIo::new(upgraded), progress.clone());
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let (reader, writer) = super::ws(ws, progress);
     crate::session::run(broker, reader, writer, guard, peer).await;
 }

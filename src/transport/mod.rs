@@ -5,6 +5,7 @@
 //! transport a connection uses.
 
 pub mod http;
+pub mod metered;
 pub mod tcp;
 pub mod web;
 
@@ -14,6 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::io;
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -22,8 +24,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
-/// A server-side WebSocket over an upgraded HTTP connection.
-pub type WsStream = WebSocketStream<TokioIo<Upgraded>>;
+/// A server-side WebSocket over an upgraded HTTP connection, its reads counted.
+pub type WsStream = WebSocketStream<metered::Metered<TokioIo<Upgraded>>>;
 
 /// Read buffers start empty and grow to this per read; an idle connection holds none.
 const READ_CHUNK: usize = 4096;
@@ -50,8 +52,9 @@ pub enum ReadError {
 pub enum Reader {
     /// Plain TCP.
     Tcp(OwnedReadHalf),
-    /// WebSocket: text and binary messages both carry STOMP bytes.
-    Ws(SplitStream<WsStream>),
+    /// WebSocket: text and binary messages both carry STOMP bytes. The progress
+    /// counts bytes tungstenite holds in a message it has not finished.
+    Ws(SplitStream<WsStream>, Arc<metered::Progress>),
 }
 
 /// The write half of a connection.
@@ -70,13 +73,22 @@ pub fn tcp(stream: TcpStream) -> (Reader, Writer) {
     (Reader::Tcp(r), Writer::Tcp(w))
 }
 
-/// Splits a WebSocket connection.
-pub fn ws(stream: WsStream) -> (Reader, Writer) {
+/// Splits a WebSocket connection whose socket reads are counted in `progress`.
+pub fn ws(stream: WsStream, progress: Arc<metered::Progress>) -> (Reader, Writer) {
     let (w, r) = stream.split();
-    (Reader::Ws(r), Writer::Ws(w))
+    (Reader::Ws(r, progress), Writer::Ws(w))
 }
 
 impl Reader {
+    /// What this transport has read and not yet handed on (WebSocket: part of a
+    /// message), shared so it can be looked at while a read is under way.
+    pub fn progress(&self) -> Option<Arc<metered::Progress>> {
+        match self {
+            Reader::Tcp(_) => None,
+            Reader::Ws(_, p) => Some(p.clone()),
+        }
+    }
+
     /// Waits for bytes and appends them to `buf`. `Ok(0)` means the peer closed.
     ///
     /// Ping and pong are handled below this call (tungstenite answers pings).
@@ -92,8 +104,10 @@ impl Reader {
                     Err(e) => return Err(e.into()),
                 }
             },
-            Reader::Ws(r) => loop {
-                match r.next().await {
+            Reader::Ws(r, progress) => loop {
+                let next = r.next().await;
+                progress.consume_all();
+                match next {
                     None => return Ok(0),
                     Some(Ok(Message::Text(t))) => {
                         buf.extend_from_slice(t.as_bytes());

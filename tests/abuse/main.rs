@@ -10,6 +10,7 @@
 mod common;
 
 mod frames;
+mod partial;
 mod queues;
 mod routing;
 mod transactions;
