@@ -29,7 +29,9 @@ broker=
 store=$(mktemp -d) # the queue store, on the same disk RabbitMQ writes to
 start_broker() { # a fresh process, so one scenario's memory does not colour the next
   [ -n "$broker" ] && { kill "$broker"; wait "$broker" 2>/dev/null || true; }
+  # Every load-generator connection comes from 127.0.0.1: lift the per-address limit.
   STOMPEDE__SERVER__HTTP_ADDR=127.0.0.1:$port STOMPEDE__SERVER__STOMP_ADDR= \
+    STOMPEDE__LIMITS__MAX_CONNECTIONS_PER_IP=$((idle_conns + 2000)) \
     STOMPEDE__STORE__PATH="$store" STOMPEDE__LOG__FILTER=warn target/release/stompede &
   broker=$!
   for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done

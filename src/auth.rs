@@ -1,8 +1,9 @@
 //! Users, roles and rights.
 //!
 //! Passwords are argon2id PHC strings (`stompede hash-password`). Verifying one is
-//! slow on purpose, so it runs on the blocking thread pool, a few at a time, never on
-//! the async runtime. Rights follow the contract's roles:
+//! slow on purpose, so it runs on a few dedicated threads behind a bounded queue
+//! ([`verifier`]), never on the async runtime, and failed logins are throttled per
+//! client address ([`throttle`]). Rights follow the contract's roles:
 //!
 //! | who | SEND | SUBSCRIBE |
 //! |---|---|---|
@@ -11,15 +12,20 @@
 //! | `service` | anywhere, including `/user/{login}/...` | as trader |
 //! | `admin` | anywhere | anything a session can subscribe to |
 
+pub mod throttle;
+pub mod verifier;
+
+use crate::metrics::Metrics;
 use crate::router::Destination;
 use argon2::Argon2;
+use argon2::password_hash::PasswordHasher;
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::Semaphore;
 
 /// A role from `[[auth.users]] roles`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -97,6 +103,45 @@ pub enum AuthError {
     /// No credentials, and anonymous access is off.
     #[error("authentication required")]
     Required,
+    /// Too many failed logins from this address lately.
+    #[error(
+        "too many failed logins from this address; retry later (limits.max_failed_logins_per_ip)"
+    )]
+    Throttled,
+    /// This address has as many logins waiting for a check as it may.
+    #[error(
+        "too many logins in progress from this address; retry (limits.max_queued_logins_per_ip)"
+    )]
+    AddressBusy,
+    /// The queue of password checks is full.
+    #[error("too many logins waiting for a password check; retry (limits.max_queued_logins)")]
+    Busy,
+}
+
+impl AuthError {
+    /// A short, bounded label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Failed | AuthError::Required => "authentication_failed",
+            AuthError::Throttled => "login_throttled",
+            AuthError::AddressBusy | AuthError::Busy => "login_busy",
+        }
+    }
+}
+
+/// Bounds on password logins (from `[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct LoginLimits {
+    /// Threads running password checks.
+    pub checks: usize,
+    /// Logins that may wait for a check, broker-wide.
+    pub queued: usize,
+    /// Logins that may wait for a check, per client address.
+    pub queued_per_address: usize,
+    /// Failed logins per address per window before its logins are refused.
+    pub failures_per_address: u32,
+    /// The failure window.
+    pub failure_window: Duration,
 }
 
 /// Why a password could not be hashed.
@@ -122,36 +167,46 @@ pub fn check_hash(hash: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Concurrent password checks: each takes ~19 MiB and tens of milliseconds.
-const CONCURRENT_VERIFIES: usize = 4;
-
 /// Verifies CONNECT credentials against the configured users.
 #[derive(Debug)]
 pub struct Authenticator {
     users: HashMap<String, User>,
     anonymous: bool,
-    permits: Semaphore,
+    verifier: verifier::Verifier,
+    throttle: throttle::Throttle,
+    in_progress: Arc<throttle::InProgress>,
+    metrics: Arc<Metrics>,
     /// Verified against for unknown logins, so their answer takes as long as a
     /// wrong password and does not reveal which logins exist.
     dummy_hash: Option<String>,
 }
 
 impl Authenticator {
-    /// Builds the user table. Hashes were checked when the configuration loaded.
-    pub fn new(users: &[User], anonymous: bool) -> Self {
+    /// Builds the user table and starts the password-check threads. Hashes were
+    /// checked when the configuration loaded.
+    pub fn new(
+        users: &[User],
+        anonymous: bool,
+        limits: LoginLimits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Authenticator {
             dummy_hash: users.first().map(|u| u.password_hash.clone()),
             users: users.iter().map(|u| (u.login.clone(), u.clone())).collect(),
             anonymous,
-            permits: Semaphore::new(CONCURRENT_VERIFIES),
+            verifier: verifier::Verifier::new(limits.checks, limits.queued),
+            throttle: throttle::Throttle::new(limits.failures_per_address, limits.failure_window),
+            in_progress: throttle::InProgress::new(limits.queued_per_address),
+            metrics,
         }
     }
 
-    /// Authenticates a CONNECT's `login` and `passcode`.
+    /// Authenticates a CONNECT's `login` and `passcode` from client address `peer`.
     pub async fn authenticate(
         self: &Arc<Self>,
         login: Option<&str>,
         passcode: Option<&str>,
+        peer: IpAddr,
     ) -> Result<Identity, AuthError> {
         let Some(login) = login.filter(|l| !l.is_empty()) else {
             return if self.anonymous {
@@ -160,35 +215,40 @@ impl Authenticator {
                 Err(AuthError::Required)
             };
         };
+        let refused = |e: AuthError, label: &'static str| {
+            self.metrics.auth_failure(label);
+            tracing::info!(login, %peer, reason = e.reason(), "login refused");
+            e
+        };
+        if self.throttle.blocked(peer) {
+            return Err(refused(AuthError::Throttled, "throttled"));
+        }
         let user = self.users.get(login);
         let hash = match (user, &self.dummy_hash) {
             (Some(u), _) => u.password_hash.clone(),
             (None, Some(dummy)) => dummy.clone(),
-            (None, None) => return Err(AuthError::Failed),
+            (None, None) => {
+                self.throttle.failed(peer);
+                return Err(refused(AuthError::Failed, "bad_credentials"));
+            }
+        };
+        let Some(_place) = self.in_progress.enter(peer) else {
+            return Err(refused(AuthError::AddressBusy, "busy"));
         };
         let passcode = passcode.unwrap_or("").as_bytes().to_vec();
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| AuthError::Failed)?;
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|parsed| {
-                    Argon2::default()
-                        .verify_password(&passcode, &parsed)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
+        let ok = match self.verifier.verify(hash, passcode).await {
+            Ok(ok) => ok,
+            Err(verifier::Busy) => return Err(refused(AuthError::Busy, "busy")),
+        };
         match user {
             Some(u) if ok => Ok(Identity {
                 login: Some(u.login.clone()),
                 roles: u.roles.clone(),
             }),
-            _ => Err(AuthError::Failed),
+            _ => {
+                self.throttle.failed(peer);
+                Err(refused(AuthError::Failed, "bad_credentials"))
+            }
         }
     }
 }
@@ -205,37 +265,56 @@ mod tests {
         }
     }
 
+    fn limits() -> LoginLimits {
+        LoginLimits {
+            checks: 1,
+            queued: 16,
+            queued_per_address: 4,
+            failures_per_address: 100,
+            failure_window: Duration::from_secs(60),
+        }
+    }
+
+    fn authenticator(users: &[User], anonymous: bool) -> Arc<Authenticator> {
+        Arc::new(Authenticator::new(
+            users,
+            anonymous,
+            limits(),
+            Arc::new(Metrics::new()),
+        ))
+    }
+
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[tokio::test]
     async fn right_password_wrong_password_unknown_login_and_anonymous() {
-        let auth = Arc::new(Authenticator::new(
-            &[user("alice", "s3cret", &[Role::Trader])],
-            true,
-        ));
+        let auth = authenticator(&[user("alice", "s3cret", &[Role::Trader])], true);
         let who = auth
-            .authenticate(Some("alice"), Some("s3cret"))
+            .authenticate(Some("alice"), Some("s3cret"), PEER)
             .await
             .unwrap();
         assert_eq!(who.login.as_deref(), Some("alice"));
         assert_eq!(who.roles, [Role::Trader]);
         assert_eq!(
-            auth.authenticate(Some("alice"), Some("wrong")).await,
+            auth.authenticate(Some("alice"), Some("wrong"), PEER).await,
             Err(AuthError::Failed)
         );
         assert_eq!(
-            auth.authenticate(Some("alice"), None).await,
+            auth.authenticate(Some("alice"), None, PEER).await,
             Err(AuthError::Failed)
         );
         assert_eq!(
-            auth.authenticate(Some("mallory"), Some("s3cret")).await,
+            auth.authenticate(Some("mallory"), Some("s3cret"), PEER)
+                .await,
             Err(AuthError::Failed)
         );
         assert_eq!(
-            auth.authenticate(None, None).await,
+            auth.authenticate(None, None, PEER).await,
             Ok(Identity::anonymous())
         );
-        let closed = Arc::new(Authenticator::new(&[], false));
+        let closed = authenticator(&[], false);
         assert_eq!(
-            closed.authenticate(None, None).await,
+            closed.authenticate(None, None, PEER).await,
             Err(AuthError::Required)
         );
     }

@@ -29,6 +29,10 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Sockets per client address and plain HTTP connections.
+    pub admission: Arc<crate::admission::Admission>,
+    /// `limits.max_connections`, lowered to fit the open-file limit.
+    pub max_connections: usize,
     /// Bytes held in unfinished frames by all connections
     /// (`limits.max_pending_frame_bytes`).
     pub pending_frames: crate::session::frame_watch::PendingBudget,
@@ -72,8 +76,39 @@ impl Broker {
         let auth = Arc::new(crate::auth::Authenticator::new(
             &config.auth.users,
             config.auth.anonymous,
+            config.limits.logins(),
+            metrics.clone(),
         ));
+        let open_files = rlimit::getrlimit(rlimit::Resource::NOFILE)
+            .ok()
+            .map(|(soft, _)| soft);
+        let (max_connections, max_http) = crate::admission::fit_to_descriptors(
+            open_files,
+            config.limits.max_connections,
+            config.limits.max_http_connections,
+        );
+        if max_connections < config.limits.max_connections
+            || max_http < config.limits.max_http_connections
+        {
+            tracing::warn!(
+                max_connections,
+                max_http_connections = max_http,
+                open_file_limit = open_files.unwrap_or_default(),
+                "limits.max_connections and limits.max_http_connections lowered to fit the open-file limit"
+            );
+        } else {
+            tracing::info!(
+                max_connections,
+                max_http_connections = max_http,
+                open_file_limit = open_files.unwrap_or_default(),
+                "connection limits fit the open-file limit"
+            );
+        }
+        let admission =
+            crate::admission::Admission::new(config.limits.max_connections_per_ip, max_http);
         Ok(Arc::new(Broker {
+            admission,
+            max_connections,
             pending_frames: crate::session::frame_watch::PendingBudget::new(
                 config.limits.max_pending_frame_bytes,
             ),
@@ -90,10 +125,15 @@ impl Broker {
         }))
     }
 
-    /// Takes a connection slot, or `None` at `limits.max_connections`. The slot is
-    /// given back when the guard drops.
-    pub fn open_connection(self: &Arc<Self>, transport: Transport) -> Option<ConnectionGuard> {
-        let max = self.config.limits.max_connections;
+    /// Takes a connection slot, or `None` at `limits.max_connections` (as lowered
+    /// to fit the open-file limit). The slot, and the socket's place in its
+    /// address's count, are given back when the guard drops.
+    pub fn open_connection(
+        self: &Arc<Self>,
+        transport: Transport,
+        address: Arc<crate::admission::AddressSlot>,
+    ) -> Option<ConnectionGuard> {
+        let max = self.max_connections;
         let taken = self
             .connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -109,6 +149,7 @@ impl Broker {
         Some(ConnectionGuard {
             broker: self.clone(),
             transport,
+            _address: address,
         })
     }
 
@@ -128,6 +169,8 @@ impl Broker {
 pub struct ConnectionGuard {
     broker: Arc<Broker>,
     transport: Transport,
+    /// The socket's place in its client address's count.
+    _address: Arc<crate::admission::AddressSlot>,
 }
 
 impl ConnectionGuard {

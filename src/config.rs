@@ -298,6 +298,23 @@ pub struct LimitsConfig {
     /// Bytes all connections together may hold in frames that have started and
     /// not finished.
     pub max_pending_frame_bytes: usize,
+    /// Open sockets (STOMP over TCP, WebSocket, plain HTTP) per client address
+    /// (IPv4 address or IPv6 /64).
+    pub max_connections_per_ip: usize,
+    /// Open plain HTTP connections (page, metrics, health; WebSocket handshakes
+    /// until they upgrade).
+    pub max_http_connections: usize,
+    /// Threads that run password checks (each check takes ~19 MiB while it runs).
+    pub max_concurrent_password_checks: usize,
+    /// Logins that may wait for a password check, broker-wide.
+    pub max_queued_logins: usize,
+    /// Logins that may wait for a password check from one client address.
+    pub max_queued_logins_per_ip: usize,
+    /// Failed logins from one address within `failed_login_window_ms` after which
+    /// its logins are refused without a check until the window ends.
+    pub max_failed_logins_per_ip: u32,
+    /// The window of `max_failed_logins_per_ip`.
+    pub failed_login_window_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -318,6 +335,13 @@ impl Default for LimitsConfig {
             max_open_transactions: 16,
             frame_timeout_ms: 30_000,
             max_pending_frame_bytes: 256 * 1024 * 1024,
+            max_connections_per_ip: 1000,
+            max_http_connections: 1024,
+            max_concurrent_password_checks: 2,
+            max_queued_logins: 256,
+            max_queued_logins_per_ip: 8,
+            max_failed_logins_per_ip: 10,
+            failed_login_window_ms: 60_000,
         }
     }
 }
@@ -344,6 +368,17 @@ impl LimitsConfig {
     /// `connect_timeout_ms` as a duration.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// The bounds on password logins.
+    pub fn logins(&self) -> crate::auth::LoginLimits {
+        crate::auth::LoginLimits {
+            checks: self.max_concurrent_password_checks,
+            queued: self.max_queued_logins,
+            queued_per_address: self.max_queued_logins_per_ip,
+            failures_per_address: self.max_failed_logins_per_ip,
+            failure_window: Duration::from_millis(self.failed_login_window_ms),
+        }
     }
 
     /// `frame_timeout_ms` as a duration.
@@ -464,7 +499,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.stomp_socket_addr()?;
-        let positive: [(&'static str, u64); 10] = [
+        let positive: [(&'static str, u64); 16] = [
             ("limits.max_topic_words", self.limits.max_topic_words as u64),
             ("limits.max_frame_bytes", self.limits.max_frame_bytes as u64),
             (
@@ -483,6 +518,30 @@ impl Config {
             (
                 "limits.max_pending_frame_bytes",
                 self.limits.max_pending_frame_bytes as u64,
+            ),
+            (
+                "limits.max_connections_per_ip",
+                self.limits.max_connections_per_ip as u64,
+            ),
+            (
+                "limits.max_http_connections",
+                self.limits.max_http_connections as u64,
+            ),
+            (
+                "limits.max_concurrent_password_checks",
+                self.limits.max_concurrent_password_checks as u64,
+            ),
+            (
+                "limits.max_queued_logins_per_ip",
+                self.limits.max_queued_logins_per_ip as u64,
+            ),
+            (
+                "limits.max_failed_logins_per_ip",
+                u64::from(self.limits.max_failed_logins_per_ip),
+            ),
+            (
+                "limits.failed_login_window_ms",
+                self.limits.failed_login_window_ms,
             ),
         ];
         for (key, value) in positive {

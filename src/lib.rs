@@ -12,6 +12,7 @@
 
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod broker;

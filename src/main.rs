@@ -98,9 +98,6 @@ fn init_logging(config: &Config) {
 }
 
 async fn serve(config: Config) -> ExitCode {
-    if let Some(limit) = stompede::server::raise_fd_limit() {
-        tracing::debug!(limit, "open-file limit");
-    }
     let running = match stompede::server::start(config) {
         Ok(r) => r,
         Err(e) => {

@@ -57,6 +57,8 @@ pub mod names {
     pub const STORED_MESSAGES: &str = "stompede_stored_messages";
     /// Gauge: destinations holding a retained message.
     pub const RETAINED_MESSAGES: &str = "stompede_retained_messages";
+    /// Counter: refused logins, label `reason` = `bad_credentials` | `throttled` | `busy`.
+    pub const AUTH_FAILURES_TOTAL: &str = "stompede_auth_failures_total";
     /// Histogram: seconds from a message's publication to its write to a subscriber.
     pub const PUBLISH_TO_WRITE_SECONDS: &str = "stompede_publish_to_write_seconds";
 }
@@ -228,6 +230,11 @@ impl Metrics {
     /// Counts `n` sent frames of one command.
     pub fn frames_sent(&self, c: Command, n: u64) {
         self.sent[c as usize].increment(n);
+    }
+
+    /// Counts a refused login by its bounded reason label.
+    pub fn auth_failure(&self, reason: &'static str) {
+        counter!(names::AUTH_FAILURES_TOTAL, "reason" => reason).increment(1);
     }
 
     /// Counts an ERROR frame by its bounded reason label.

@@ -61,6 +61,10 @@ fn listen(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError
 /// Binds the listeners and starts serving. Must be called inside a Tokio runtime.
 pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let prometheus = crate::metrics::install();
+    // Before the connection limits are fitted to it.
+    if let Some(limit) = raise_fd_limit() {
+        tracing::debug!(limit, "open-file limit");
+    }
     let stomp_addr = config.server.stomp_socket_addr()?;
     let http = listen(config.server.http_addr, "server.http_addr")?;
     let tcp = stomp_addr

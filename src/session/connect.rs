@@ -66,12 +66,18 @@ impl Session {
             frame.headers.get("heart-beat"),
             self.broker.config.heartbeat.server_ms,
         )?;
-        // Off the runtime: argon2 takes tens of milliseconds by design.
-        self.identity = self
-            .broker
-            .auth
-            .authenticate(frame.headers.get("login"), frame.headers.get("passcode"))
-            .await?;
+        // Off the runtime: argon2 takes tens of milliseconds by design. The connect
+        // timeout covers the wait for a check and the check itself.
+        let login = self.broker.auth.authenticate(
+            frame.headers.get("login"),
+            frame.headers.get("passcode"),
+            self.peer.ip(),
+        );
+        self.identity = tokio::time::timeout_at(self.connect_deadline, login)
+            .await
+            .map_err(|_| {
+                ProtocolError::ConnectTimeout(self.broker.config.limits.connect_timeout_ms)
+            })??;
         self.version = Some(version);
         self.decoder.set_version(version);
         if beats.expect_every > 0 {

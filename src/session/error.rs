@@ -57,7 +57,7 @@ pub enum ProtocolError {
     #[error("{0} frames are sent by servers, not clients")]
     ServerFrame(Command),
     /// The client did not CONNECT in time.
-    #[error("no CONNECT within {0} ms")]
+    #[error("CONNECT not completed within {0} ms (limits.connect_timeout_ms)")]
     ConnectTimeout(u64),
     /// CONNECT credentials were refused.
     #[error("{0}")]
@@ -127,7 +127,7 @@ impl ProtocolError {
             }
             ProtocolError::ConnectTimeout(_) => "connect_timeout",
             ProtocolError::HeartBeatTimeout(_) => "heartbeat_timeout",
-            ProtocolError::Auth(_) => "authentication_failed",
+            ProtocolError::Auth(e) => e.reason(),
             ProtocolError::Forbidden { .. } => "forbidden",
             ProtocolError::HandlerFailed(_) => "handler_failed",
             ProtocolError::Queue(crate::queue::QueueError::Store(_)) => "store_failed",

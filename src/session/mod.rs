@@ -76,6 +76,10 @@ pub struct Session {
     pending: VecDeque<Pending>,
     /// The frame that has started and not finished: its deadline and memory.
     frame_watch: frame_watch::FrameWatch,
+    /// The client's address (login throttling is per address).
+    peer: SocketAddr,
+    /// CONNECT, password check included, must be done by then.
+    connect_deadline: Instant,
 }
 
 /// Runs a connection until it ends: spawns its writer, reads and handles frames,
@@ -106,6 +110,8 @@ pub async fn run(
         name: format!("session-{id}"),
         decoder: Decoder::new(broker.config.limits.codec()),
         frame_watch: frame_watch::FrameWatch::new(broker.clone()),
+        peer,
+        connect_deadline: far_future(broker.config.limits.connect_timeout()),
         broker,
         outbox,
         version: None,
@@ -132,7 +138,7 @@ impl Session {
     async fn read_loop(&mut self, reader: &mut Reader, writer_done: &CancellationToken) {
         let mut buf = BytesMut::new();
         let connect_timeout = self.broker.config.limits.connect_timeout();
-        let mut deadline = far_future(connect_timeout);
+        let mut deadline = self.connect_deadline;
         // Bytes the transport holds below whole messages (WebSocket).
         let transport = reader.progress();
         loop {

@@ -1,6 +1,7 @@
 //! The HTTP listener: WebSocket STOMP at `/ws`, `/metrics`, `/healthz`, `/readyz`
 //! and the page at `/`.
 
+use crate::admission::AddressSlot;
 use crate::broker::{Broker, ConnectionGuard};
 use crate::metrics::Transport;
 use bytes::Bytes;
@@ -41,14 +42,33 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, metrics: Promethe
             }
         };
         let _ = stream.set_nodelay(true);
+        let Some(address) = broker.admission.admit(peer.ip()) else {
+            broker.metrics.transport(Transport::Ws).refused.increment(1);
+            tracing::debug!(%peer, "refused: limits.max_connections_per_ip");
+            broker.tasks.spawn(refuse(
+                stream,
+                "too many connections from this address (limits.max_connections_per_ip)\n",
+            ));
+            continue;
+        };
+        let Some(http_slot) = broker.admission.open_http() else {
+            tracing::debug!(%peer, "refused: limits.max_http_connections");
+            broker.tasks.spawn(refuse(
+                stream,
+                "too many HTTP connections (limits.max_http_connections)\n",
+            ));
+            continue;
+        };
         let conn_broker = broker.clone();
         let metrics = metrics.clone();
         broker.tasks.spawn(async move {
+            let _http_slot = http_slot;
             let shutdown = conn_broker.shutdown.clone();
             let service = hyper::service::service_fn(move |req| {
                 let broker = conn_broker.clone();
                 let metrics = metrics.clone();
-                async move { Ok::<_, Infallible>(route(req, broker, metrics, peer)) }
+                let address = address.clone();
+                async move { Ok::<_, Infallible>(route(req, broker, metrics, peer, address)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -77,11 +97,30 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
     res
 }
 
+/// Answers a refused connection with a 503 naming the limit, then closes it. The
+/// request is read (briefly, a little) first, so the answer is not lost to a reset.
+async fn refuse(mut stream: tokio::net::TcpStream, message: &'static str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{message}",
+        message.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut request = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut request)).await;
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        while matches!(stream.read(&mut request).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
 fn route(
     req: Request<Incoming>,
     broker: Arc<Broker>,
     metrics: PrometheusHandle,
     peer: SocketAddr,
+    address: Arc<AddressSlot>,
 ) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
@@ -91,7 +130,7 @@ fn route(
         );
     }
     match req.uri().path() {
-        "/ws" => upgrade(req, broker, peer),
+        "/ws" => upgrade(req, broker, peer, address),
         "/metrics" => {
             metrics.run_upkeep();
             text(
@@ -155,7 +194,12 @@ fn valid_websocket_key(key: &[u8]) -> bool {
         && &key[22..] == b"=="
 }
 
-fn upgrade(mut req: Request<Incoming>, broker: Arc<Broker>, peer: SocketAddr) -> Response<Body> {
+fn upgrade(
+    mut req: Request<Incoming>,
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+    address: Arc<AddressSlot>,
+) -> Response<Body> {
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
     let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade")
         && header_has_token(&req, header::UPGRADE, "websocket")
@@ -187,7 +231,7 @@ fn upgrade(mut req: Request<Incoming>, broker: Arc<Broker>, peer: SocketAddr) ->
             return text(StatusCode::FORBIDDEN, "text/plain", "origin not allowed\n");
         }
     }
-    let Some(guard) = broker.open_connection(Transport::Ws) else {
+    let Some(guard) = broker.open_connection(Transport::Ws, address) else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",

@@ -17,7 +17,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
             _ = broker.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let (mut stream, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::warn!(error = %e, "TCP accept failed; backing off");
@@ -25,19 +25,24 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
                 continue;
             }
         };
-        let Some(guard) = broker.open_connection(Transport::Tcp) else {
-            broker.tasks.spawn(async move {
-                let mut out = BytesMut::new();
-                let refusal = Frame::new(Command::Error)
-                    .header("message", "too many connections (limits.max_connections)")
-                    .header("content-type", "text/plain");
-                encode(&refusal, Version::V1_2, &mut out);
-                let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    let _ = stream.write_all(&out).await;
-                    let _ = stream.shutdown().await;
-                })
-                .await;
-            });
+        let Some(address) = broker.admission.admit(peer.ip()) else {
+            broker
+                .metrics
+                .transport(Transport::Tcp)
+                .refused
+                .increment(1);
+            tracing::debug!(%peer, "refused: limits.max_connections_per_ip");
+            broker.tasks.spawn(refuse(
+                stream,
+                "too many connections from this address (limits.max_connections_per_ip)",
+            ));
+            continue;
+        };
+        let Some(guard) = broker.open_connection(Transport::Tcp, address) else {
+            broker.tasks.spawn(refuse(
+                stream,
+                "too many connections (limits.max_connections)",
+            ));
             continue;
         };
         let (reader, writer) = super::tcp(stream);
@@ -49,4 +54,19 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
             peer,
         ));
     }
+}
+
+/// Answers a refused connection with an ERROR naming the limit, then closes it
+/// (bounded in time: a client that does not read cannot hold the task).
+async fn refuse(mut stream: tokio::net::TcpStream, message: &'static str) {
+    let mut out = BytesMut::new();
+    let refusal = Frame::new(Command::Error)
+        .header("message", message)
+        .header("content-type", "text/plain");
+    encode(&refusal, Version::V1_2, &mut out);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }

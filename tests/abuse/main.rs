@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod connections;
 mod frames;
 mod partial;
 mod queues;

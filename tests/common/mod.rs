@@ -165,6 +165,12 @@ impl Client {
         }
     }
 
+    /// A client over an already connected TCP stream.
+    pub fn from_tcp(s: TcpStream) -> Client {
+        let _ = s.set_nodelay(true);
+        Client::new(Conn::Tcp(s))
+    }
+
     /// A plain TCP connection to the broker's STOMP listener.
     pub async fn tcp(broker: &RunningBroker) -> Client {
         Client::tcp_at(broker.stomp_addr.unwrap()).await
@@ -175,6 +181,37 @@ impl Client {
         let s = TcpStream::connect(addr).await.unwrap();
         s.set_nodelay(true).unwrap();
         Client::new(Conn::Tcp(s))
+    }
+
+    /// A plain TCP connection from loopback address `local` (e.g. `127.0.0.7`), so
+    /// one test can play clients at several addresses.
+    pub async fn tcp_from(broker: &RunningBroker, local: &str) -> Client {
+        let s = connect_from(local, broker.stomp_addr.unwrap())
+            .await
+            .unwrap();
+        s.set_nodelay(true).unwrap();
+        Client::new(Conn::Tcp(s))
+    }
+
+    /// A WebSocket connection to `/ws` from loopback address `local`; the HTTP
+    /// status on refusal.
+    pub async fn ws_from(broker: &RunningBroker, local: &str) -> Result<Client, u16> {
+        let addr = broker.http_addr;
+        let s = connect_from(local, addr).await.unwrap();
+        let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static("v12.stomp"),
+        );
+        let stream = MaybeTlsStream::Plain(s);
+        match tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(req, stream))
+            .await
+            .unwrap()
+        {
+            Ok((ws, _)) => Ok(Client::new(Conn::Ws(Box::new(ws)))),
+            Err(tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
+            Err(e) => panic!("handshake failed: {e}"),
+        }
     }
 
     /// A WebSocket connection to `/ws` offering the STOMP subprotocols.
@@ -309,6 +346,20 @@ impl Client {
         })
         .await
         .expect("timed out waiting for a frame")
+    }
+
+    /// The next frame without the [`TIMEOUT`] (the caller bounds the wait).
+    pub async fn next_frame_untimed(&mut self) -> Option<Frame> {
+        loop {
+            match self.decoder.decode(&mut self.buf).ok()? {
+                Some(Decoded::Frame(f)) => return Some(f),
+                Some(Decoded::HeartBeat) => continue,
+                None => {}
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
     }
 
     /// The next frame, which must be `command`.
@@ -450,6 +501,13 @@ impl Client {
     }
 }
 
+/// A TCP connection to `addr` from loopback address `local`.
+pub async fn connect_from(local: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(local.parse().unwrap(), 0))?;
+    socket.connect(addr).await
+}
+
 /// A plain HTTP GET over loopback: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -497,11 +555,29 @@ impl BrokerProcess {
     /// Starts the binary with `config_dir/broker.toml` (written here: `extra` TOML
     /// plus the test users) and `env`; returns once it listens.
     pub fn start(config_dir: &std::path::Path, extra: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with_fd_limit(config_dir, extra, env, 0)
+    }
+
+    /// As [`BrokerProcess::start`], with the open-file limit (soft and hard) set to
+    /// `fd_limit` by the shell that starts it (0: left as it is).
+    pub fn start_with_fd_limit(
+        config_dir: &std::path::Path,
+        extra: &str,
+        env: &[(&str, &str)],
+        fd_limit: u32,
+    ) -> Self {
         use std::io::BufRead;
         let file = config_dir.join("broker.toml");
         std::fs::write(&file, format!("{extra}\n{}", users_toml())).unwrap();
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stompede"));
-        cmd.arg("--config")
+        let mut cmd = std::process::Command::new("sh");
+        let ulimit = match fd_limit {
+            0 => String::new(),
+            n => format!("ulimit -n {n} && "),
+        };
+        cmd.arg("-c")
+            .arg(format!("{ulimit}exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_stompede"))
+            .arg("--config")
             .arg(&file)
             .env("STOMPEDE__SERVER__HTTP_ADDR", "127.0.0.1:0")
             .env("STOMPEDE__SERVER__STOMP_ADDR", "127.0.0.1:0")

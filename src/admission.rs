@@ -1,0 +1,153 @@
+//! Who may open a connection: at most `limits.max_connections_per_ip` sockets per
+//! client address (STOMP over TCP, WebSocket, and plain HTTP alike), at most
+//! `limits.max_http_connections` plain HTTP connections, and STOMP connections
+//! (`limits.max_connections`, counted by the broker) capped below the process's
+//! open-file limit, so that the descriptors left over keep `/healthz`, `/metrics`
+//! and the broker's own files working when every connection slot is taken.
+
+use crate::auth::throttle::address_key;
+use dashmap::DashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Descriptors kept for the broker itself: listeners, the store, logs, threads.
+pub const OWN_DESCRIPTORS: usize = 64;
+
+/// The STOMP and plain-HTTP connection limits that fit in `open_files`
+/// descriptors: plain HTTP gets at most a quarter, the broker keeps
+/// [`OWN_DESCRIPTORS`], STOMP connections get the rest (at least one each).
+pub fn fit_to_descriptors(
+    open_files: Option<u64>,
+    max_connections: usize,
+    max_http: usize,
+) -> (usize, usize) {
+    let Some(files) = open_files.and_then(|f| usize::try_from(f).ok()) else {
+        return (max_connections, max_http);
+    };
+    let http = max_http.min(files / 4).max(1);
+    let stomp = files.saturating_sub(http + OWN_DESCRIPTORS).max(1);
+    (max_connections.min(stomp), http)
+}
+
+/// Open sockets per client address, and open plain HTTP connections.
+#[derive(Debug)]
+pub struct Admission {
+    per_address: DashMap<IpAddr, usize>,
+    max_per_address: usize,
+    http_open: AtomicUsize,
+    max_http: usize,
+}
+
+/// One socket's place in its address's count; shared by the HTTP connection and
+/// the WebSocket session it becomes, and given back when the last holder drops.
+#[derive(Debug)]
+pub struct AddressSlot {
+    admission: Arc<Admission>,
+    key: IpAddr,
+}
+
+/// One plain HTTP connection's place.
+#[derive(Debug)]
+pub struct HttpSlot {
+    admission: Arc<Admission>,
+}
+
+impl Admission {
+    /// Limits of `max_per_address` sockets per address and `max_http` HTTP connections.
+    pub fn new(max_per_address: usize, max_http: usize) -> Arc<Admission> {
+        Arc::new(Admission {
+            per_address: DashMap::new(),
+            max_per_address,
+            http_open: AtomicUsize::new(0),
+            max_http,
+        })
+    }
+
+    /// A place for a new socket from `ip`, or `None` at the per-address limit.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Arc<AddressSlot>> {
+        let key = address_key(ip);
+        let mut count = self.per_address.entry(key).or_insert(0);
+        if *count >= self.max_per_address {
+            return None;
+        }
+        *count += 1;
+        Some(Arc::new(AddressSlot {
+            admission: self.clone(),
+            key,
+        }))
+    }
+
+    /// A place for a plain HTTP connection, or `None` at the limit.
+    pub fn open_http(self: &Arc<Self>) -> Option<HttpSlot> {
+        self.http_open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_http).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| HttpSlot {
+                admission: self.clone(),
+            })
+    }
+
+    /// Sockets open from `ip`'s address.
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        self.per_address.get(&address_key(ip)).map_or(0, |c| *c)
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.admission.per_address.get_mut(&self.key) {
+            *c -= 1;
+        }
+        self.admission
+            .per_address
+            .remove_if(&self.key, |_, c| *c == 0);
+    }
+}
+
+impl Drop for HttpSlot {
+    fn drop(&mut self) {
+        self.admission.http_open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_fit_in_the_descriptors() {
+        assert_eq!(fit_to_descriptors(Some(256), 100_000, 1024), (128, 64));
+        assert_eq!(
+            fit_to_descriptors(Some(20_000), 100_000, 1024),
+            (18_912, 1024)
+        );
+        assert_eq!(
+            fit_to_descriptors(Some(1_000_000), 100_000, 1024),
+            (100_000, 1024)
+        );
+        assert_eq!(fit_to_descriptors(Some(10), 100, 100), (1, 2));
+        assert_eq!(fit_to_descriptors(None, 7, 9), (7, 9));
+    }
+
+    #[test]
+    fn addresses_and_http_are_counted_and_given_back() {
+        let a = Admission::new(2, 1);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let one = a.admit(ip).unwrap();
+        let two = a.admit(ip).unwrap();
+        assert!(a.admit(ip).is_none());
+        assert!(a.admit("192.0.2.2".parse().unwrap()).is_some());
+        let shared = one.clone();
+        drop(one);
+        assert!(a.admit(ip).is_none(), "still held by the clone");
+        drop((shared, two));
+        assert_eq!(a.open_from(ip), 0);
+        let h = a.open_http().unwrap();
+        assert!(a.open_http().is_none());
+        drop(h);
+        assert!(a.open_http().is_some());
+    }
+}

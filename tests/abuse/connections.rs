@@ -1,0 +1,219 @@
+//! Unauthenticated clients cannot starve logins or use up descriptors: password
+//! checks are bounded and fair per address, the connect timeout covers them, failed
+//! logins are throttled per address, connections are limited per address, and the
+//! connection limit stays below the descriptor limit with room for /healthz.
+
+use crate::common::{BrokerProcess, Client, TIMEOUT, broker, http_get, metric};
+use std::time::Duration;
+use stompede::codec::{Command, Frame};
+
+fn connect_frame(login: &str, passcode: &str) -> Frame {
+    Frame::new(Command::Connect)
+        .header("accept-version", "1.2")
+        .header("login", login)
+        .header("passcode", passcode)
+}
+
+/// `[[auth.users]]` for login `slow` (password `slow-pw`) hashed at the real,
+/// default argon2id cost, so each check takes tens of milliseconds.
+fn slow_user() -> String {
+    let hash = stompede::auth::hash_password(b"slow-pw").unwrap();
+    format!("[[auth.users]]\nlogin = \"slow\"\npassword_hash = \"{hash}\"\nroles = [\"trader\"]\n")
+}
+
+#[tokio::test]
+async fn connections_are_limited_per_address() {
+    let b = broker("[limits]\nmax_connections_per_ip = 5");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = Client::tcp_from(&b, "127.0.0.3").await;
+        c.connect_anonymously().await;
+        held.push(c);
+    }
+    for _ in 0..2 {
+        let mut c = Client::ws_from(&b, "127.0.0.3").await.unwrap();
+        c.connect_anonymously().await;
+        held.push(c);
+    }
+    let mut sixth = Client::tcp_from(&b, "127.0.0.3").await;
+    sixth.expect_error("limits.max_connections_per_ip").await;
+    assert_eq!(Client::ws_from(&b, "127.0.0.3").await.err(), Some(503));
+    // Other addresses are not affected.
+    let mut other = Client::tcp_from(&b, "127.0.0.4").await;
+    other.connect_anonymously().await;
+    let mut alice = Client::ws(&b).await;
+    alice.connect_as("alice", "alice-pw").await;
+    assert_eq!(http_get(b.http_addr, "/healthz").await.0, 200);
+    // A freed slot can be taken again.
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let mut c = Client::tcp_from(&b, "127.0.0.3").await;
+        c.send(Frame::new(Command::Connect).header("accept-version", "1.2"))
+            .await;
+        if c.next_frame().await.map(|f| f.command) == Some(Command::Connected) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slot not freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_address() {
+    let b = broker("[limits]\nmax_failed_logins_per_ip = 3\nfailed_login_window_ms = 60000");
+    let (_, before) = http_get(b.http_addr, "/metrics").await;
+    for _ in 0..3 {
+        let mut c = Client::tcp_from(&b, "127.0.0.5").await;
+        c.send(connect_frame("alice", "guess")).await;
+        c.expect_error("authentication failed").await;
+    }
+    // Now even the right password is not checked from that address.
+    let mut c = Client::tcp_from(&b, "127.0.0.5").await;
+    c.send(connect_frame("alice", "alice-pw")).await;
+    c.expect_error("limits.max_failed_logins_per_ip").await;
+    // Another address logs in, and anonymous reading still works from the first.
+    let mut alice = Client::tcp_from(&b, "127.0.0.6").await;
+    alice.connect_as("alice", "alice-pw").await;
+    let mut anon = Client::tcp_from(&b, "127.0.0.5").await;
+    anon.connect_anonymously().await;
+    let (_, after) = http_get(b.http_addr, "/metrics").await;
+    for reason in ["bad_credentials", "throttled"] {
+        let key = format!("stompede_auth_failures_total{{reason=\"{reason}\"}}");
+        let (a, b) = (
+            metric(&after, &key).unwrap_or(0.0),
+            metric(&before, &key).unwrap_or(0.0),
+        );
+        assert!(a >= b + 1.0, "{key}: {b} -> {a}");
+    }
+}
+
+#[tokio::test]
+async fn a_storm_of_bogus_logins_does_not_starve_a_real_one() {
+    let b = broker(&slow_user());
+    // 1,000 concurrent wrong passwords for a real login, from ten addresses.
+    let mut attackers = tokio::task::JoinSet::new();
+    for n in 0..1000 {
+        let local = format!("127.0.0.{}", 10 + n % 10);
+        let addr = b.stomp_addr.unwrap();
+        attackers.spawn(async move {
+            let s = crate::common::connect_from(&local, addr).await;
+            let Ok(s) = s else { return None };
+            let mut c = Client::from_tcp(s);
+            c.send(connect_frame("slow", "guess")).await;
+            let f = tokio::time::timeout(Duration::from_secs(60), c.next_frame_untimed()).await;
+            f.ok()
+                .flatten()
+                .map(|f| f.headers.get("message").unwrap_or("").to_owned())
+        });
+    }
+    // Alice's login, from her own address, is answered within the usual bound.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut alice = Client::tcp_from(&b, "127.0.0.1").await;
+    alice.connect_as("alice", "alice-pw").await;
+    alice.subscribe("q", "/topic/news").await;
+    // Every attacker got an ERROR saying why.
+    let mut answers = std::collections::BTreeMap::new();
+    while let Some(a) = attackers.join_next().await {
+        let message = a.unwrap().expect("every bogus login is answered");
+        let kind = if message.contains("authentication failed") {
+            "failed"
+        } else if message.contains("limits.max_queued_logins_per_ip") {
+            "busy"
+        } else if message.contains("limits.max_failed_logins_per_ip") {
+            "throttled"
+        } else {
+            panic!("unexpected answer {message:?}")
+        };
+        *answers.entry(kind).or_insert(0) += 1;
+    }
+    // Real checks per address: up to the throttle's 10 failures, plus the 8 that
+    // may already be waiting when it trips (the defaults); the rest cost nothing.
+    let failed = answers.get("failed").copied().unwrap_or(0);
+    assert!(failed <= 10 * (10 + 8), "{answers:?}");
+    assert!(answers.get("busy").copied().unwrap_or(0) > 0, "{answers:?}");
+}
+
+#[tokio::test]
+async fn the_connect_timeout_covers_the_password_check() {
+    let b = broker(&format!(
+        "[limits]\nconnect_timeout_ms = 300\nmax_concurrent_password_checks = 1\n{}",
+        slow_user()
+    ));
+    let mut logins = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let local = format!("127.0.1.{}", 1 + n);
+        let addr = b.stomp_addr.unwrap();
+        logins.spawn(async move {
+            let s = crate::common::connect_from(&local, addr).await.unwrap();
+            let mut c = Client::from_tcp(s);
+            c.send(connect_frame("slow", "slow-pw")).await;
+            c.next_frame().await.unwrap()
+        });
+    }
+    let (mut connected, mut timed_out) = (0, 0);
+    while let Some(f) = logins.join_next().await {
+        let f = f.unwrap();
+        match f.command {
+            Command::Connected => connected += 1,
+            Command::Error => {
+                let m = f.headers.get("message").unwrap();
+                assert!(m.contains("limits.connect_timeout_ms"), "{m}");
+                timed_out += 1;
+            }
+            other => panic!("{other}"),
+        }
+    }
+    assert!(
+        connected >= 1,
+        "{connected} connected, {timed_out} timed out"
+    );
+    assert!(
+        timed_out >= 1,
+        "{connected} connected, {timed_out} timed out"
+    );
+}
+
+#[test]
+fn max_connections_stays_below_the_descriptor_limit() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start_with_fd_limit(
+        dir.path(),
+        &format!("[store]\npath = {:?}\n", dir.path().join("data")),
+        &[],
+        256,
+    );
+    // 256 descriptors: a quarter for plain HTTP, 64 for the broker's own files.
+    let chosen = broker
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("max_connections") && l.contains("open-file limit"))
+        .cloned()
+        .expect("the chosen limit is logged");
+    assert!(chosen.contains("128"), "{chosen}");
+    runtime.block_on(async {
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for n in 0..200 {
+            let local = format!("127.0.2.{}", 1 + n % 50);
+            let s = crate::common::connect_from(&local, broker.stomp_addr)
+                .await
+                .unwrap();
+            let mut c = Client::from_tcp(s);
+            c.send(Frame::new(Command::Connect).header("accept-version", "1.2"))
+                .await;
+            match c.next_frame().await.unwrap().command {
+                Command::Connected => held.push(c),
+                _ => refused += 1,
+            }
+        }
+        assert_eq!(held.len(), 128);
+        assert_eq!(refused, 72);
+        // The HTTP reserve keeps health checks and metrics answering.
+        assert_eq!(http_get(broker.http_addr, "/healthz").await.0, 200);
+        assert_eq!(http_get(broker.http_addr, "/metrics").await.0, 200);
+    });
+}
