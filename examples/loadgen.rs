@@ -85,6 +85,10 @@ enum Mode {
         window: u64,
         #[arg(long, default_value = "/topic/loadgen")]
         destination: String,
+        /// What subscribers subscribe to (default: the destination itself), e.g. a
+        /// wildcard pattern matching it, to measure pattern matching.
+        #[arg(long)]
+        subscribe_to: Option<String>,
     },
     /// Producers to one queue, competing consumers acking each message
     /// (client-individual); reports consumed msgs/s and checks none is lost.
@@ -294,7 +298,7 @@ async fn fanout(
     rate: Option<u64>,
     seconds: u64,
     window: u64,
-    destination: String,
+    (destination, subscribe_to): (String, String),
 ) {
     let size = size.max(40);
     let delivered = Arc::new(AtomicU64::new(0));
@@ -307,7 +311,7 @@ async fn fanout(
     let mut readers = Vec::new();
     for i in 0..subscribers {
         let t = t.clone();
-        let d = destination.clone();
+        let d = subscribe_to.clone();
         let delivered = delivered.clone();
         let measuring = measuring.clone();
         let stop = stop.clone();
@@ -648,6 +652,7 @@ fn main() {
                 seconds,
                 window,
                 destination,
+                subscribe_to,
             } => {
                 check_loopback(&target.url);
                 assert!(seconds <= 600, "runs are bounded: at most 600 s");
@@ -659,7 +664,10 @@ fn main() {
                     rate,
                     seconds,
                     window,
-                    destination,
+                    (
+                        destination.clone(),
+                        subscribe_to.unwrap_or(destination),
+                    ),
                 )
                 .await
             }

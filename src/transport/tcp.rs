@@ -32,6 +32,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
                 .refused
                 .increment(1);
             tracing::debug!(%peer, "refused: limits.max_connections_per_ip");
+            broker.metrics.error_sent("too_many_connections_per_ip");
             broker.tasks.spawn(refuse(
                 stream,
                 "too many connections from this address (limits.max_connections_per_ip)",
@@ -39,6 +40,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
             continue;
         };
         let Some(guard) = broker.open_connection(Transport::Tcp, address) else {
+            broker.metrics.error_sent("too_many_connections");
             broker.tasks.spawn(refuse(
                 stream,
                 "too many connections (limits.max_connections)",
