@@ -3,7 +3,12 @@
 # the same load generator, in one run. Loopback only; every step is bounded in time.
 #
 #   benches/compare.sh                 # all scenarios
-#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: latency, queue, durable, idle
+#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: wildcard, latency, queue, durable, idle
+#   BASELINE=<git rev> benches/compare.sh fanout   # also an earlier stompede, side by side
+#
+# With BASELINE, that commit is checked out in a temporary git worktree, built
+# there, and run on the next port beside the current build, with the same load
+# generator (the current one): "did this change cost anything" in one run.
 #
 # RabbitMQ (Debian's rabbitmq-server with the rabbitmq_web_stomp plugin) is used
 # when ws://127.0.0.1:15674/ws answers:
@@ -26,17 +31,51 @@ cargo build --release --locked --bin stompede --example loadgen >&2
 loadgen=target/release/examples/loadgen
 
 broker=
+base_broker=
+base_bin=
+base_dir=
 store=$(mktemp -d) # the queue store, on the same disk RabbitMQ writes to
-start_broker() { # a fresh process, so one scenario's memory does not colour the next
-  [ -n "$broker" ] && { kill "$broker"; wait "$broker" 2>/dev/null || true; }
-  # Every load-generator connection comes from 127.0.0.1: lift the per-address limit.
-  STOMPEDE__SERVER__HTTP_ADDR=127.0.0.1:$port STOMPEDE__SERVER__STOMP_ADDR= \
-    STOMPEDE__LIMITS__MAX_CONNECTIONS_PER_IP=$((idle_conns + 2000)) \
-    STOMPEDE__STORE__PATH="$store" STOMPEDE__LOG__FILTER=warn target/release/stompede &
-  broker=$!
-  for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+base_store=$(mktemp -d)
+if [ -n "${BASELINE:-}" ]; then
+  base_dir=$(mktemp -d)
+  git worktree add --detach "$base_dir/tree" "$BASELINE" >&2
+  (cd "$base_dir/tree" && cargo build --release --locked --bin stompede) >&2
+  base_bin=$base_dir/tree/target/release/stompede
+fi
+launch() { # binary port store source-tree -> pid. Every load-generator connection
+  # comes from 127.0.0.1, so the per-address limit is lifted where the build has one.
+  local bin=$1 p=$2 dir=$3 tree=$4 per_ip=()
+  if grep -q max_connections_per_ip "$tree/src/config.rs"; then
+    per_ip=(STOMPEDE__LIMITS__MAX_CONNECTIONS_PER_IP=$((idle_conns + 2000)))
+  fi
+  env "${per_ip[@]}" STOMPEDE__SERVER__HTTP_ADDR=127.0.0.1:$p STOMPEDE__SERVER__STOMP_ADDR= \
+    STOMPEDE__STORE__PATH="$dir" STOMPEDE__LOG__FILTER=warn "$bin" >&2 &
+  echo $!
 }
-trap '[ -n "$broker" ] && kill $broker 2>/dev/null || true; rm -rf "$store"' EXIT
+wait_port() { for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && break; sleep 0.1; done; }
+stop() { # pid: the brokers are not this shell's children, so poll until gone
+  [ -n "$1" ] || return 0
+  kill "$1" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+}
+start_broker() { # fresh processes, so one scenario's memory does not colour the next
+  stop "$broker"
+  stop "$base_broker"
+  broker=$(launch target/release/stompede $port "$store" .)
+  wait_port $port
+  if [ -n "$base_bin" ]; then
+    base_broker=$(launch "$base_bin" $((port + 1)) "$base_store" "$base_dir/tree")
+    wait_port $((port + 1))
+  fi
+}
+cleanup() {
+  stop "$broker"
+  stop "$base_broker"
+  rm -rf "$store" "$base_store"
+  if [ -n "$base_dir" ]; then git worktree remove --force "$base_dir/tree"; rm -rf "$base_dir"; fi
+  true
+}
+trap cleanup EXIT
 start_broker
 
 rabbit=0
@@ -54,6 +93,9 @@ stompede_login=(--login market-feed --passcode feed-demo --anonymous-readers)
 
 both() {
   run stompede ws://127.0.0.1:$port/ws "$@" "${stompede_login[@]}"
+  if [ -n "$base_bin" ]; then
+    run "stompede@$BASELINE" ws://127.0.0.1:$((port + 1))/ws "$@" "${stompede_login[@]}"
+  fi
   if [ $rabbit = 1 ]; then
     run rabbitmq ws://127.0.0.1:15674/ws "$@" --login guest --passcode guest
   fi
@@ -63,6 +105,10 @@ if [ "$what" = all ] || [ "$what" = fanout ]; then
   for subs in 1 100 1000; do
     both fanout --subscribers $subs --seconds "$secs"
   done
+fi
+if [ "$what" = all ] || [ "$what" = wildcard ]; then
+  # The same fan-out, every subscriber on a pattern: the cost of wildcard matching.
+  both fanout --subscribers 100 --seconds "$secs" --destination /topic/loadgen.x --subscribe-to '/topic/loadgen.*'
 fi
 if [ "$what" = all ] || [ "$what" = latency ]; then
   both fanout --subscribers 1000 --rate 100 --seconds "$((secs * 2))"
@@ -82,6 +128,9 @@ fi
 if [ "$what" = all ] || [ "$what" = idle ]; then
   start_broker
   run stompede ws://127.0.0.1:$port/ws idle --connections "$idle_conns" --pid $broker "${stompede_login[@]}"
+  if [ -n "$base_bin" ]; then
+    run "stompede@$BASELINE" ws://127.0.0.1:$((port + 1))/ws idle --connections "$idle_conns" --pid "$base_broker" "${stompede_login[@]}"
+  fi
   if [ $rabbit = 1 ]; then
     beam=$(pgrep -f beam.smp | head -1)
     run rabbitmq ws://127.0.0.1:15674/ws idle --connections "$idle_conns" --pid "$beam" --login guest --passcode guest
