@@ -3,8 +3,9 @@
 # the same load generator, in one run. Loopback only; every step is bounded in time.
 #
 #   benches/compare.sh                 # all scenarios
-#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: wildcard, latency, queue, durable, idle
+#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: wildcard, latency, queue, durable, logins, idle
 #   BASELINE=<git rev> benches/compare.sh fanout   # also an earlier stompede, side by side
+#   FANOUT_SUBSCRIBERS="100" benches/compare.sh fanout  # only some fan-out widths
 #
 # With BASELINE, that commit is checked out in a temporary git worktree, built
 # there, and run on the next port beside the current build, with the same load
@@ -39,8 +40,11 @@ base_store=$(mktemp -d)
 if [ -n "${BASELINE:-}" ]; then
   base_dir=$(mktemp -d)
   git worktree add --detach "$base_dir/tree" "$BASELINE" >&2
-  (cd "$base_dir/tree" && cargo build --release --locked --bin stompede) >&2
-  base_bin=$base_dir/tree/target/release/stompede
+  # Its own target directory under ours, so a second run with the same baseline
+  # builds only what changed.
+  base_target=$PWD/target/baseline
+  (cd "$base_dir/tree" && CARGO_TARGET_DIR="$base_target" cargo build --release --locked --bin stompede) >&2
+  base_bin=$base_target/release/stompede
 fi
 launch() { # binary port store source-tree -> pid. Every load-generator connection
   # comes from 127.0.0.1, so the per-address limit is lifted where the build has one.
@@ -49,7 +53,7 @@ launch() { # binary port store source-tree -> pid. Every load-generator connecti
     per_ip=(STOMPEDE__LIMITS__MAX_CONNECTIONS_PER_IP=$((idle_conns + 2000)))
   fi
   env "${per_ip[@]}" STOMPEDE__SERVER__HTTP_ADDR=127.0.0.1:$p STOMPEDE__SERVER__STOMP_ADDR= \
-    STOMPEDE__STORE__PATH="$dir" STOMPEDE__LOG__FILTER=warn "$bin" >&2 &
+    STOMPEDE__STORE__PATH="$dir" STOMPEDE__LOG__FILTER=warn "$bin" --config "$tree/broker.toml" >&2 &
   echo $!
 }
 wait_port() { for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && break; sleep 0.1; done; }
@@ -102,7 +106,7 @@ both() {
 }
 
 if [ "$what" = all ] || [ "$what" = fanout ]; then
-  for subs in 1 100 1000; do
+  for subs in ${FANOUT_SUBSCRIBERS:-1 100 1000}; do
     both fanout --subscribers $subs --seconds "$secs"
   done
 fi
@@ -124,6 +128,15 @@ if [ "$what" = all ] || [ "$what" = durable ]; then
   for producers in 16 64; do
     both queue --producers $producers --consumers 4 --persistent --receipts 1 --seconds "$secs" --destination /queue/durable-sync-$producers
   done
+fi
+if [ "$what" = all ] || [ "$what" = logins ]; then
+  # A reconnect storm: 200 password logins at once (the demo account, real argon2id
+  # cost), from fresh processes; RSS before, when all are in, and after idling.
+  start_broker
+  run stompede ws://127.0.0.1:$port/ws logins --connections 200 --pid $broker --login alice --passcode alice-demo
+  if [ -n "$base_bin" ]; then
+    run "stompede@$BASELINE" ws://127.0.0.1:$((port + 1))/ws logins --connections 200 --pid "$base_broker" --login alice --passcode alice-demo
+  fi
 fi
 if [ "$what" = all ] || [ "$what" = idle ]; then
   start_broker

@@ -15,6 +15,11 @@
 //! `idle`: opens N WebSocket connections that CONNECT and SUBSCRIBE, then sit idle,
 //! and reports the broker's RSS growth per connection (read from /proc/PID/status).
 //!
+//! `logins`: N WebSocket connections CONNECT with `--login`/`--passcode` all at
+//! once (a reconnect storm); one refused with "retry" tries again after 100 ms.
+//! Reports how long until all are in and the broker's RSS before, right after, and
+//! after they sit idle for `--settle` seconds.
+//!
 //! Only loopback addresses are accepted; every run is bounded in time.
 
 #![allow(clippy::unwrap_used)]
@@ -93,6 +98,19 @@ enum Mode {
     /// Producers to one queue, competing consumers acking each message
     /// (client-individual); reports consumed msgs/s and checks none is lost.
     Queue(QueueArgs),
+    /// A storm of password logins; reports time and broker RSS.
+    Logins {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 200)]
+        connections: usize,
+        /// The broker's process id, to read its RSS.
+        #[arg(long)]
+        pid: u32,
+        /// Seconds to hold the connections idle before measuring again.
+        #[arg(long, default_value_t = 5)]
+        settle: u64,
+    },
     /// Idle subscribed connections; reports broker RSS per connection.
     Idle {
         #[command(flatten)]
@@ -590,6 +608,83 @@ async fn queue(args: QueueArgs) {
     );
 }
 
+/// Opens a WebSocket and CONNECTs with the target's credentials: the connection, or
+/// the ERROR message.
+async fn try_login(t: &Target) -> Result<Conn, String> {
+    let mut req = t.url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("v12.stomp"),
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut c = Conn {
+        ws,
+        decoder: Decoder::new(Limits::default()),
+        buf: BytesMut::new(),
+        last_beat: Instant::now(),
+    };
+    let mut connect = Frame::new(Command::Connect)
+        .header("accept-version", "1.2")
+        .header("host", t.host.as_str())
+        .header("heart-beat", "0,0");
+    if let (Some(l), Some(p)) = (&t.login, &t.passcode) {
+        connect = connect
+            .header("login", l.as_str())
+            .header("passcode", p.as_str());
+    }
+    c.send(&connect).await;
+    match c.next().await {
+        Some(f) if f.command == Command::Connected => Ok(c),
+        Some(f) => Err(f.headers.get("message").unwrap_or("ERROR").to_owned()),
+        None => Err("closed".to_owned()),
+    }
+}
+
+async fn logins(t: Target, connections: usize, pid: u32, settle: u64) {
+    let before = rss_kib(pid);
+    let started = Instant::now();
+    let retries = Arc::new(AtomicU64::new(0));
+    let mut opening = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let t = t.clone();
+        let retries = retries.clone();
+        opening.push(tokio::spawn(async move {
+            loop {
+                match try_login(&t).await {
+                    Ok(c) => return c,
+                    Err(e)
+                        if e.contains("retry") && started.elapsed() < Duration::from_secs(120) =>
+                    {
+                        retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("login refused: {e}"),
+                }
+            }
+        }));
+    }
+    let mut conns = Vec::with_capacity(connections);
+    for o in opening {
+        conns.push(o.await.unwrap());
+    }
+    let took = started.elapsed();
+    let peak = rss_kib(pid);
+    tokio::time::sleep(Duration::from_secs(settle)).await;
+    let after = rss_kib(pid);
+    println!(
+        "{} logins={connections}: all in after {:.2} s ({} retries); broker RSS {} MiB before, {} MiB when all were in, {} MiB after {settle} s idle",
+        t.label,
+        took.as_secs_f64(),
+        retries.load(Ordering::Relaxed),
+        before / 1024,
+        peak / 1024,
+        after / 1024,
+    );
+    drop(conns);
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("broker pid");
     status
@@ -664,12 +759,18 @@ fn main() {
                     rate,
                     seconds,
                     window,
-                    (
-                        destination.clone(),
-                        subscribe_to.unwrap_or(destination),
-                    ),
+                    (destination.clone(), subscribe_to.unwrap_or(destination)),
                 )
                 .await
+            }
+            Mode::Logins {
+                target,
+                connections,
+                pid,
+                settle,
+            } => {
+                check_loopback(&target.url);
+                logins(target, connections, pid, settle).await
             }
             Mode::Queue(args) => {
                 check_loopback(&args.target.url);

@@ -339,7 +339,7 @@ impl Default for LimitsConfig {
             max_http_connections: 1024,
             max_concurrent_password_checks: 2,
             max_queued_logins: 256,
-            max_queued_logins_per_ip: 8,
+            max_queued_logins_per_ip: 32,
             max_failed_logins_per_ip: 10,
             failed_login_window_ms: 60_000,
         }

@@ -90,7 +90,10 @@ async fn failed_logins_are_throttled_per_address() {
 
 #[tokio::test]
 async fn a_storm_of_bogus_logins_does_not_starve_a_real_one() {
-    let b = broker(&slow_user());
+    let b = broker(&format!(
+        "[limits]\nmax_queued_logins_per_ip = 8\nmax_failed_logins_per_ip = 10\n{}",
+        slow_user()
+    ));
     // 1,000 concurrent wrong passwords for a real login, from ten addresses.
     let mut attackers = tokio::task::JoinSet::new();
     for n in 0..1000 {
@@ -128,7 +131,7 @@ async fn a_storm_of_bogus_logins_does_not_starve_a_real_one() {
         *answers.entry(kind).or_insert(0) += 1;
     }
     // Real checks per address: up to the throttle's 10 failures, plus the 8 that
-    // may already be waiting when it trips (the defaults); the rest cost nothing.
+    // may already be waiting when it trips; the rest cost nothing.
     let failed = answers.get("failed").copied().unwrap_or(0);
     assert!(failed <= 10 * (10 + 8), "{answers:?}");
     assert!(answers.get("busy").copied().unwrap_or(0) > 0, "{answers:?}");
