@@ -177,33 +177,7 @@ impl Conn {
     }
 
     async fn open(t: &Target) -> Conn {
-        let mut req = t.url.as_str().into_client_request().unwrap();
-        req.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static("v12.stomp"),
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(req)
-            .await
-            .expect("WebSocket connect");
-        let mut c = Conn {
-            ws,
-            decoder: Decoder::new(Limits::default()),
-            buf: BytesMut::new(),
-            last_beat: Instant::now(),
-        };
-        let mut connect = Frame::new(Command::Connect)
-            .header("accept-version", "1.2")
-            .header("host", t.host.as_str())
-            .header("heart-beat", "0,0");
-        if let (Some(l), Some(p)) = (&t.login, &t.passcode) {
-            connect = connect
-                .header("login", l.as_str())
-                .header("passcode", p.as_str());
-        }
-        c.send(&connect).await;
-        let f = c.next().await.expect("CONNECTED");
-        assert_eq!(f.command, Command::Connected, "{f:?}");
-        c
+        try_login(t).await.expect("CONNECTED")
     }
 
     async fn send(&mut self, f: &Frame) {
