@@ -12,6 +12,7 @@
 //! | `service` | anywhere, including `/user/{login}/...` | as trader |
 //! | `admin` | anywhere | anything a session can subscribe to |
 
+pub mod cache;
 pub mod throttle;
 pub mod verifier;
 
@@ -142,6 +143,10 @@ pub struct LoginLimits {
     pub failures_per_address: u32,
     /// The failure window.
     pub failure_window: Duration,
+    /// How long a verified login and password is remembered (`auth.cache_ttl_s`).
+    pub cache_ttl: Duration,
+    /// Most remembered credentials (`auth.cache_max_entries`; 0 turns the cache off).
+    pub cache_max: usize,
 }
 
 /// Why a password could not be hashed.
@@ -175,6 +180,8 @@ pub struct Authenticator {
     verifier: verifier::Verifier,
     throttle: throttle::Throttle,
     in_progress: Arc<throttle::InProgress>,
+    /// Verified credentials, so reconnecting clients skip argon2.
+    cache: cache::CredentialCache,
     metrics: Arc<Metrics>,
     /// Verified against for unknown logins, so their answer takes as long as a
     /// wrong password and does not reveal which logins exist.
@@ -197,6 +204,7 @@ impl Authenticator {
             verifier: verifier::Verifier::new(limits.checks, limits.queued),
             throttle: throttle::Throttle::new(limits.failures_per_address, limits.failure_window),
             in_progress: throttle::InProgress::new(limits.queued_per_address),
+            cache: cache::CredentialCache::new(limits.cache_ttl, limits.cache_max),
             metrics,
         }
     }
@@ -223,7 +231,14 @@ impl Authenticator {
         if self.throttle.blocked(peer) {
             return Err(refused(AuthError::Throttled, "throttled"));
         }
+        let passcode = passcode.unwrap_or("");
         let user = self.users.get(login);
+        if user.is_some()
+            && let Some(identity) = self.cache.get(login, passcode)
+        {
+            self.metrics.auth_cache_hit();
+            return Ok(identity);
+        }
         let hash = match (user, &self.dummy_hash) {
             (Some(u), _) => u.password_hash.clone(),
             (None, Some(dummy)) => dummy.clone(),
@@ -235,16 +250,23 @@ impl Authenticator {
         let Some(_place) = self.in_progress.enter(peer) else {
             return Err(refused(AuthError::AddressBusy, "busy"));
         };
-        let passcode = passcode.unwrap_or("").as_bytes().to_vec();
-        let ok = match self.verifier.verify(hash, passcode).await {
+        let ok = match self
+            .verifier
+            .verify(hash, passcode.as_bytes().to_vec())
+            .await
+        {
             Ok(ok) => ok,
             Err(verifier::Busy) => return Err(refused(AuthError::Busy, "busy")),
         };
         match user {
-            Some(u) if ok => Ok(Identity {
-                login: Some(u.login.clone()),
-                roles: u.roles.clone(),
-            }),
+            Some(u) if ok => {
+                let identity = Identity {
+                    login: Some(u.login.clone()),
+                    roles: u.roles.clone(),
+                };
+                self.cache.insert(login, passcode, &identity);
+                Ok(identity)
+            }
             _ => {
                 self.throttle.failed(peer);
                 Err(refused(AuthError::Failed, "bad_credentials"))
@@ -272,6 +294,8 @@ mod tests {
             queued_per_address: 4,
             failures_per_address: 100,
             failure_window: Duration::from_secs(60),
+            cache_ttl: Duration::from_secs(60),
+            cache_max: 100,
         }
     }
 
@@ -311,6 +335,15 @@ mod tests {
         assert_eq!(
             auth.authenticate(None, None, PEER).await,
             Ok(Identity::anonymous())
+        );
+        // The second right login is answered from the cache; a wrong one never is.
+        assert!(auth.cache.get("alice", "s3cret").is_some());
+        assert!(auth.cache.get("alice", "wrong").is_none());
+        assert_eq!(
+            auth.authenticate(Some("alice"), Some("s3cret"), PEER)
+                .await
+                .map(|i| i.login),
+            Ok(Some("alice".to_owned()))
         );
         let closed = authenticator(&[], false);
         assert_eq!(

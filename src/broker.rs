@@ -76,7 +76,7 @@ impl Broker {
         let auth = Arc::new(crate::auth::Authenticator::new(
             &config.auth.users,
             config.auth.anonymous,
-            config.limits.logins(),
+            config.logins(),
             metrics.clone(),
         ));
         let open_files = rlimit::getrlimit(rlimit::Resource::NOFILE)

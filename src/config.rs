@@ -115,6 +115,11 @@ pub struct AuthConfig {
     pub anonymous: bool,
     /// `[[auth.users]]`. None are built in: the shipped `broker.toml` has demo accounts.
     pub users: Vec<crate::auth::User>,
+    /// Seconds a verified login and password is remembered, so that a reconnecting
+    /// client skips the password check.
+    pub cache_ttl_s: u64,
+    /// Most remembered credentials; 0 turns the cache off.
+    pub cache_max_entries: usize,
 }
 
 impl Default for AuthConfig {
@@ -122,6 +127,8 @@ impl Default for AuthConfig {
         AuthConfig {
             anonymous: true,
             users: Vec::new(),
+            cache_ttl_s: 300,
+            cache_max_entries: 100_000,
         }
     }
 }
@@ -370,17 +377,6 @@ impl LimitsConfig {
         Duration::from_millis(self.connect_timeout_ms)
     }
 
-    /// The bounds on password logins.
-    pub fn logins(&self) -> crate::auth::LoginLimits {
-        crate::auth::LoginLimits {
-            checks: self.max_concurrent_password_checks,
-            queued: self.max_queued_logins,
-            queued_per_address: self.max_queued_logins_per_ip,
-            failures_per_address: self.max_failed_logins_per_ip,
-            failure_window: Duration::from_millis(self.failed_login_window_ms),
-        }
-    }
-
     /// `frame_timeout_ms` as a duration.
     pub fn frame_timeout(&self) -> Duration {
         Duration::from_millis(self.frame_timeout_ms)
@@ -445,6 +441,20 @@ impl Default for LogConfig {
 const LIST_KEYS: &[&str] = &["server.allowed_origins", "queues.durable", "topics.retain"];
 
 impl Config {
+    /// The bounds on password logins (`[limits]`) and the credential cache (`[auth]`).
+    pub fn logins(&self) -> crate::auth::LoginLimits {
+        let l = &self.limits;
+        crate::auth::LoginLimits {
+            checks: l.max_concurrent_password_checks,
+            queued: l.max_queued_logins,
+            queued_per_address: l.max_queued_logins_per_ip,
+            failures_per_address: l.max_failed_logins_per_ip,
+            failure_window: Duration::from_millis(l.failed_login_window_ms),
+            cache_ttl: Duration::from_secs(self.auth.cache_ttl_s),
+            cache_max: self.auth.cache_max_entries,
+        }
+    }
+
     /// Loads `path` (which must exist when `required`), then the process environment.
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
         Self::load_with_env(path, required, None)

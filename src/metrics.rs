@@ -59,6 +59,8 @@ pub mod names {
     pub const RETAINED_MESSAGES: &str = "stompede_retained_messages";
     /// Counter: refused logins, label `reason` = `bad_credentials` | `throttled` | `busy`.
     pub const AUTH_FAILURES_TOTAL: &str = "stompede_auth_failures_total";
+    /// Counter: password logins answered from the cache of verified credentials.
+    pub const AUTH_CACHE_HITS_TOTAL: &str = "stompede_auth_cache_hits_total";
     /// Histogram: seconds from a message's publication to its write to a subscriber.
     pub const PUBLISH_TO_WRITE_SECONDS: &str = "stompede_publish_to_write_seconds";
 }
@@ -230,6 +232,11 @@ impl Metrics {
     /// Counts `n` sent frames of one command.
     pub fn frames_sent(&self, c: Command, n: u64) {
         self.sent[c as usize].increment(n);
+    }
+
+    /// Counts a login answered from the credential cache.
+    pub fn auth_cache_hit(&self) {
+        counter!(names::AUTH_CACHE_HITS_TOTAL).increment(1);
     }
 
     /// Counts a refused login by its bounded reason label.

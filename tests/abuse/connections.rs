@@ -220,3 +220,39 @@ fn max_connections_stays_below_the_descriptor_limit() {
         assert_eq!(http_get(broker.http_addr, "/metrics").await.0, 200);
     });
 }
+
+#[tokio::test]
+async fn reconnecting_users_skip_the_password_check() {
+    // One checking thread and room for 4 waiting: a storm of real checks would be
+    // refused almost entirely.
+    let b = broker(&format!(
+        "[limits]\nmax_concurrent_password_checks = 1\nmax_queued_logins = 4\n{}",
+        slow_user()
+    ));
+    let (_, before) = http_get(b.http_addr, "/metrics").await;
+    let mut first = Client::tcp(&b).await;
+    first.connect_as("slow", "slow-pw").await;
+    // 100 reconnects at once from 20 addresses: all answered from the cache.
+    let mut storm = tokio::task::JoinSet::new();
+    for n in 0..100 {
+        let local = format!("127.0.3.{}", 1 + n % 20);
+        let addr = b.stomp_addr.unwrap();
+        storm.spawn(async move {
+            let s = crate::common::connect_from(&local, addr).await.unwrap();
+            let mut c = Client::from_tcp(s);
+            c.send(connect_frame("slow", "slow-pw")).await;
+            c.next_frame().await.unwrap()
+        });
+    }
+    while let Some(f) = storm.join_next().await {
+        let f = f.unwrap();
+        assert_eq!(f.command, Command::Connected, "{f:?}");
+    }
+    let (_, after) = http_get(b.http_addr, "/metrics").await;
+    let hits = |t: &str| metric(t, "stompede_auth_cache_hits_total").unwrap_or(0.0);
+    assert!(hits(&after) >= hits(&before) + 100.0);
+    // A wrong password for the cached login is still checked, and refused.
+    let mut wrong = Client::tcp(&b).await;
+    wrong.send(connect_frame("slow", "nope")).await;
+    wrong.expect_error("authentication failed").await;
+}
