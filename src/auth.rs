@@ -14,6 +14,7 @@
 
 pub mod cache;
 pub mod throttle;
+pub mod token;
 pub mod verifier;
 
 use crate::metrics::Metrics;
@@ -25,7 +26,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use thiserror::Error;
 
 /// A role from `[[auth.users]] roles`.
@@ -172,9 +173,31 @@ pub fn check_hash(hash: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Verifies CONNECT credentials against the configured users.
+/// What a CONNECT offers to prove who it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// The `login` header.
+    pub login: Option<&'a str>,
+    /// The `passcode` header: a password, or a JWT.
+    pub passcode: Option<&'a str>,
+    /// The token of an `Authorization: Bearer` header.
+    pub bearer: Option<&'a str>,
+}
+
+/// A successful login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    /// Who the session is.
+    pub identity: Identity,
+    /// For a token login, when the token (with its leeway) runs out.
+    pub valid_until: Option<SystemTime>,
+}
+
+/// Verifies CONNECT credentials against the configured users and token key.
 #[derive(Debug)]
 pub struct Authenticator {
+    /// Token logins, when `[auth.jwt]` is set.
+    tokens: Option<token::TokenVerifier>,
     users: HashMap<String, User>,
     anonymous: bool,
     verifier: verifier::Verifier,
@@ -195,9 +218,11 @@ impl Authenticator {
         users: &[User],
         anonymous: bool,
         limits: LoginLimits,
+        tokens: Option<token::TokenVerifier>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Authenticator {
+            tokens,
             dummy_hash: users.first().map(|u| u.password_hash.clone()),
             users: users.iter().map(|u| (u.login.clone(), u.clone())).collect(),
             anonymous,
@@ -207,6 +232,68 @@ impl Authenticator {
             cache: cache::CredentialCache::new(limits.cache_ttl, limits.cache_max),
             metrics,
         }
+    }
+
+    /// Authenticates a CONNECT from client address `peer`: a token when token
+    /// logins are on and the CONNECT carries one (as `Authorization: Bearer` or as
+    /// a passcode shaped like a JWT), otherwise login and password (or anonymous).
+    pub async fn connect(
+        self: &Arc<Self>,
+        credentials: Credentials<'_>,
+        peer: IpAddr,
+    ) -> Result<Login, AuthError> {
+        let token = credentials
+            .bearer
+            .or(credentials.passcode.filter(|p| token::looks_like_jwt(p)));
+        match (&self.tokens, token) {
+            (Some(verifier), Some(token)) => {
+                self.token_login(verifier, token, credentials.login, peer)
+            }
+            _ => {
+                let identity = self
+                    .authenticate(credentials.login, credentials.passcode, peer)
+                    .await?;
+                let method = if identity.login.is_some() {
+                    "password"
+                } else {
+                    "anonymous"
+                };
+                self.metrics.login(method);
+                Ok(Login {
+                    identity,
+                    valid_until: None,
+                })
+            }
+        }
+    }
+
+    fn token_login(
+        &self,
+        verifier: &token::TokenVerifier,
+        token: &str,
+        login: Option<&str>,
+        peer: IpAddr,
+    ) -> Result<Login, AuthError> {
+        if self.throttle.blocked(peer) {
+            self.metrics.auth_failure("throttled");
+            return Err(AuthError::Throttled);
+        }
+        let refused = |why: &dyn std::fmt::Display| {
+            tracing::info!(%peer, reason = %why, "token login refused");
+            self.throttle.failed(peer);
+            self.metrics.auth_failure("bad_token");
+            AuthError::Failed
+        };
+        let verified = verifier.verify(token).map_err(|e| refused(&e))?;
+        // A login header, if any, must name the token's own login.
+        if login.is_some_and(|l| !l.is_empty() && Some(l) != verified.identity.login.as_deref()) {
+            return Err(refused(&"login header differs from the token's login"));
+        }
+        self.metrics.login("token");
+        Ok(Login {
+            identity: verified.identity,
+            valid_until: Some(verified.valid_until),
+        })
     }
 
     /// Authenticates a CONNECT's `login` and `passcode` from client address `peer`.
@@ -304,6 +391,7 @@ mod tests {
             users,
             anonymous,
             limits(),
+            None,
             Arc::new(Metrics::new()),
         ))
     }

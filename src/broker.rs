@@ -73,10 +73,15 @@ impl Broker {
             shutdown.clone(),
         );
         tasks.spawn(engine);
+        // Checked when the configuration loaded, so an error cannot happen here.
+        let tokens = crate::auth::token::TokenVerifier::from_config(&config.auth.jwt)
+            .ok()
+            .flatten();
         let auth = Arc::new(crate::auth::Authenticator::new(
             &config.auth.users,
             config.auth.anonymous,
             config.logins(),
+            tokens,
             metrics.clone(),
         ));
         let open_files = rlimit::getrlimit(rlimit::Resource::NOFILE)

@@ -120,6 +120,42 @@ pub struct AuthConfig {
     pub cache_ttl_s: u64,
     /// Most remembered credentials; 0 turns the cache off.
     pub cache_max_entries: usize,
+    /// Token logins.
+    pub jwt: JwtConfig,
+}
+
+/// `[auth.jwt]`: token logins (on when `secret` or `public_key_file` is set).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// HS256 shared secret.
+    pub secret: String,
+    /// PEM public key: RSA (RS256), P-256 (ES256) or Ed25519 (EdDSA).
+    pub public_key_file: String,
+    /// Required `iss`, when set.
+    pub issuer: String,
+    /// Required `aud`, when set.
+    pub audience: String,
+    /// The claim holding the login.
+    pub login_claim: String,
+    /// The claim holding the roles (an array of strings).
+    pub roles_claim: String,
+    /// Seconds of clock difference tolerated on `exp` (and `nbf`).
+    pub leeway_s: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            secret: String::new(),
+            public_key_file: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            login_claim: "sub".to_owned(),
+            roles_claim: "roles".to_owned(),
+            leeway_s: 30,
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -129,6 +165,7 @@ impl Default for AuthConfig {
             users: Vec::new(),
             cache_ttl_s: 300,
             cache_max_entries: 100_000,
+            jwt: JwtConfig::default(),
         }
     }
 }
@@ -581,6 +618,12 @@ impl Config {
                 }
             })?;
         }
+        crate::auth::token::TokenVerifier::from_config(&self.auth.jwt).map_err(|e| {
+            ConfigError::BadValue {
+                key: "auth.jwt",
+                reason: e.to_string(),
+            }
+        })?;
         for pattern in &self.queues.durable {
             if !pattern.starts_with("/queue/") || pattern.len() == "/queue/".len() {
                 return Err(ConfigError::BadValue {

@@ -57,8 +57,13 @@ pub mod names {
     pub const STORED_MESSAGES: &str = "stompede_stored_messages";
     /// Gauge: destinations holding a retained message.
     pub const RETAINED_MESSAGES: &str = "stompede_retained_messages";
-    /// Counter: refused logins, label `reason` = `bad_credentials` | `throttled` | `busy`.
+    /// Counter: refused logins, label `reason` = `bad_credentials` | `bad_token` |
+    /// `throttled` | `busy`.
     pub const AUTH_FAILURES_TOTAL: &str = "stompede_auth_failures_total";
+    /// Counter: successful logins, label `method` = `password` | `token` | `anonymous`.
+    pub const LOGINS_TOTAL: &str = "stompede_logins_total";
+    /// Counter: connections closed because their token expired.
+    pub const TOKEN_EXPIRIES_TOTAL: &str = "stompede_token_expiries_total";
     /// Counter: password logins answered from the cache of verified credentials.
     pub const AUTH_CACHE_HITS_TOTAL: &str = "stompede_auth_cache_hits_total";
     /// Histogram: seconds from a message's publication to its write to a subscriber.
@@ -232,6 +237,16 @@ impl Metrics {
     /// Counts `n` sent frames of one command.
     pub fn frames_sent(&self, c: Command, n: u64) {
         self.sent[c as usize].increment(n);
+    }
+
+    /// Counts a successful login by method.
+    pub fn login(&self, method: &'static str) {
+        counter!(names::LOGINS_TOTAL, "method" => method).increment(1);
+    }
+
+    /// Counts a connection closed at its token's expiry.
+    pub fn token_expired(&self) {
+        counter!(names::TOKEN_EXPIRIES_TOTAL).increment(1);
     }
 
     /// Counts a login answered from the credential cache.

@@ -68,16 +68,30 @@ impl Session {
         )?;
         // Off the runtime: argon2 takes tens of milliseconds by design. The connect
         // timeout covers the wait for a check and the check itself.
-        let login = self.broker.auth.authenticate(
-            frame.headers.get("login"),
-            frame.headers.get("passcode"),
-            self.peer.ip(),
-        );
-        self.identity = tokio::time::timeout_at(self.connect_deadline, login)
+        let credentials = crate::auth::Credentials {
+            login: frame.headers.get("login"),
+            passcode: frame.headers.get("passcode"),
+            // STOMP headers are case-sensitive; HTTP's spelling and lower case both work.
+            bearer: frame
+                .headers
+                .get("Authorization")
+                .or(frame.headers.get("authorization"))
+                .and_then(bearer_token),
+        };
+        let login = self.broker.auth.connect(credentials, self.peer.ip());
+        let login = tokio::time::timeout_at(self.connect_deadline, login)
             .await
             .map_err(|_| {
                 ProtocolError::ConnectTimeout(self.broker.config.limits.connect_timeout_ms)
             })??;
+        self.identity = login.identity;
+        // A token login ends when its token does.
+        self.token_deadline = login.valid_until.map(|until| {
+            let left = until
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            super::far_future(left)
+        });
         self.version = Some(version);
         self.decoder.set_version(version);
         if beats.expect_every > 0 {
@@ -109,9 +123,27 @@ impl Session {
     }
 }
 
+/// The token of an `Authorization` header value `Bearer <token>` (the scheme is
+/// not case-sensitive).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_tokens_are_found_in_the_authorization_header() {
+        assert_eq!(bearer_token("Bearer abc.def.ghi"), Some("abc.def.ghi"));
+        assert_eq!(bearer_token("bearer  x "), Some("x"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
 
     #[test]
     fn heartbeats_negotiate_to_the_larger_value_per_direction() {

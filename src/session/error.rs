@@ -101,6 +101,9 @@ pub enum ProtocolError {
         "the broker holds its limit of {0} bytes in unfinished frames (limits.max_pending_frame_bytes); send smaller frames or retry"
     )]
     PendingFramesFull(usize),
+    /// The session's token reached its `exp` (plus the leeway).
+    #[error("token expired")]
+    TokenExpired,
     /// The client stopped sending heart-beats.
     #[error("no heart-beat or frame from client for {0} ms")]
     HeartBeatTimeout(u64),
@@ -136,6 +139,7 @@ impl ProtocolError {
             ProtocolError::BadPrefetch(_) => "bad_header",
             ProtocolError::Topic(e) => e.reason(),
             ProtocolError::UnknownAck(_) => "unknown_ack",
+            ProtocolError::TokenExpired => "token_expired",
             ProtocolError::FrameTimeout(_) => "frame_timeout",
             ProtocolError::PendingFramesFull(_) => "pending_frames_full",
             ProtocolError::TransactionTooLarge(_) => "transaction_too_large",

@@ -80,6 +80,8 @@ pub struct Session {
     peer: SocketAddr,
     /// CONNECT, password check included, must be done by then.
     connect_deadline: Instant,
+    /// When the session's token runs out (token logins only).
+    token_deadline: Option<Instant>,
 }
 
 /// Runs a connection until it ends: spawns its writer, reads and handles frames,
@@ -112,6 +114,7 @@ pub async fn run(
         frame_watch: frame_watch::FrameWatch::new(broker.clone()),
         peer,
         connect_deadline: far_future(broker.config.limits.connect_timeout()),
+        token_deadline: None,
         broker,
         outbox,
         version: None,
@@ -155,6 +158,11 @@ impl Session {
                         ),
                     };
                     self.send_error(&error, None);
+                    return;
+                }
+                _ = sleep_until_some(self.token_deadline), if self.token_deadline.is_some() => {
+                    self.broker.metrics.token_expired();
+                    self.send_error(&ProtocolError::TokenExpired, None);
                     return;
                 }
                 answer = oldest(&mut self.pending), if !self.pending.is_empty() => {
@@ -376,6 +384,14 @@ impl Session {
         for (_, owned) in std::mem::take(&mut self.subscriptions) {
             self.drop_subscription(owned);
         }
+    }
+}
+
+/// Sleeps until `at`; never wakes for `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
