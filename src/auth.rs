@@ -12,6 +12,7 @@
 //! | `service` | anywhere, including `/user/{login}/...` | as trader |
 //! | `admin` | anywhere | anything a session can subscribe to |
 
+pub mod acl;
 pub mod cache;
 pub mod throttle;
 pub mod token;

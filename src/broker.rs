@@ -25,6 +25,8 @@ pub struct Broker {
     pub queues: Arc<crate::queue::Queues>,
     /// Checks CONNECT credentials.
     pub auth: Arc<crate::auth::Authenticator>,
+    /// Who may send and subscribe where (`[[auth.acl]]` over the built-in rules).
+    pub access: Arc<crate::auth::acl::Access>,
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -84,6 +86,8 @@ impl Broker {
             tokens,
             metrics.clone(),
         ));
+        // Checked when the configuration loaded, so an error cannot happen here.
+        let access = Arc::new(crate::auth::acl::Access::new(&config.auth.acl).unwrap_or_default());
         let open_files = rlimit::getrlimit(rlimit::Resource::NOFILE)
             .ok()
             .map(|(soft, _)| soft);
@@ -112,6 +116,7 @@ impl Broker {
         let admission =
             crate::admission::Admission::new(config.limits.max_connections_per_ip, max_http);
         Ok(Arc::new(Broker {
+            access,
             admission,
             max_connections,
             pending_frames: crate::session::frame_watch::PendingBudget::new(

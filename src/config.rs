@@ -122,6 +122,8 @@ pub struct AuthConfig {
     pub cache_max_entries: usize,
     /// Token logins.
     pub jwt: JwtConfig,
+    /// `[[auth.acl]]` access rules; none means the built-in rules of the roles.
+    pub acl: Vec<crate::auth::acl::AclRule>,
 }
 
 /// `[auth.jwt]`: token logins (on when `secret` or `public_key_file` is set).
@@ -166,6 +168,7 @@ impl Default for AuthConfig {
             cache_ttl_s: 300,
             cache_max_entries: 100_000,
             jwt: JwtConfig::default(),
+            acl: Vec::new(),
         }
     }
 }
@@ -623,6 +626,10 @@ impl Config {
                 key: "auth.jwt",
                 reason: e.to_string(),
             }
+        })?;
+        crate::auth::acl::Access::new(&self.auth.acl).map_err(|reason| ConfigError::BadValue {
+            key: "auth.acl",
+            reason,
         })?;
         for pattern in &self.queues.durable {
             if !pattern.starts_with("/queue/") || pattern.len() == "/queue/".len() {

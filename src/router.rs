@@ -188,7 +188,9 @@ impl LocalBus {
         }
         let published = Instant::now();
         self.topics.for_each_match(destination, |sub| {
-            hand_to(sub, &template, &message_id, published)
+            if sub.may_read(destination) {
+                hand_to(sub, &template, &message_id, published)
+            }
         })
     }
 
@@ -231,6 +233,9 @@ impl LocalBus {
             return;
         }
         let hand_over = |dest: &str, r: &Retained| {
+            if !sub.may_read(dest) {
+                return;
+            }
             let shared = [
                 ("destination", dest),
                 ("message-id", r.message_id.as_str()),

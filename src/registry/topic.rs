@@ -33,6 +33,16 @@ pub struct Subscriber {
     pub ack: AckMode,
     /// The owning connection's outbox.
     pub outbox: Outbox,
+    /// For a wildcard subscription under access rules: the check every message's
+    /// concrete destination must pass, so no pattern reads past a rule.
+    pub filter: Option<crate::auth::acl::ReadFilter>,
+}
+
+impl Subscriber {
+    /// Whether this subscription may receive a message published to `destination`.
+    pub fn may_read(&self, destination: &str) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.allows(destination))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -235,6 +245,7 @@ mod tests {
             header: SubscriptionHeader::new(id, Version::V1_2),
             ack: AckMode::Auto,
             outbox: outbox(1024).0,
+            filter: None,
         })
     }
 

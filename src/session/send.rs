@@ -39,7 +39,11 @@ impl Session {
             command: "SEND to",
             destination: destination.to_owned(),
         };
-        if !self.identity.may_send(&family) {
+        if !self
+            .broker
+            .access
+            .may_send(&self.identity, &family, destination)
+        {
             return Err(forbidden());
         }
         match family {

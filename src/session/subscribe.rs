@@ -1,8 +1,9 @@
 //! SUBSCRIBE, UNSUBSCRIBE, ACK and NACK.
 
 use super::{Flow, ProtocolError, Session};
+use crate::auth::acl::ReadFilter;
 use crate::codec::{Command, Frame, SubscriptionHeader, Version};
-use crate::registry::pattern::check_topic;
+use crate::registry::pattern::{check_topic, is_pattern};
 use crate::registry::{AckMode, Subscriber};
 use crate::router::{Destination, user_key, valid_user_queue};
 use std::sync::Arc;
@@ -59,7 +60,14 @@ impl Session {
             command: "SUBSCRIBE to",
             destination: destination.to_owned(),
         };
-        if !self.identity.may_subscribe(&family) {
+        // A session's own user queues are checked below, bound to its login.
+        let own_user_queue = matches!(family, Destination::User(_));
+        if !own_user_queue
+            && !self
+                .broker
+                .access
+                .may_subscribe(&self.identity, &family, destination)
+        {
             return Err(forbidden());
         }
         // The registry and key: the topic itself, or the user destination bound to
@@ -80,12 +88,21 @@ impl Session {
             Destination::Queue(name) => return self.subscribe_queue(frame, id, name, ack, bytes),
             Destination::App(_) => return Err(forbidden()),
         };
+        // A wildcard may match topics the rules close to this session: each message
+        // it would receive is checked too.
+        let filter = match &target {
+            Target::Topic(t) if is_pattern(t) => {
+                ReadFilter::for_subscription(&self.broker.access, &self.identity)
+            }
+            _ => None,
+        };
         let subscriber = Arc::new(Subscriber {
             session: self.id,
             id: id.to_owned(),
             header: SubscriptionHeader::new(id, self.version.unwrap_or(Version::V1_2)),
             ack,
             outbox: self.outbox.clone(),
+            filter,
         });
         match &target {
             Target::Topic(t) => self.broker.bus.subscribe_topic(t, subscriber.clone()),
@@ -153,6 +170,7 @@ impl Session {
             header,
             ack,
             outbox: self.outbox.clone(),
+            filter: None,
         });
         self.subscription_bytes += bytes;
         self.subscriptions.insert(
