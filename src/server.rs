@@ -17,6 +17,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A TLS certificate or key could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::transport::tls::TlsError),
     /// The queue store could not be opened or read.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -39,6 +42,10 @@ pub struct RunningBroker {
     pub http_addr: SocketAddr,
     /// Where the TCP STOMP listener is bound, if enabled.
     pub stomp_addr: Option<SocketAddr>,
+    /// Where the HTTPS (`wss://`) listener is bound, if TLS is on.
+    pub https_addr: Option<SocketAddr>,
+    /// Where the STOMP-over-TLS listener is bound, if TLS is on.
+    pub stomps_addr: Option<SocketAddr>,
     /// Shared state, for tests that look inside.
     pub broker: Arc<Broker>,
 }
@@ -70,33 +77,74 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let tcp = stomp_addr
         .map(|a| listen(a, "server.stomp_addr"))
         .transpose()?;
-    let broker = Broker::start(config)?;
-    let http_addr = http.local_addr().map_err(|source| StartError::Bind {
-        addr: broker.config.server.http_addr,
-        key: "server.http_addr",
-        source,
-    })?;
-    let stomp_addr = match &tcp {
-        Some(l) => Some(l.local_addr().map_err(|source| StartError::Bind {
-            addr: broker.config.server.http_addr,
-            key: "server.stomp_addr",
-            source,
-        })?),
-        None => None,
+    // TLS: the files were checked when the configuration loaded.
+    let tls = match config.tls.enabled() {
+        false => None,
+        true => {
+            let t = &config.tls;
+            let https = transport::tls::acceptor(&t.cert_file, &t.key_file, &[b"http/1.1"])?;
+            let stomps = transport::tls::acceptor(&t.cert_file, &t.key_file, &[])?;
+            let https_listener = listen(t.https_addr, "tls.https_addr")?;
+            let stomps_listener = t
+                .stomp_socket_addr()?
+                .map(|a| listen(a, "tls.stomp_addr"))
+                .transpose()?;
+            Some((https, https_listener, stomps, stomps_listener))
+        }
     };
-    broker
-        .tasks
-        .spawn(transport::http::serve(http, broker.clone(), prometheus));
+    let broker = Broker::start(config)?;
+    let bound = |l: &TcpListener, key: &'static str| {
+        l.local_addr().map_err(|source| StartError::Bind {
+            addr: broker.config.server.http_addr,
+            key,
+            source,
+        })
+    };
+    let http_addr = bound(&http, "server.http_addr")?;
+    let stomp_addr = tcp
+        .as_ref()
+        .map(|l| bound(l, "server.stomp_addr"))
+        .transpose()?;
+    broker.tasks.spawn(transport::http::serve(
+        http,
+        broker.clone(),
+        prometheus.clone(),
+        None,
+    ));
     if let Some(tcp) = tcp {
         broker
             .tasks
-            .spawn(transport::tcp::serve(tcp, broker.clone()));
+            .spawn(transport::tcp::serve(tcp, broker.clone(), None));
     }
-    let stomp = stomp_addr.map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(%http_addr, stomp_addr = %stomp, "stompede listening");
+    let (mut https_addr, mut stomps_addr) = (None, None);
+    if let Some((https, https_listener, stomps, stomps_listener)) = tls {
+        https_addr = Some(bound(&https_listener, "tls.https_addr")?);
+        broker.tasks.spawn(transport::http::serve(
+            https_listener,
+            broker.clone(),
+            prometheus,
+            Some(https),
+        ));
+        if let Some(l) = stomps_listener {
+            stomps_addr = Some(bound(&l, "tls.stomp_addr")?);
+            broker
+                .tasks
+                .spawn(transport::tcp::serve(l, broker.clone(), Some(stomps)));
+        }
+    }
+    let shown = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(
+        %http_addr,
+        stomp_addr = %shown(stomp_addr),
+        https_addr = %shown(https_addr),
+        stomps_addr = %shown(stomps_addr),
+        "stompede listening"
+    );
     Ok(RunningBroker {
         http_addr,
         stomp_addr,
+        https_addr,
+        stomps_addr,
         broker,
     })
 }

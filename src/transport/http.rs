@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -26,8 +27,16 @@ const SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 /// Time a client has to send its HTTP request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts HTTP connections until shutdown; accept errors are logged and retried.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, metrics: PrometheusHandle) {
+/// Accepts HTTP connections until shutdown, over TLS when `tls` is given (HTTPS:
+/// the same routes, so `wss://` at `/ws`; the handshake runs in the connection's
+/// own task, within `limits.connect_timeout_ms`). Accept errors are logged and
+/// retried.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    metrics: PrometheusHandle,
+    tls: Option<TlsAcceptor>,
+) {
     loop {
         let accepted = tokio::select! {
             _ = broker.shutdown.cancelled() => return,
@@ -42,48 +51,79 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, metrics: Promethe
             }
         };
         let _ = stream.set_nodelay(true);
+        // Over TLS a plain-text 503 could not be read: the socket just closes.
+        let refuse =
+            |stream, message| -> Option<_> { tls.is_none().then(|| refuse(stream, message)) };
         let Some(address) = broker.admission.admit(peer.ip()) else {
             broker.metrics.transport(Transport::Ws).refused.increment(1);
             tracing::debug!(%peer, "refused: limits.max_connections_per_ip");
-            broker.tasks.spawn(refuse(
+            if let Some(refusal) = refuse(
                 stream,
                 "too many connections from this address (limits.max_connections_per_ip)\n",
-            ));
+            ) {
+                broker.tasks.spawn(refusal);
+            }
             continue;
         };
         let Some(http_slot) = broker.admission.open_http() else {
             tracing::debug!(%peer, "refused: limits.max_http_connections");
-            broker.tasks.spawn(refuse(
+            if let Some(refusal) = refuse(
                 stream,
                 "too many HTTP connections (limits.max_http_connections)\n",
-            ));
+            ) {
+                broker.tasks.spawn(refusal);
+            }
             continue;
         };
         let conn_broker = broker.clone();
         let metrics = metrics.clone();
+        let tls = tls.clone();
         broker.tasks.spawn(async move {
             let _http_slot = http_slot;
-            let shutdown = conn_broker.shutdown.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let broker = conn_broker.clone();
-                let metrics = metrics.clone();
-                let address = address.clone();
-                async move { Ok::<_, Infallible>(route(req, broker, metrics, peer, address)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
-                }
+            let Some(tls) = tls else {
+                connection(stream, conn_broker, metrics, peer, address).await;
+                return;
+            };
+            let limit = conn_broker.config.limits.connect_timeout();
+            match tokio::time::timeout(limit, tls.accept(stream)).await {
+                Ok(Ok(stream)) => connection(stream, conn_broker, metrics, peer, address).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// Serves one HTTP connection (plain or TLS) until it ends, it upgrades to a
+/// WebSocket, or the broker shuts down.
+async fn connection<IO>(
+    io: IO,
+    broker: Arc<Broker>,
+    metrics: PrometheusHandle,
+    peer: SocketAddr,
+    address: Arc<AddressSlot>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let shutdown = broker.shutdown.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let broker = broker.clone();
+        let metrics = metrics.clone();
+        let address = address.clone();
+        async move { Ok::<_, Infallible>(route(req, broker, metrics, peer, address)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod http;
 pub mod metered;
 pub mod tcp;
+pub mod tls;
 pub mod web;
 
 use bytes::{Bytes, BytesMut};
@@ -16,7 +17,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::io;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_tungstenite::WebSocketStream;
@@ -47,11 +48,16 @@ pub enum ReadError {
     WebSocket(String),
 }
 
+/// STOMP over TLS over TCP.
+pub type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
 /// The read half of a connection.
 #[derive(Debug)]
 pub enum Reader {
     /// Plain TCP.
     Tcp(OwnedReadHalf),
+    /// TLS over TCP.
+    Tls(tokio::io::ReadHalf<TlsStream>),
     /// WebSocket: text and binary messages both carry STOMP bytes. The progress
     /// counts bytes tungstenite holds in a message it has not finished.
     Ws(SplitStream<WsStream>, Arc<metered::Progress>),
@@ -62,6 +68,8 @@ pub enum Reader {
 pub enum Writer {
     /// Plain TCP.
     Tcp(OwnedWriteHalf),
+    /// TLS over TCP.
+    Tls(tokio::io::WriteHalf<TlsStream>),
     /// WebSocket.
     Ws(SplitSink<WsStream, Message>),
 }
@@ -71,6 +79,12 @@ pub fn tcp(stream: TcpStream) -> (Reader, Writer) {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     (Reader::Tcp(r), Writer::Tcp(w))
+}
+
+/// Splits a TLS connection.
+pub fn tls(stream: TlsStream) -> (Reader, Writer) {
+    let (r, w) = tokio::io::split(stream);
+    (Reader::Tls(r), Writer::Tls(w))
 }
 
 /// Splits a WebSocket connection whose socket reads are counted in `progress`.
@@ -84,7 +98,7 @@ impl Reader {
     /// message), shared so it can be looked at while a read is under way.
     pub fn progress(&self) -> Option<Arc<metered::Progress>> {
         match self {
-            Reader::Tcp(_) => None,
+            Reader::Tcp(_) | Reader::Tls(_) => None,
             Reader::Ws(_, p) => Some(p.clone()),
         }
     }
@@ -104,6 +118,11 @@ impl Reader {
                     Err(e) => return Err(e.into()),
                 }
             },
+            // TLS decrypts in records: a read buffer is held while waiting.
+            Reader::Tls(r) => {
+                buf.reserve(READ_CHUNK);
+                Ok(r.read_buf(buf).await?)
+            }
             Reader::Ws(r, progress) => loop {
                 let next = r.next().await;
                 progress.consume_all();
@@ -189,6 +208,10 @@ impl Writer {
             Writer::Tcp(w) => {
                 w.write_all(&batch.data).await?;
             }
+            Writer::Tls(w) => {
+                w.write_all(&batch.data).await?;
+                w.flush().await?;
+            }
             Writer::Ws(w) => {
                 let mut data = std::mem::take(&mut batch.data).freeze();
                 let mut i = 0;
@@ -217,6 +240,7 @@ impl Writer {
     pub async fn close(&mut self, going_away: bool) -> io::Result<()> {
         match self {
             Writer::Tcp(w) => w.shutdown().await,
+            Writer::Tls(w) => w.shutdown().await,
             Writer::Ws(w) => {
                 let frame = CloseFrame {
                     code: if going_away {

@@ -2,7 +2,7 @@
 // the real @stomp/stompjs client over `ws`, and a raw STOMP client over TCP.
 
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { createInterface } from 'node:readline';
 import net from 'node:net';
@@ -46,6 +46,17 @@ function configWithUsers(extraToml) {
 }
 
 /**
+ * A fresh self-signed certificate for 127.0.0.1 (made by the selfsigned example):
+ * `{ cert, key }` file paths and the certificate's PEM text.
+ */
+export function selfSignedCertificate() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'stompede-tls-'));
+  execFileSync(path.join(path.dirname(BIN), 'examples', 'selfsigned'), [dir]);
+  const cert = path.join(dir, 'cert.pem');
+  return { cert, key: path.join(dir, 'key.pem'), pem: readFileSync(cert) };
+}
+
+/**
  * Starts the broker with extra STOMPEDE__ environment (and optional TOML for keys
  * the environment cannot express); resolves once it listens.
  */
@@ -74,7 +85,11 @@ export async function startBroker(env = {}, extraToml = '') {
         return;
       }
       if (entry.fields?.message === 'stompede listening') {
-        resolve({ http: entry.fields.http_addr, stomp: entry.fields.stomp_addr });
+        resolve({
+          http: entry.fields.http_addr,
+          stomp: entry.fields.stomp_addr,
+          https: entry.fields.https_addr,
+        });
       }
     });
   });
