@@ -99,18 +99,7 @@ enum Mode {
     /// (client-individual); reports consumed msgs/s and checks none is lost.
     Queue(QueueArgs),
     /// A storm of password logins; reports time and broker RSS.
-    Logins {
-        #[command(flatten)]
-        target: Target,
-        #[arg(long, default_value_t = 200)]
-        connections: usize,
-        /// The broker's process id, to read its RSS.
-        #[arg(long)]
-        pid: u32,
-        /// Seconds to hold the connections idle before measuring again.
-        #[arg(long, default_value_t = 5)]
-        settle: u64,
-    },
+    Logins(LoginsArgs),
     /// Idle subscribed connections; reports broker RSS per connection.
     Idle {
         #[command(flatten)]
@@ -124,6 +113,33 @@ enum Mode {
         #[arg(long, default_value_t = 5)]
         settle: u64,
     },
+}
+
+/// A storm of logins.
+#[derive(Debug, clap::Args)]
+struct LoginsArgs {
+    #[command(flatten)]
+    target: Target,
+    #[arg(long, default_value_t = 200)]
+    connections: usize,
+    /// The broker's process id, to read its RSS.
+    #[arg(long)]
+    pid: u32,
+    /// Seconds to hold the connections idle before measuring again.
+    #[arg(long, default_value_t = 5)]
+    settle: u64,
+    /// Log in with a distinct HS256 JWT per connection (sub `user{i}`), signed
+    /// with this secret, instead of --login/--passcode.
+    #[arg(long)]
+    token_secret: Option<String>,
+    /// Log in as `user{i % N}` with password `pw-user{i % N}` instead of
+    /// --login/--passcode (the broker must have these users).
+    #[arg(long)]
+    distinct_users: Option<usize>,
+    /// Spread the connections over this many loopback addresses (127.0.0.1 up),
+    /// as a storm of real clients comes from many addresses.
+    #[arg(long, default_value_t = 1)]
+    spread: usize,
 }
 
 /// Process start, for timestamps in diagnostics.
@@ -585,14 +601,46 @@ async fn queue(args: QueueArgs) {
 /// Opens a WebSocket and CONNECTs with the target's credentials: the connection, or
 /// the ERROR message.
 async fn try_login(t: &Target) -> Result<Conn, String> {
+    try_login_from(t, None, t.login.as_deref(), t.passcode.as_deref()).await
+}
+
+/// [`try_login`] from loopback address `local` (if given) with these credentials.
+async fn try_login_from(
+    t: &Target,
+    local: Option<std::net::IpAddr>,
+    login: Option<&str>,
+    passcode: Option<&str>,
+) -> Result<Conn, String> {
     let mut req = t.url.as_str().into_client_request().unwrap();
     req.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static("v12.stomp"),
     );
-    let (ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .map_err(|e| e.to_string())?;
+    let ws = match local {
+        None => tokio_tungstenite::connect_async(req)
+            .await
+            .map(|(ws, _)| ws),
+        Some(ip) => {
+            let hostport = t
+                .url
+                .split("://")
+                .nth(1)
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap();
+            let addr = hostport.to_socket_addrs().unwrap().next().unwrap();
+            let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+            socket
+                .bind(std::net::SocketAddr::new(ip, 0))
+                .map_err(|e| e.to_string())?;
+            let stream = socket.connect(addr).await.map_err(|e| e.to_string())?;
+            tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+                .await
+                .map(|(ws, _)| ws)
+        }
+    }
+    .map_err(|e| e.to_string())?;
     let mut c = Conn {
         ws,
         decoder: Decoder::new(Limits::default()),
@@ -603,10 +651,11 @@ async fn try_login(t: &Target) -> Result<Conn, String> {
         .header("accept-version", "1.2")
         .header("host", t.host.as_str())
         .header("heart-beat", "0,0");
-    if let (Some(l), Some(p)) = (&t.login, &t.passcode) {
-        connect = connect
-            .header("login", l.as_str())
-            .header("passcode", p.as_str());
+    if let Some(l) = login {
+        connect = connect.header("login", l);
+    }
+    if let Some(p) = passcode {
+        connect = connect.header("passcode", p);
     }
     c.send(&connect).await;
     match c.next().await {
@@ -616,20 +665,58 @@ async fn try_login(t: &Target) -> Result<Conn, String> {
     }
 }
 
-async fn logins(t: Target, connections: usize, pid: u32, settle: u64) {
+/// An HS256 JWT for `sub`, valid for an hour.
+fn token_for(secret: &str, sub: &str) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": sub, "roles": ["trader"], "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+async fn logins(a: LoginsArgs) {
+    let (t, connections, pid) = (a.target.clone(), a.connections, a.pid);
     let before = rss_kib(pid);
+    // Tokens are made before the clock starts: an identity provider made them.
+    let credentials: Vec<(Option<String>, Option<String>)> = (0..connections)
+        .map(|i| match (&a.token_secret, a.distinct_users) {
+            (Some(secret), _) => (None, Some(token_for(secret, &format!("user{i}")))),
+            (None, Some(n)) => (
+                Some(format!("user{}", i % n)),
+                Some(format!("pw-user{}", i % n)),
+            ),
+            (None, None) => (t.login.clone(), t.passcode.clone()),
+        })
+        .collect();
     let started = Instant::now();
     let retries = Arc::new(AtomicU64::new(0));
     let mut opening = Vec::with_capacity(connections);
-    for _ in 0..connections {
+    for (i, (login, passcode)) in credentials.into_iter().enumerate() {
         let t = t.clone();
         let retries = retries.clone();
+        let local =
+            (a.spread > 1).then(|| std::net::IpAddr::from([127, 0, 0, (1 + i % a.spread) as u8]));
         opening.push(tokio::spawn(async move {
             loop {
-                match try_login(&t).await {
-                    Ok(c) => return c,
+                // A refusal that says "retry", or a connect timeout while the
+                // broker works through the storm, is retried as stompjs would.
+                match try_login_from(&t, local, login.as_deref(), passcode.as_deref()).await {
+                    Ok(mut c) => {
+                        c.subscribe(&format!("s{i}"), "/topic/storm").await;
+                        return c;
+                    }
                     Err(e)
-                        if e.contains("retry") && started.elapsed() < Duration::from_secs(120) =>
+                        if (e.contains("retry")
+                            || e.contains("not completed")
+                            || e.contains("closed")
+                            || e.contains("503"))
+                            && started.elapsed() < Duration::from_secs(300) =>
                     {
                         retries.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -644,19 +731,38 @@ async fn logins(t: Target, connections: usize, pid: u32, settle: u64) {
         conns.push(o.await.unwrap());
     }
     let took = started.elapsed();
-    let peak = rss_kib(pid);
-    tokio::time::sleep(Duration::from_secs(settle)).await;
+    let peak = peak_rss_kib(pid);
+    tokio::time::sleep(Duration::from_secs(a.settle)).await;
     let after = rss_kib(pid);
+    let how = match (&a.token_secret, a.distinct_users) {
+        (Some(_), _) => "distinct JWTs".to_owned(),
+        (None, Some(n)) => format!("passwords of {n} users"),
+        (None, None) => "one user's password".to_owned(),
+    };
     println!(
-        "{} logins={connections}: all in after {:.2} s ({} retries); broker RSS {} MiB before, {} MiB when all were in, {} MiB after {settle} s idle",
+        "{} logins={connections} ({how}, from {} addresses): all subscribed after {:.2} s ({} retries); broker RSS {} MiB before, peak {} MiB, {} MiB after {} s idle ({:.1} KiB per connection)",
         t.label,
+        a.spread,
         took.as_secs_f64(),
         retries.load(Ordering::Relaxed),
         before / 1024,
         peak / 1024,
         after / 1024,
+        a.settle,
+        after.saturating_sub(before) as f64 / connections as f64,
     );
     drop(conns);
+}
+
+/// The process's peak resident set (VmHWM) in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("broker pid");
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -737,14 +843,10 @@ fn main() {
                 )
                 .await
             }
-            Mode::Logins {
-                target,
-                connections,
-                pid,
-                settle,
-            } => {
-                check_loopback(&target.url);
-                logins(target, connections, pid, settle).await
+            Mode::Logins(args) => {
+                check_loopback(&args.target.url);
+                assert!(args.spread <= 250, "at most 250 loopback addresses");
+                logins(args).await
             }
             Mode::Queue(args) => {
                 check_loopback(&args.target.url);
