@@ -3,7 +3,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startBroker, stompClient, subscribed, publishConfirmed, within } from './helpers.mjs';
+import { startBroker, stompClient, subscribed, publishConfirmed, until, within } from './helpers.mjs';
 
 let broker;
 before(async () => {
@@ -20,9 +20,7 @@ test('an anonymous client reads and writes the one queue a rule opens', async ()
   const got = [];
   await subscribed(reader, '/queue/test', (m) => got.push(m.body));
   await publishConfirmed(writer, { destination: '/queue/test', body: 'hello from nobody' });
-  await within(5000, 'the queued message', new Promise((resolve) => {
-    const poll = setInterval(() => got.length && (clearInterval(poll), resolve()), 10);
-  }));
+  await until('the queued message', () => got.length > 0);
   assert.deepEqual(got, ['hello from nobody']);
   await reader.deactivate();
   await writer.deactivate();

@@ -140,6 +140,18 @@ export async function stompClient(broker, options = {}, login = 'svc') {
   return client;
 }
 
+/** Waits (at most 5 s) until `ready()` is true, checking every 10 ms. */
+export function until(what, ready) {
+  return within(5000, what, new Promise((resolve) => {
+    const poll = setInterval(() => {
+      if (ready()) {
+        clearInterval(poll);
+        resolve();
+      }
+    }, 10);
+  }));
+}
+
 /** Resolves with the next `n` messages of a subscription (bodies and frames). */
 export function collect(client, destination, n, headers = {}) {
   const got = [];

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startBroker, stompClient, subscribed, publishConfirmed, selfSignedCertificate, within } from './helpers.mjs';
+import { startBroker, stompClient, subscribed, publishConfirmed, selfSignedCertificate, until, within } from './helpers.mjs';
 
 let broker;
 let tls;
@@ -26,9 +26,7 @@ test('stompjs over wss:// receives what a plain ws:// client publishes', async (
   await subscribed(secure, '/topic/e2e.tls', (m) => got.push(m.body));
   const plain = await stompClient(broker);
   await publishConfirmed(plain, { destination: '/topic/e2e.tls', body: 'through TLS' });
-  await within(5000, 'the message over wss', new Promise((resolve) => {
-    const poll = setInterval(() => got.length && (clearInterval(poll), resolve()), 10);
-  }));
+  await until('the message over wss', () => got.length > 0);
   assert.deepEqual(got, ['through TLS']);
   await secure.deactivate();
   await plain.deactivate();

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { Client } from '@stomp/stompjs';
 import WebSocket from 'ws';
-import { startBroker, stompClient, subscribed, publishConfirmed, within } from './helpers.mjs';
+import { startBroker, stompClient, subscribed, publishConfirmed, until, within } from './helpers.mjs';
 
 const SECRET = 'the single sign-on secret';
 
@@ -34,9 +34,7 @@ test('a JWT in the passcode logs in as its subject, with its roles', async () =>
   await subscribed(carol, '/user/queue/notes', (m) => got.push(m.body));
   const svc = await stompClient(broker);
   await publishConfirmed(svc, { destination: '/user/carol/queue/notes', body: 'for carol' });
-  await within(5000, 'carol gets her note', new Promise((resolve) => {
-    const poll = setInterval(() => got.length && (clearInterval(poll), resolve()), 10);
-  }));
+  await until('carol gets her note', () => got.length > 0);
   assert.deepEqual(got, ['for carol']);
   await carol.deactivate();
   await svc.deactivate();
