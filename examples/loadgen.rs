@@ -140,6 +140,10 @@ struct LoginsArgs {
     /// as a storm of real clients comes from many addresses.
     #[arg(long, default_value_t = 1)]
     spread: usize,
+    /// Milliseconds before a refused client tries again (stompjs's default
+    /// reconnect delay is 5000).
+    #[arg(long, default_value_t = 100)]
+    retry_ms: u64,
 }
 
 /// Process start, for timestamps in diagnostics.
@@ -700,6 +704,7 @@ async fn logins(a: LoginsArgs) {
     for (i, (login, passcode)) in credentials.into_iter().enumerate() {
         let t = t.clone();
         let retries = retries.clone();
+        let retry = Duration::from_millis(a.retry_ms);
         let local =
             (a.spread > 1).then(|| std::net::IpAddr::from([127, 0, 0, (1 + i % a.spread) as u8]));
         opening.push(tokio::spawn(async move {
@@ -716,10 +721,10 @@ async fn logins(a: LoginsArgs) {
                             || e.contains("not completed")
                             || e.contains("closed")
                             || e.contains("503"))
-                            && started.elapsed() < Duration::from_secs(300) =>
+                            && started.elapsed() < Duration::from_secs(900) =>
                     {
                         retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        tokio::time::sleep(retry).await;
                     }
                     Err(e) => panic!("login refused: {e}"),
                 }
