@@ -64,14 +64,12 @@ async fn rules_decide_by_role_where_they_match() {
     // Traders lost /app/trade to admins only.
     let mut alice = Client::tcp(&b).await;
     alice.connect_as("alice", "alice-pw").await;
-    refused(
-        &mut alice,
-        Frame::new(Command::Send)
-            .header("destination", "/app/trade")
-            .body(r#"{"symbol":"AAPL","quantity":1,"orderType":"BUY"}"#),
-        "not allowed to SEND to /app/trade",
-    )
-    .await;
+    alice
+        .trade(r#"{"symbol":"AAPL","quantity":1,"orderType":"BUY"}"#)
+        .await;
+    alice
+        .expect_error("not allowed to SEND to /app/trade")
+        .await;
     // Private topics: services publish, only admins read.
     let mut root = Client::tcp(&b).await;
     root.connect_as("root", "root-pw").await;

@@ -67,11 +67,7 @@ async fn a_token_logs_in_with_its_login_and_roles() {
     // The token's roles decide: a trader trades, and the confirmation reaches
     // carol's own user queue.
     again
-        .send(
-            Frame::new(Command::Send)
-                .header("destination", "/app/trade")
-                .body(r#"{"symbol":"AAPL","quantity":2,"orderType":"BUY"}"#),
-        )
+        .trade(r#"{"symbol":"AAPL","quantity":2,"orderType":"BUY"}"#)
         .await;
     let conf = carol.message_on("/user/queue/trade-confirmation").await;
     assert!(conf.contains("\"quantity\":2"), "{conf}");

@@ -23,16 +23,6 @@ async fn trader(b: &stompede::server::RunningBroker, login: &str) -> Client {
     c
 }
 
-async fn trade(c: &mut Client, body: &str) {
-    c.send(
-        Frame::new(Command::Send)
-            .header("destination", "/app/trade")
-            .header("content-type", "application/json")
-            .body(body.to_owned()),
-    )
-    .await;
-}
-
 /// The next MESSAGE on `subscription`, skipping others (e.g. quotes); at most 5 s.
 async fn next_on(c: &mut Client, subscription: &str) -> Frame {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -287,11 +277,9 @@ async fn market_orders_execute_at_the_quote_and_are_private_to_the_trader() {
     let mut alice_tab2 = trader(&b, "alice").await;
     let mut bob = trader(&b, "bob").await;
 
-    trade(
-        &mut alice,
-        r#"{"symbol":"AAPL","quantity":10,"orderType":"BUY","user":"bob"}"#,
-    )
-    .await;
+    alice
+        .trade(r#"{"symbol":"AAPL","quantity":10,"orderType":"BUY","user":"bob"}"#)
+        .await;
     for c in [&mut alice, &mut alice_tab2] {
         let conf = json(&next_on(c, "conf").await);
         assert_eq!(conf["status"], "EXECUTED");
@@ -318,11 +306,8 @@ async fn market_orders_execute_at_the_quote_and_are_private_to_the_trader() {
     assert!(t.get("user").is_none() && !t.to_string().contains("alice"));
 
     // Bob's first confirmation is his own SELL: alice's never reached him.
-    trade(
-        &mut bob,
-        r#"{"symbol":"MSFT","quantity":3,"orderType":"SELL"}"#,
-    )
-    .await;
+    bob.trade(r#"{"symbol":"MSFT","quantity":3,"orderType":"SELL"}"#)
+        .await;
     let conf = json(&next_on(&mut bob, "conf").await);
     assert_eq!(
         (conf["symbol"].as_str(), conf["orderType"].as_str()),
@@ -342,11 +327,11 @@ async fn a_limit_order_goes_pending_then_executes_when_the_price_crosses() {
         .as_f64()
         .unwrap();
     let limit = (now * 0.9 * 100.0).round() / 100.0;
-    trade(
-        &mut alice,
-        &format!(r#"{{"symbol":"ACME","quantity":5,"orderType":"BUY","limitPrice":{limit}}}"#),
-    )
-    .await;
+    alice
+        .trade(&format!(
+            r#"{{"symbol":"ACME","quantity":5,"orderType":"BUY","limitPrice":{limit}}}"#
+        ))
+        .await;
     let pending = json(&next_on(&mut alice, "conf").await);
     assert_eq!(pending["status"], "PENDING");
     assert!(pending["executedPrice"].is_null());
@@ -362,19 +347,15 @@ async fn an_unfillable_limit_order_expires() {
         "[quotes]\ninterval_ms = 60000\n[trading]\nlimit_order_ttl_ms = 300\nmax_pending_per_user = 1",
     );
     let mut alice = trader(&b, "alice").await;
-    trade(
-        &mut alice,
-        r#"{"symbol":"AAPL","quantity":1,"orderType":"BUY","limitPrice":0.01}"#,
-    )
-    .await;
+    alice
+        .trade(r#"{"symbol":"AAPL","quantity":1,"orderType":"BUY","limitPrice":0.01}"#)
+        .await;
     let pending = json(&next_on(&mut alice, "conf").await);
     assert_eq!(pending["status"], "PENDING");
     // The per-user pending limit holds while it waits.
-    trade(
-        &mut alice,
-        r#"{"symbol":"AAPL","quantity":1,"orderType":"SELL","limitPrice":99999}"#,
-    )
-    .await;
+    alice
+        .trade(r#"{"symbol":"AAPL","quantity":1,"orderType":"SELL","limitPrice":99999}"#)
+        .await;
     assert_eq!(
         json(&next_on(&mut alice, "err").await)["error"],
         "TOO_MANY_PENDING"
@@ -421,17 +402,15 @@ async fn every_refusal_is_a_json_error_and_the_connection_stays_open() {
             "INVALID_LIMIT_PRICE",
         ),
     ] {
-        trade(&mut alice, body).await;
+        alice.trade(body).await;
         let e = json(&next_on(&mut alice, "err").await);
         assert_eq!(e["error"], code, "{body}");
         assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     // Still connected and trading.
-    trade(
-        &mut alice,
-        r#"{"symbol":"AAPL","quantity":1,"orderType":"SELL"}"#,
-    )
-    .await;
+    alice
+        .trade(r#"{"symbol":"AAPL","quantity":1,"orderType":"SELL"}"#)
+        .await;
     assert_eq!(
         json(&next_on(&mut alice, "conf").await)["status"],
         "EXECUTED"

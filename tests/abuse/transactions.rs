@@ -102,11 +102,7 @@ async fn rights_are_checked_when_a_frame_joins_and_nothing_runs() {
     let mut alice = Client::tcp(&b).await;
     alice.connect_as("alice", "alice-pw").await;
     alice
-        .send(
-            Frame::new(Command::Send)
-                .header("destination", "/app/trade")
-                .body(r#"{"symbol":"AAPL","quantity":7,"orderType":"BUY"}"#),
-        )
+        .trade(r#"{"symbol":"AAPL","quantity":7,"orderType":"BUY"}"#)
         .await;
     let conf = watch.message_on("/user/queue/trade-confirmation").await;
     let conf: serde_json::Value = serde_json::from_str(&conf).unwrap();

@@ -493,6 +493,17 @@ impl Client {
         self.expect(Command::Receipt).await;
     }
 
+    /// SEND an order (a JSON body) to `/app/trade`, without a receipt.
+    pub async fn trade(&mut self, body: &str) {
+        self.send(
+            Frame::new(Command::Send)
+                .header("destination", "/app/trade")
+                .header("content-type", "application/json")
+                .body(body.to_owned()),
+        )
+        .await;
+    }
+
     /// The next MESSAGE; asserts its destination and returns its body as text.
     pub async fn message_on(&mut self, destination: &str) -> String {
         let m = self.expect(Command::Message).await;
