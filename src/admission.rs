@@ -4,6 +4,9 @@
 //! (`limits.max_connections`, counted by the broker) capped below the process's
 //! open-file limit, so that the descriptors left over keep `/healthz`, `/metrics`
 //! and the broker's own files working when every connection slot is taken.
+//!
+//! And what connections may hold together: [`PendingBudget`], the bytes of
+//! unfinished frames across all connections (`limits.max_pending_frame_bytes`).
 
 use crate::auth::throttle::address_key;
 use dashmap::DashMap;
@@ -113,6 +116,46 @@ impl Drop for HttpSlot {
     }
 }
 
+/// The broker-wide budget of bytes held in unfinished frames.
+#[derive(Debug)]
+pub struct PendingBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl PendingBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Self {
+        PendingBudget {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Takes `n` bytes, or returns false (taking nothing) if that would pass the max.
+    pub(crate) fn take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|total| *total <= self.max)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// The budget's size.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Bytes in use now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +192,17 @@ mod tests {
         assert!(a.open_http().is_none());
         drop(h);
         assert!(a.open_http().is_some());
+    }
+
+    #[test]
+    fn the_budget_never_passes_its_max() {
+        let b = PendingBudget::new(100);
+        assert!(b.take(60));
+        assert!(!b.take(41));
+        assert!(b.take(40));
+        assert!(!b.take(1));
+        b.give(100);
+        assert_eq!(b.used(), 0);
+        assert!(!b.take(usize::MAX));
     }
 }

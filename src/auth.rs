@@ -18,8 +18,8 @@ pub mod throttle;
 pub mod token;
 pub mod verifier;
 
+use crate::destination::Destination;
 use crate::metrics::Metrics;
-use crate::router::Destination;
 use argon2::Argon2;
 use argon2::password_hash::PasswordHasher;
 use argon2::password_hash::phc::PasswordHash;

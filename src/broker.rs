@@ -37,7 +37,7 @@ pub struct Broker {
     pub max_connections: usize,
     /// Bytes held in unfinished frames by all connections
     /// (`limits.max_pending_frame_bytes`).
-    pub pending_frames: crate::session::frame_watch::PendingBudget,
+    pub pending_frames: crate::admission::PendingBudget,
     connections: AtomicUsize,
     next_session: AtomicU64,
 }
@@ -119,7 +119,7 @@ impl Broker {
             access,
             admission,
             max_connections,
-            pending_frames: crate::session::frame_watch::PendingBudget::new(
+            pending_frames: crate::admission::PendingBudget::new(
                 config.limits.max_pending_frame_bytes,
             ),
             config,

@@ -167,43 +167,9 @@ pub struct AuthConfig {
     /// Most remembered credentials; 0 turns the cache off.
     pub cache_max_entries: usize,
     /// Token logins.
-    pub jwt: JwtConfig,
+    pub jwt: crate::auth::token::JwtConfig,
     /// `[[auth.acl]]` access rules; none means the built-in rules of the roles.
     pub acl: Vec<crate::auth::acl::AclRule>,
-}
-
-/// `[auth.jwt]`: token logins (on when `secret` or `public_key_file` is set).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct JwtConfig {
-    /// HS256 shared secret.
-    pub secret: String,
-    /// PEM public key: RSA (RS256), P-256 (ES256) or Ed25519 (EdDSA).
-    pub public_key_file: String,
-    /// Required `iss`, when set.
-    pub issuer: String,
-    /// Required `aud`, when set.
-    pub audience: String,
-    /// The claim holding the login.
-    pub login_claim: String,
-    /// The claim holding the roles (an array of strings).
-    pub roles_claim: String,
-    /// Seconds of clock difference tolerated on `exp` (and `nbf`).
-    pub leeway_s: u64,
-}
-
-impl Default for JwtConfig {
-    fn default() -> Self {
-        JwtConfig {
-            secret: String::new(),
-            public_key_file: String::new(),
-            issuer: String::new(),
-            audience: String::new(),
-            login_claim: "sub".to_owned(),
-            roles_claim: "roles".to_owned(),
-            leeway_s: 30,
-        }
-    }
 }
 
 impl Default for AuthConfig {
@@ -213,7 +179,7 @@ impl Default for AuthConfig {
             users: Vec::new(),
             cache_ttl_s: 300,
             cache_max_entries: 100_000,
-            jwt: JwtConfig::default(),
+            jwt: crate::auth::token::JwtConfig::default(),
             acl: Vec::new(),
         }
     }
@@ -451,8 +417,8 @@ impl LimitsConfig {
     }
 
     /// The bounds on topic destinations and patterns.
-    pub fn topic(&self) -> crate::registry::pattern::TopicLimits {
-        crate::registry::pattern::TopicLimits {
+    pub fn topic(&self) -> crate::destination::pattern::TopicLimits {
+        crate::destination::pattern::TopicLimits {
             max_words: self.max_topic_words,
             max_wildcards: self.max_topic_wildcards,
         }

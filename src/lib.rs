@@ -18,6 +18,8 @@ pub mod auth;
 pub mod broker;
 pub mod codec;
 pub mod config;
+pub mod destination;
+pub mod listen;
 pub mod metrics;
 pub mod outbox;
 pub mod queue;

@@ -5,9 +5,10 @@
 //! can wrap it and forward to other nodes without the sessions knowing.
 
 use crate::codec::{Headers, MessageTemplate};
+use crate::destination::pattern::{is_pattern, matches};
+use crate::destination::{RESERVED, user_key};
 use crate::metrics::Metrics;
 use crate::outbox::Outgoing;
-use crate::registry::pattern::{is_pattern, matches};
 use crate::registry::{AckMode, ExactRegistry, Subscriber, TopicRegistry};
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -15,47 +16,6 @@ use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-
-/// The destination families of the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Destination<'a> {
-    /// `/topic/...`: broadcast.
-    Topic(&'a str),
-    /// `/queue/...`: point-to-point.
-    Queue(&'a str),
-    /// `/user/...`: one user's sessions.
-    User(&'a str),
-    /// `/app/...`: the broker's own application handlers.
-    App(&'a str),
-}
-
-impl<'a> Destination<'a> {
-    /// Classifies a destination by prefix; `None` for an unknown prefix or an empty name.
-    pub fn classify(destination: &'a str) -> Option<Destination<'a>> {
-        let (family, name) = destination.strip_prefix('/')?.split_once('/')?;
-        if name.is_empty() {
-            return None;
-        }
-        match family {
-            "topic" => Some(Destination::Topic(name)),
-            "queue" => Some(Destination::Queue(name)),
-            "user" => Some(Destination::User(name)),
-            "app" => Some(Destination::App(name)),
-            _ => None,
-        }
-    }
-}
-
-/// Headers a sender may not pass through to receivers: the broker sets them.
-pub(crate) const RESERVED: &[&str] = &[
-    "destination",
-    "message-id",
-    "subscription",
-    "ack",
-    "receipt",
-    "transaction",
-    "content-length",
-];
 
 /// The publish interface between sessions and destinations.
 pub trait Bus: Send + Sync + std::fmt::Debug {
@@ -66,25 +26,6 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     /// Publishes to `/user/{login}/queue/{queue}`: every session of `login`
     /// subscribed to `/user/queue/{queue}` gets it.
     fn publish_user(&self, login: &str, queue: &str, headers: &Headers, body: Bytes) -> usize;
-}
-
-/// The registry key of a user destination. Only the broker builds these: clients
-/// subscribe to `/user/queue/NAME` and are bound to their own login. The key lives
-/// in the user registry only, never among topics.
-pub fn user_key(login: &str, queue: &str) -> String {
-    format!("/user/{login}/queue/{queue}")
-}
-
-/// Whether `name` may be a user queue name: non-empty, no wildcard characters.
-pub fn valid_user_queue(name: &str) -> bool {
-    !name.is_empty() && !name.contains(['*', '#'])
-}
-
-/// Splits a SEND destination `/user/{login}/queue/{name}` (the part after `/user/`).
-pub fn parse_user_send(rest: &str) -> Option<(&str, &str)> {
-    let (login, tail) = rest.split_once('/')?;
-    let name = tail.strip_prefix("queue/")?;
-    (!login.is_empty() && valid_user_queue(name)).then_some((login, name))
 }
 
 /// The last message of a retained destination.
@@ -274,46 +215,5 @@ impl Bus for LocalBus {
         self.users.for_each(&user_key(login, queue), |sub| {
             hand_to(sub, &template, &message_id, published)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classifies_by_prefix() {
-        assert_eq!(
-            Destination::classify("/topic/a.b"),
-            Some(Destination::Topic("a.b"))
-        );
-        assert_eq!(
-            Destination::classify("/queue/jobs"),
-            Some(Destination::Queue("jobs"))
-        );
-        assert_eq!(
-            Destination::classify("/user/queue/x"),
-            Some(Destination::User("queue/x"))
-        );
-        assert_eq!(
-            Destination::classify("/app/trade"),
-            Some(Destination::App("trade"))
-        );
-        assert_eq!(Destination::classify("/topic/"), None);
-        assert_eq!(Destination::classify("/exchange/x"), None);
-        assert_eq!(Destination::classify("topic/x"), None);
-        assert_eq!(Destination::classify(""), None);
-    }
-
-    #[test]
-    fn user_send_destinations() {
-        assert_eq!(
-            parse_user_send("alice/queue/trade-confirmation"),
-            Some(("alice", "trade-confirmation"))
-        );
-        assert_eq!(parse_user_send("alice/queue/"), None);
-        assert_eq!(parse_user_send("alice/topic/x"), None);
-        assert_eq!(parse_user_send("queue/x"), None);
-        assert_eq!(parse_user_send("alice/queue/a.*"), None);
     }
 }

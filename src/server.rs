@@ -3,6 +3,7 @@
 
 use crate::broker::Broker;
 use crate::config::{Config, ConfigError};
+use crate::listen;
 use crate::transport;
 use std::io;
 use std::net::SocketAddr;
@@ -50,8 +51,10 @@ pub struct RunningBroker {
     pub broker: Arc<Broker>,
 }
 
-fn listen(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
-    let bind = || -> io::Result<TcpListener> {
+/// Binds `addr` (config key `key`, named in the error) and says where it is bound
+/// (the real port when configured with port 0).
+fn listen(addr: SocketAddr, key: &'static str) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind = || -> io::Result<(TcpListener, SocketAddr)> {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -60,7 +63,9 @@ fn listen(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         // A deep backlog: thousands of clients reconnect at once after a restart.
-        socket.listen(4096)
+        let listener = socket.listen(4096)?;
+        let bound = listener.local_addr()?;
+        Ok((listener, bound))
     };
     bind().map_err(|source| StartError::Bind { addr, key, source })
 }
@@ -93,43 +98,34 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         }
     };
     let broker = Broker::start(config)?;
-    let bound = |l: &TcpListener, key: &'static str| {
-        l.local_addr().map_err(|source| StartError::Bind {
-            addr: broker.config.server.http_addr,
-            key,
-            source,
-        })
-    };
-    let http_addr = bound(&http, "server.http_addr")?;
-    let stomp_addr = tcp
-        .as_ref()
-        .map(|l| bound(l, "server.stomp_addr"))
-        .transpose()?;
-    broker.tasks.spawn(transport::http::serve(
+    let (http, http_addr) = http;
+    let stomp_addr = tcp.as_ref().map(|(_, a)| *a);
+    broker.tasks.spawn(listen::http::serve(
         http,
         broker.clone(),
         prometheus.clone(),
         None,
     ));
-    if let Some(tcp) = tcp {
+    if let Some((tcp, _)) = tcp {
         broker
             .tasks
-            .spawn(transport::tcp::serve(tcp, broker.clone(), None));
+            .spawn(listen::tcp::serve(tcp, broker.clone(), None));
     }
     let (mut https_addr, mut stomps_addr) = (None, None);
     if let Some((https, https_listener, stomps, stomps_listener)) = tls {
-        https_addr = Some(bound(&https_listener, "tls.https_addr")?);
-        broker.tasks.spawn(transport::http::serve(
+        let (https_listener, bound) = https_listener;
+        https_addr = Some(bound);
+        broker.tasks.spawn(listen::http::serve(
             https_listener,
             broker.clone(),
             prometheus,
             Some(https),
         ));
-        if let Some(l) = stomps_listener {
-            stomps_addr = Some(bound(&l, "tls.stomp_addr")?);
+        if let Some((l, bound)) = stomps_listener {
+            stomps_addr = Some(bound);
             broker
                 .tasks
-                .spawn(transport::tcp::serve(l, broker.clone(), Some(stomps)));
+                .spawn(listen::tcp::serve(l, broker.clone(), Some(stomps)));
         }
     }
     let shown = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();

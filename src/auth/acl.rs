@@ -14,8 +14,8 @@
 //! its concrete destination ([`ReadFilter`]).
 
 use super::{Identity, Role};
-use crate::registry::pattern::matches_in;
-use crate::router::Destination;
+use crate::destination::Destination;
+use crate::destination::pattern::matches_in;
 use serde::Deserialize;
 use std::sync::Arc;
 

@@ -11,10 +11,44 @@
 //! own task, without the password queue.
 
 use super::{Identity, Role};
-use crate::config::JwtConfig;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+use serde::Deserialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
+
+/// `[auth.jwt]`: token logins (on when `secret` or `public_key_file` is set).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// HS256 shared secret.
+    pub secret: String,
+    /// PEM public key: RSA (RS256), P-256 (ES256) or Ed25519 (EdDSA).
+    pub public_key_file: String,
+    /// Required `iss`, when set.
+    pub issuer: String,
+    /// Required `aud`, when set.
+    pub audience: String,
+    /// The claim holding the login.
+    pub login_claim: String,
+    /// The claim holding the roles (an array of strings).
+    pub roles_claim: String,
+    /// Seconds of clock difference tolerated on `exp` (and `nbf`).
+    pub leeway_s: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            secret: String::new(),
+            public_key_file: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            login_claim: "sub".to_owned(),
+            roles_claim: "roles".to_owned(),
+            leeway_s: 30,
+        }
+    }
+}
 
 /// Why `[auth.jwt]` cannot be used.
 #[derive(Debug, Error)]

@@ -277,7 +277,7 @@ impl Queue {
                 message
                     .headers
                     .iter()
-                    .filter(|(k, _)| !crate::router::RESERVED.contains(k)),
+                    .filter(|(k, _)| !crate::destination::RESERVED.contains(k)),
             );
             let encoded = MessageTemplate::new(shared, message.body.clone())
                 .deliver(&state.consumer.header, &extra);

@@ -377,7 +377,7 @@ impl Queues {
         self.limits
             .durable
             .iter()
-            .any(|p| crate::registry::pattern::matches_in("/queue/", p, &destination))
+            .any(|p| crate::destination::pattern::matches_in("/queue/", p, &destination))
     }
 
     /// Starts the task of queue `name`, holding `waiting`.

@@ -5,7 +5,6 @@
 //! found through another's lookup.
 
 pub mod exact;
-pub mod pattern;
 pub mod topic;
 
 pub use exact::ExactRegistry;

@@ -12,9 +12,9 @@
 //! costs (destination words) × (live nodes), never more, and each matching
 //! subscription is found exactly once, so nothing is collected twice and sorted away.
 
-use super::pattern::{TOPIC, collapsed, is_pattern};
 use super::{AckMode, ExactRegistry};
 use crate::codec::SubscriptionHeader;
+use crate::destination::pattern::{TOPIC, collapsed, is_pattern};
 use crate::outbox::Outbox;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -311,7 +311,9 @@ mod tests {
             let destination = format!("/topic/{d}");
             let mut want: Vec<String> = patterns
                 .iter()
-                .filter(|p| super::super::pattern::matches(&format!("/topic/{p}"), &destination))
+                .filter(|p| {
+                    crate::destination::pattern::matches(&format!("/topic/{p}"), &destination)
+                })
                 .map(|p| p.to_string())
                 .collect();
             want.sort();

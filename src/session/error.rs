@@ -92,7 +92,7 @@ pub enum ProtocolError {
     UnknownAck(String),
     /// A topic destination or pattern past a size limit.
     #[error("{0}")]
-    Topic(#[from] crate::registry::pattern::TopicError),
+    Topic(#[from] crate::destination::pattern::TopicError),
     /// A frame that started did not finish in time.
     #[error("frame not finished within {0} ms (limits.frame_timeout_ms)")]
     FrameTimeout(u64),

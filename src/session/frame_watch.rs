@@ -14,45 +14,9 @@ use crate::broker::Broker;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
-
-/// The broker-wide budget of bytes held in unfinished frames.
-#[derive(Debug)]
-pub struct PendingBudget {
-    used: AtomicUsize,
-    max: usize,
-}
-
-impl PendingBudget {
-    /// A budget of `max` bytes.
-    pub fn new(max: usize) -> Self {
-        PendingBudget {
-            used: AtomicUsize::new(0),
-            max,
-        }
-    }
-
-    /// Takes `n` bytes, or returns false (taking nothing) if that would pass the max.
-    fn take(&self, n: usize) -> bool {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|total| *total <= self.max)
-            })
-            .is_ok()
-    }
-
-    fn give(&self, n: usize) {
-        self.used.fetch_sub(n, Ordering::AcqRel);
-    }
-
-    /// Bytes in use now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Acquire)
-    }
-}
 
 /// One connection's unfinished frame: since when, and what it holds of the budget.
 #[derive(Debug)]
@@ -94,7 +58,7 @@ impl FrameWatch {
         let budget = &self.broker.pending_frames;
         if pending > self.accounted {
             if !budget.take(pending - self.accounted) {
-                return Poll::Ready(ProtocolError::PendingFramesFull(budget.max));
+                return Poll::Ready(ProtocolError::PendingFramesFull(budget.max()));
             }
         } else {
             budget.give(self.accounted - pending);
@@ -121,22 +85,5 @@ impl FrameWatch {
 impl Drop for FrameWatch {
     fn drop(&mut self) {
         self.broker.pending_frames.give(self.accounted);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_budget_never_passes_its_max() {
-        let b = PendingBudget::new(100);
-        assert!(b.take(60));
-        assert!(!b.take(41));
-        assert!(b.take(40));
-        assert!(!b.take(1));
-        b.give(100);
-        assert_eq!(b.used(), 0);
-        assert!(!b.take(usize::MAX));
     }
 }

@@ -7,9 +7,10 @@
 use super::{Flow, ProtocolError, Session};
 use crate::app::AppHandler;
 use crate::codec::Frame;
+use crate::destination::pattern::{check_topic, is_pattern};
+use crate::destination::{Destination, parse_user_send};
 use crate::queue::Reservation;
-use crate::registry::pattern::{check_topic, is_pattern};
-use crate::router::{Bus, Destination, parse_user_send};
+use crate::router::Bus;
 use std::sync::Arc;
 
 /// Where a checked SEND goes.

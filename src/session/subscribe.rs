@@ -3,9 +3,9 @@
 use super::{Flow, ProtocolError, Session};
 use crate::auth::acl::ReadFilter;
 use crate::codec::{Command, Frame, SubscriptionHeader, Version};
-use crate::registry::pattern::{check_topic, is_pattern};
+use crate::destination::pattern::{check_topic, is_pattern};
+use crate::destination::{Destination, user_key, valid_user_queue};
 use crate::registry::{AckMode, Subscriber};
-use crate::router::{Destination, user_key, valid_user_queue};
 use std::sync::Arc;
 
 /// Where a subscription is registered: each family has its own registry.

@@ -2,13 +2,11 @@
 //!
 //! A connection is split into a [`Reader`] (owned by the session task) and a
 //! [`Writer`] (owned by the writer task). Nothing above this module knows which
-//! transport a connection uses.
+//! transport a connection uses. This module only moves bytes: accepting
+//! connections and starting sessions is [`crate::listen`]'s job.
 
-pub mod http;
 pub mod metered;
-pub mod tcp;
 pub mod tls;
-pub mod web;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};

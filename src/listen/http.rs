@@ -319,9 +319,9 @@ async fn run_ws(
         .max_frame_size(Some(
             limits.max_frame_bytes.saturating_mul(2).max(64 * 1024),
         ));
-    let progress = Arc::new(super::metered::Progress::default());
-    let io = super::metered::Metered::new(TokioIo::new(upgraded), progress.clone());
+    let progress = Arc::new(crate::transport::metered::Progress::default());
+    let io = crate::transport::metered::Metered::new(TokioIo::new(upgraded), progress.clone());
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    let (reader, writer) = super::ws(ws, progress);
+    let (reader, writer) = crate::transport::ws(ws, progress);
     crate::session::run(broker, reader, writer, guard, peer).await;
 }

@@ -55,7 +55,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, tls: Option<TlsAc
             continue;
         };
         let Some(tls) = tls.clone() else {
-            let (reader, writer) = super::tcp(stream);
+            let (reader, writer) = crate::transport::tcp(stream);
             broker.tasks.spawn(crate::session::run(
                 broker.clone(),
                 reader,
@@ -72,7 +72,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, tls: Option<TlsAc
             let limit = broker.config.limits.connect_timeout();
             match tokio::time::timeout(limit, tls.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    let (reader, writer) = super::tls(stream);
+                    let (reader, writer) = crate::transport::tls(stream);
                     crate::session::run(broker, reader, writer, guard, peer).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
