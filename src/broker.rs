@@ -1,8 +1,8 @@
 //! State shared by every connection of one running broker.
 
 use crate::config::Config;
+use crate::engine::{Engine, LocalEngine};
 use crate::metrics::{Metrics, Transport};
-use crate::router::LocalBus;
 use crate::store::{RedbStorage, Store, StoreError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,12 +17,10 @@ pub struct Broker {
     pub config: Config,
     /// Pre-resolved metric handles.
     pub metrics: Arc<Metrics>,
-    /// Publishing and topic subscriptions.
-    pub bus: Arc<LocalBus>,
+    /// Topics, user destinations and queues.
+    pub engine: Arc<dyn Engine>,
     /// `/app/**` handlers.
     pub apps: crate::app::Apps,
-    /// `/queue/**` destinations.
-    pub queues: Arc<crate::queue::Queues>,
     /// Checks CONNECT credentials.
     pub auth: Arc<crate::auth::Authenticator>,
     /// Who may send and subscribe where (`[[auth.acl]]` over the built-in rules).
@@ -50,16 +48,8 @@ impl Broker {
         let metrics = Arc::new(Metrics::new());
         let storage = RedbStorage::open(&config.store.path)?;
         let (store, recovered) = Store::start(Box::new(storage), metrics.clone())?;
-        let bus = Arc::new(LocalBus::new(
-            metrics.clone(),
-            config.topics.retain.clone(),
-            config.topics.max_retained,
-        ));
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let mut apps = crate::app::Apps::new();
-        let (trading, engine) = crate::app::trading::start(&config, bus.clone(), shutdown.clone());
-        apps.register("/app/trade", trading);
         let queues = crate::queue::Queues::new(
             crate::queue::QueueLimits {
                 max_depth: config.queues.max_depth,
@@ -74,7 +64,19 @@ impl Broker {
             tasks.clone(),
             shutdown.clone(),
         );
-        tasks.spawn(engine);
+        let engine: Arc<dyn Engine> = Arc::new(LocalEngine::new(
+            metrics.clone(),
+            queues,
+            config.topics.retain.clone(),
+            config.topics.max_retained,
+        ));
+        let mut apps = crate::app::Apps::new();
+        if config.trading.enabled {
+            let (trading, market) =
+                crate::app::trading::start(&config, engine.clone(), shutdown.clone());
+            apps.register("/app/trade", trading);
+            tasks.spawn(market);
+        }
         // Checked when the configuration loaded, so an error cannot happen here.
         let tokens = crate::auth::token::TokenVerifier::from_config(&config.auth.jwt)
             .ok()
@@ -123,9 +125,8 @@ impl Broker {
                 config.limits.max_pending_frame_bytes,
             ),
             config,
-            bus,
+            engine,
             apps,
-            queues,
             auth,
             metrics,
             shutdown,

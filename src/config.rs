@@ -267,6 +267,10 @@ impl Default for QuotesConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TradingConfig {
+    /// Whether the trading application runs: the quote scheduler and the
+    /// `/app/trade` handler. Off, nothing publishes quotes and `/app/trade` has no
+    /// handler.
+    pub enabled: bool,
     /// A limit order that has not filled by then is EXPIRED.
     pub limit_order_ttl_ms: u64,
     /// Pending limit orders one user may have.
@@ -278,6 +282,7 @@ pub struct TradingConfig {
 impl Default for TradingConfig {
     fn default() -> Self {
         TradingConfig {
+            enabled: true,
             limit_order_ttl_ms: 60_000,
             max_pending_per_user: 100,
             max_quantity: 1_000_000,
@@ -570,7 +575,7 @@ impl Config {
                 },
             )?;
         }
-        let positive: [(&'static str, u64); 16] = [
+        let positive: [(&'static str, u64); 17] = [
             ("limits.max_topic_words", self.limits.max_topic_words as u64),
             ("limits.max_frame_bytes", self.limits.max_frame_bytes as u64),
             (
@@ -585,6 +590,11 @@ impl Config {
             ),
             ("limits.connect_timeout_ms", self.limits.connect_timeout_ms),
             ("queues.idle_reclaim_ms", self.queues.idle_reclaim_ms),
+            // A consumer with a window of 0 would never be given a message.
+            (
+                "queues.default_prefetch",
+                self.queues.default_prefetch as u64,
+            ),
             ("limits.frame_timeout_ms", self.limits.frame_timeout_ms),
             (
                 "limits.max_pending_frame_bytes",
@@ -758,6 +768,8 @@ mod tests {
         assert!(e.contains("max_frame_bytes"), "{e}");
         let e = refused("[limits]\nmax_connections = 0\n");
         assert!(e.contains("limits.max_connections"), "{e}");
+        let e = refused("[queues]\ndefault_prefetch = 0\n");
+        assert!(e.contains("queues.default_prefetch"), "{e}");
     }
 
     #[test]

@@ -155,7 +155,7 @@ impl RunningBroker {
         let finished = tokio::time::timeout(grace, self.broker.tasks.wait())
             .await
             .is_ok();
-        self.broker.queues.close_store().await;
+        self.broker.engine.close().await;
         finished
     }
 }

@@ -117,7 +117,7 @@ async fn rights_are_enforced_per_role_and_refusals_name_the_destination() {
         (
             Some("alice"),
             Frame::new(Command::Send).header("destination", "/app/nothing-here"),
-            "unknown destination \"/app/nothing-here\"",
+            "no handler for /app/nothing-here",
         ),
     ];
     for (login, frame, expected) in cases {
@@ -415,4 +415,30 @@ async fn every_refusal_is_a_json_error_and_the_connection_stays_open() {
         json(&next_on(&mut alice, "conf").await)["status"],
         "EXECUTED"
     );
+}
+
+// ---- the application can be turned off ----------------------------------------
+
+#[tokio::test]
+async fn with_trading_off_nothing_publishes_quotes_and_app_trade_has_no_handler() {
+    // Quotes every 20 ms if the scheduler ran.
+    let b = broker("[trading]\nenabled = false\n[quotes]\ninterval_ms = 20");
+    let mut watcher = Client::tcp(&b).await;
+    watcher.connect_anonymously().await;
+    watcher.subscribe("all", "/topic/stock-quotes").await;
+    watcher.subscribe("one", "/topic/stock-quotes.*").await;
+    // Ten ticks' worth of time in which a running scheduler would have published.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut svc = Client::tcp(&b).await;
+    svc.connect_as("svc", "svc-pw").await;
+    svc.publish("/topic/stock-quotes", "control").await;
+    // The positive control is the first and only thing the watcher got.
+    assert_eq!(watcher.message_on("/topic/stock-quotes").await, "control");
+    let mut alice = Client::tcp(&b).await;
+    alice.connect_as("alice", "alice-pw").await;
+    alice
+        .trade(r#"{"symbol":"AAPL","quantity":1,"side":"BUY"}"#)
+        .await;
+    let e = alice.expect_error("no handler for /app/trade").await;
+    assert_eq!(e.headers.get("message"), Some("no handler for /app/trade"));
 }

@@ -2,7 +2,7 @@
 //!
 //! A SEND to `/app/NAME` is never delivered as-is: it goes to the handler
 //! registered for that destination, with the sender's identity. Handlers answer by
-//! publishing through the same [`Bus`](crate::router::Bus) a backend service uses.
+//! publishing through the same [`Engine`](crate::engine::Engine) a backend service uses.
 
 pub mod trading;
 

@@ -1,16 +1,16 @@
 //! The stock-trading application.
 //!
-//! An engine task owns the simulated market and the pending limit orders: every
+//! A market task owns the simulated prices and the pending limit orders: every
 //! `quotes.interval_ms` it moves prices (a random walk with optional drift), publishes
 //! `/topic/stock-quotes` (all symbols) and `/topic/stock-quotes.{SYMBOL}`, fills
 //! pending limit orders the new prices cross and expires old ones. The `/app/trade`
-//! handler validates an order and hands it to the engine over a bounded channel.
-//! Everything is published through the [`Bus`], like any backend service would.
+//! handler validates an order and hands it to the market task over a bounded channel.
+//! Everything is published through the [`Engine`], like any backend service would.
 
 use super::{AppHandler, Sender};
 use crate::codec::{Frame, Headers};
 use crate::config::{Config, SymbolConfig, TradingConfig};
-use crate::router::Bus;
+use crate::engine::Engine;
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-/// Orders waiting for the engine; past this the handler answers "busy".
+/// Orders waiting for the market task; past this the handler answers "busy".
 const ORDER_QUEUE: usize = 1024;
 
 /// Rounds to cents, as prices are shown.
@@ -153,7 +153,7 @@ pub fn parse_order(
     })
 }
 
-/// An order on its way to, or waiting in, the engine.
+/// An order on its way to, or waiting in, the market task.
 #[derive(Debug)]
 struct Order {
     id: String,
@@ -173,13 +173,13 @@ fn json_headers() -> Headers {
     h
 }
 
-fn publish_user(bus: &dyn Bus, login: &str, queue: &str, body: &Value) {
-    bus.publish_user(login, queue, &json_headers(), Bytes::from(body.to_string()));
+fn publish_user(engine: &dyn Engine, login: &str, queue: &str, body: &Value) {
+    engine.publish_user(login, queue, &json_headers(), Bytes::from(body.to_string()));
 }
 
-fn send_refusal(bus: &dyn Bus, login: &str, r: &Refusal) {
+fn send_refusal(engine: &dyn Engine, login: &str, r: &Refusal) {
     publish_user(
-        bus,
+        engine,
         login,
         "errors",
         &json!({"error": r.error, "message": r.message}),
@@ -190,7 +190,7 @@ fn send_refusal(bus: &dyn Bus, login: &str, r: &Refusal) {
 #[derive(Debug)]
 pub struct TradingApp {
     orders: mpsc::Sender<Order>,
-    bus: Arc<dyn Bus>,
+    engine: Arc<dyn Engine>,
     symbols: HashSet<String>,
     max_quantity: u64,
     boot: u64,
@@ -208,7 +208,7 @@ impl AppHandler for TradingApp {
                     error = r.error,
                     "trade refused"
                 );
-                return send_refusal(&*self.bus, sender.login, &r);
+                return send_refusal(&*self.engine, sender.login, &r);
             }
         };
         let order = Order {
@@ -222,7 +222,7 @@ impl AppHandler for TradingApp {
         };
         if self.orders.try_send(order).is_err() {
             send_refusal(
-                &*self.bus,
+                &*self.engine,
                 sender.login,
                 &refuse("BUSY", "the market is busy; try again"),
             );
@@ -237,20 +237,20 @@ struct Stock {
     volume: u64,
 }
 
-/// The engine: owns the market, its random source and the pending orders.
-struct Engine {
+/// The market task: owns the prices, its random source and the pending orders.
+struct Market {
     stocks: Vec<Stock>,
     rng: StdRng,
     pending: Vec<Pending>,
-    bus: Arc<dyn Bus>,
+    engine: Arc<dyn Engine>,
     trading: TradingConfig,
 }
 
-/// Creates the `/app/trade` handler and the engine task (to be spawned; it stops
+/// Creates the `/app/trade` handler and the market task (to be spawned; it stops
 /// when `shutdown` is cancelled).
 pub fn start(
     config: &Config,
-    bus: Arc<dyn Bus>,
+    engine: Arc<dyn Engine>,
     shutdown: CancellationToken,
 ) -> (Arc<TradingApp>, impl Future<Output = ()> + Send + 'static) {
     let (tx, rx) = mpsc::channel(ORDER_QUEUE);
@@ -260,7 +260,7 @@ pub fn start(
         .unwrap_or(0);
     let app = Arc::new(TradingApp {
         orders: tx,
-        bus: bus.clone(),
+        engine: engine.clone(),
         symbols: config
             .quotes
             .symbols
@@ -275,7 +275,7 @@ pub fn start(
         Some(seed) => StdRng::seed_from_u64(seed),
         None => StdRng::seed_from_u64(rand::rng().random()),
     };
-    let engine = Engine {
+    let market = Market {
         stocks: config
             .quotes
             .symbols
@@ -288,14 +288,14 @@ pub fn start(
             .collect(),
         rng,
         pending: Vec::new(),
-        bus,
+        engine,
         trading: config.trading.clone(),
     };
     let interval = Duration::from_millis(config.quotes.interval_ms);
-    (app, engine.run(rx, interval, shutdown))
+    (app, market.run(rx, interval, shutdown))
 }
 
-impl Engine {
+impl Market {
     async fn run(
         mut self,
         mut orders: mpsc::Receiver<Order>,
@@ -337,14 +337,14 @@ impl Engine {
                 "timestamp": now,
             });
             let one = Bytes::from(quote.to_string());
-            self.bus.publish_topic(
+            self.engine.publish_topic(
                 &format!("/topic/stock-quotes.{}", c.symbol),
                 &json_headers(),
                 one,
             );
             all.push(quote);
         }
-        self.bus.publish_topic(
+        self.engine.publish_topic(
             "/topic/stock-quotes",
             &json_headers(),
             Bytes::from(Value::Array(all).to_string()),
@@ -375,7 +375,7 @@ impl Engine {
                 "UNKNOWN_SYMBOL",
                 format!("unknown symbol {:?}", order.request.symbol),
             );
-            return send_refusal(&*self.bus, &order.login, &r);
+            return send_refusal(&*self.engine, &order.login, &r);
         };
         match order.request.limit {
             None => self.execute(order, price),
@@ -396,7 +396,7 @@ impl Engine {
                             self.trading.max_pending_per_user
                         ),
                     );
-                    return send_refusal(&*self.bus, &order.login, &r);
+                    return send_refusal(&*self.engine, &order.login, &r);
                 }
                 let message = format!(
                     "limit {} at {limit:.2} waits; the market is at {price:.2}",
@@ -431,7 +431,7 @@ impl Engine {
             "side": r.side.as_str(),
             "timestamp": timestamp(),
         });
-        self.bus.publish_topic(
+        self.engine.publish_topic(
             "/topic/market-activity",
             &json_headers(),
             Bytes::from(tape.to_string()),
@@ -460,7 +460,7 @@ impl Engine {
             "executionTime": price.map(|_| timestamp()),
             "message": message,
         });
-        publish_user(&*self.bus, &order.login, "trade-confirmation", &body);
+        publish_user(&*self.engine, &order.login, "trade-confirmation", &body);
     }
 }
 

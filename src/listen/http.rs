@@ -185,13 +185,13 @@ fn route(
             "text/plain",
             "shutting down\n",
         ),
-        "/readyz" => match broker.queues.store_failure() {
-            Some(e) => text(
+        "/readyz" => match broker.engine.ready() {
+            Err(e) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
                 format!("{e}\n"),
             ),
-            None => text(StatusCode::OK, "text/plain", "ready\n"),
+            Ok(()) => text(StatusCode::OK, "text/plain", "ready\n"),
         },
         path => match super::web::asset(path) {
             Some((kind, body)) => text(StatusCode::OK, kind, Bytes::from_static(body)),

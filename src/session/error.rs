@@ -36,6 +36,9 @@ pub enum ProtocolError {
     /// A destination outside the known families, or one not valid for this frame.
     #[error("unknown destination {0:?}")]
     UnknownDestination(String),
+    /// A SEND to an `/app/...` destination no application handles.
+    #[error("no handler for {0}")]
+    NoHandler(String),
     /// A SEND to a wildcard pattern.
     #[error("cannot send to wildcard destination {0:?}")]
     WildcardSend(String),
@@ -121,9 +124,9 @@ impl ProtocolError {
             | ProtocolError::ServerFrame(_) => "unexpected_frame",
             ProtocolError::UnsupportedVersion => "unsupported_version",
             ProtocolError::BadHeartBeat(_) | ProtocolError::BadAckMode(_) => "bad_header",
-            ProtocolError::UnknownDestination(_) | ProtocolError::WildcardSend(_) => {
-                "bad_destination"
-            }
+            ProtocolError::UnknownDestination(_)
+            | ProtocolError::WildcardSend(_)
+            | ProtocolError::NoHandler(_) => "bad_destination",
             ProtocolError::DuplicateSubscription(_) => "duplicate_subscription",
             ProtocolError::TooManySubscriptions(_) | ProtocolError::SubscriptionBytes(_) => {
                 "too_many_subscriptions"

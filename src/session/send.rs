@@ -10,7 +10,6 @@ use crate::codec::Frame;
 use crate::destination::pattern::{check_topic, is_pattern};
 use crate::destination::{Destination, parse_user_send};
 use crate::queue::Reservation;
-use crate::router::Bus;
 use std::sync::Arc;
 
 /// Where a checked SEND goes.
@@ -65,7 +64,7 @@ impl Session {
                     .broker
                     .apps
                     .get(destination)
-                    .ok_or_else(|| ProtocolError::UnknownDestination(destination.to_owned()))?;
+                    .ok_or_else(|| ProtocolError::NoHandler(destination.to_owned()))?;
                 if self.identity.login.is_none() {
                     return Err(forbidden());
                 }
@@ -90,16 +89,17 @@ impl Session {
     ) -> Result<Flow, ProtocolError> {
         match self.route(&frame)? {
             Route::Topic(destination) => {
-                let n =
-                    self.broker
-                        .bus
-                        .publish_topic(destination, &frame.headers, frame.body.clone());
+                let n = self.broker.engine.publish_topic(
+                    destination,
+                    &frame.headers,
+                    frame.body.clone(),
+                );
                 tracing::trace!(session = self.id, destination, subscribers = n, "published");
                 Ok(Flow::Continue)
             }
             Route::User { login, queue } => {
                 self.broker
-                    .bus
+                    .engine
                     .publish_user(login, queue, &frame.headers, frame.body.clone());
                 Ok(Flow::Continue)
             }
@@ -107,7 +107,7 @@ impl Session {
             Route::Queue(name) => {
                 let queue = match &reserved {
                     Some(r) => r.queue().clone(),
-                    None => self.broker.queues.get(name)?,
+                    None => self.broker.engine.queue(name)?,
                 };
                 let Frame { headers, body, .. } = frame;
                 Ok(Flow::Pending(queue.send(headers, body, reserved)))

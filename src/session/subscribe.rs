@@ -4,7 +4,7 @@ use super::{Flow, ProtocolError, Session};
 use crate::auth::acl::ReadFilter;
 use crate::codec::{Command, Frame, SubscriptionHeader, Version};
 use crate::destination::pattern::{check_topic, is_pattern};
-use crate::destination::{Destination, user_key, valid_user_queue};
+use crate::destination::{Destination, valid_user_queue};
 use crate::registry::{AckMode, Subscriber};
 use std::sync::Arc;
 
@@ -13,8 +13,13 @@ use std::sync::Arc;
 pub(super) enum Target {
     /// A `/topic/` destination or pattern in the topic registry.
     Topic(String),
-    /// A user destination key (`/user/{login}/queue/NAME`) in the user registry.
-    User(String),
+    /// The session's own `/user/queue/NAME`: its login and NAME.
+    User {
+        /// The session's login.
+        login: String,
+        /// The user queue name.
+        queue: String,
+    },
     /// A queue, which keeps its consumers itself.
     Queue(crate::queue::QueueHandle),
 }
@@ -79,9 +84,10 @@ impl Session {
             }
             Destination::User(rest) => {
                 match (rest.strip_prefix("queue/"), self.identity.login.as_deref()) {
-                    (Some(name), Some(login)) if valid_user_queue(name) => {
-                        Target::User(user_key(login, name))
-                    }
+                    (Some(name), Some(login)) if valid_user_queue(name) => Target::User {
+                        login: login.to_owned(),
+                        queue: name.to_owned(),
+                    },
                     _ => return Err(forbidden()),
                 }
             }
@@ -105,8 +111,12 @@ impl Session {
             filter,
         });
         match &target {
-            Target::Topic(t) => self.broker.bus.subscribe_topic(t, subscriber.clone()),
-            Target::User(key) => self.broker.bus.subscribe_user(key, subscriber.clone()),
+            Target::Topic(t) => self.broker.engine.subscribe_topic(t, subscriber.clone()),
+            Target::User { login, queue } => {
+                self.broker
+                    .engine
+                    .subscribe_user(login, queue, subscriber.clone())
+            }
             Target::Queue(_) => {}
         }
         self.broker.metrics.subscriptions.increment(1.0);
@@ -153,7 +163,7 @@ impl Session {
                 .filter(|n| *n > 0)
                 .ok_or_else(|| ProtocolError::BadPrefetch(v.to_owned()))?,
         };
-        let queue = self.broker.queues.get(name)?;
+        let queue = self.broker.engine.queue(name)?;
         let header = SubscriptionHeader::new(id, self.version.unwrap_or(Version::V1_2));
         queue.subscribe(crate::queue::Consumer {
             session: self.id,
@@ -187,14 +197,14 @@ impl Session {
     pub(super) fn drop_subscription(&mut self, owned: Owned) {
         self.subscription_bytes -= owned.bytes;
         let id = &owned.subscriber.id;
-        let bus = &self.broker.bus;
+        let engine = &self.broker.engine;
         let found = match &owned.target {
             Target::Queue(queue) => {
                 queue.unsubscribe(self.id, id);
                 true
             }
-            Target::Topic(t) => bus.unsubscribe_topic(t, self.id, id),
-            Target::User(key) => bus.unsubscribe_user(key, self.id, id),
+            Target::Topic(t) => engine.unsubscribe_topic(t, self.id, id),
+            Target::User { login, queue } => engine.unsubscribe_user(login, queue, self.id, id),
         };
         if found {
             self.broker.metrics.subscriptions.decrement(1.0);

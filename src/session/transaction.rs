@@ -113,7 +113,7 @@ impl Session {
         // back when the reservations drop, whatever happens below.
         let mut reservations = HashMap::new();
         for (name, n) in per_queue {
-            let queue = self.broker.queues.get(&name)?;
+            let queue = self.broker.engine.queue(&name)?;
             reservations.insert(name, queue.reserve(n).await?);
         }
         // 3. Apply in order. Everything is handed over first, then the answers are

@@ -8,7 +8,7 @@ use stompede::codec::{Command, Frame};
 #[tokio::test]
 async fn acks_for_ids_never_given_create_nothing_and_are_refused() {
     let b = broker("[queues]\nmax_queues = 4");
-    let before = b.broker.queues.len();
+    let before = b.broker.engine.queue_count();
     for who in ["anonymous", "alice"] {
         let mut attacker = Client::tcp(&b).await;
         match who {
@@ -27,7 +27,11 @@ async fn acks_for_ids_never_given_create_nothing_and_are_refused() {
         }
         attacker.expect_error("not delivered to this session").await;
     }
-    assert_eq!(b.broker.queues.len(), before, "no queue was created");
+    assert_eq!(
+        b.broker.engine.queue_count(),
+        before,
+        "no queue was created"
+    );
     // Everybody else can still make the queues they need.
     let mut alice = Client::ws(&b).await;
     alice.connect_as("alice", "alice-pw").await;
@@ -97,7 +101,7 @@ async fn idle_empty_queues_are_reclaimed() {
             .await;
     }
     let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while b.broker.queues.len() > 1 {
+    while b.broker.engine.queue_count() > 1 {
         assert!(tokio::time::Instant::now() < deadline, "not reclaimed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -1,32 +1,22 @@
-//! Routing: which family a destination belongs to, and the publish seam.
-//!
-//! Sessions publish through [`Bus`]. The single-node implementation,
-//! [`LocalBus`], delivers to this broker's subscribers; a cluster implementation
-//! can wrap it and forward to other nodes without the sessions knowing.
+//! The single-node engine: topic and user registries, retained values and the
+//! queue actors of this process.
 
+use super::{Engine, Unready};
 use crate::codec::{Headers, MessageTemplate};
 use crate::destination::pattern::{is_pattern, matches};
 use crate::destination::{RESERVED, user_key};
 use crate::metrics::Metrics;
 use crate::outbox::Outgoing;
+use crate::queue::{QueueError, QueueHandle, Queues};
 use crate::registry::{AckMode, ExactRegistry, Subscriber, TopicRegistry};
 use bytes::Bytes;
 use dashmap::DashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-
-/// The publish interface between sessions and destinations.
-pub trait Bus: Send + Sync + std::fmt::Debug {
-    /// Publishes a message to a concrete topic destination; returns how many
-    /// subscriptions it was handed to.
-    fn publish_topic(&self, destination: &str, headers: &Headers, body: Bytes) -> usize;
-
-    /// Publishes to `/user/{login}/queue/{queue}`: every session of `login`
-    /// subscribed to `/user/queue/{queue}` gets it.
-    fn publish_user(&self, login: &str, queue: &str, headers: &Headers, body: Bytes) -> usize;
-}
 
 /// The last message of a retained destination.
 #[derive(Debug, Clone)]
@@ -36,11 +26,12 @@ struct Retained {
     body: Bytes,
 }
 
-/// Delivers to the subscribers of this node.
+/// Today's single-node behaviour: delivers to the subscribers of this process,
+/// and owns its queues.
 #[derive(Debug)]
-pub struct LocalBus {
+pub struct LocalEngine {
     /// Topic subscriptions (`/topic/**` only).
-    pub topics: TopicRegistry,
+    topics: TopicRegistry,
     /// User destinations by [`user_key`]: a registry of their own, so no topic
     /// pattern can reach them.
     users: ExactRegistry,
@@ -55,20 +46,27 @@ pub struct LocalBus {
     /// across `.await`; publishes to other destinations do not take it.
     retain_order: RwLock<()>,
     metrics: Arc<Metrics>,
+    /// `/queue/**` destinations: one actor task per queue.
+    queues: Arc<Queues>,
     /// Distinguishes message ids of this broker run from earlier runs.
     boot: u64,
     next_id: AtomicU64,
 }
 
-impl LocalBus {
-    /// A bus with no subscriptions, retaining the last message of destinations
-    /// matching `retain` (at most `max_retained` destinations).
-    pub fn new(metrics: Arc<Metrics>, retain: Vec<String>, max_retained: usize) -> Self {
+impl LocalEngine {
+    /// An engine with no subscriptions over `queues`, retaining the last message
+    /// of destinations matching `retain` (at most `max_retained` destinations).
+    pub fn new(
+        metrics: Arc<Metrics>,
+        queues: Arc<Queues>,
+        retain: Vec<String>,
+        max_retained: usize,
+    ) -> Self {
         let boot = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        LocalBus {
+        LocalEngine {
             topics: TopicRegistry::new(),
             users: ExactRegistry::new(),
             retain,
@@ -76,6 +74,7 @@ impl LocalBus {
             retained: DashMap::new(),
             retain_order: RwLock::new(()),
             metrics,
+            queues,
             boot,
             next_id: AtomicU64::new(1),
         }
@@ -90,7 +89,7 @@ impl LocalBus {
     }
 }
 
-impl LocalBus {
+impl LocalEngine {
     /// Builds the MESSAGE template for one publish; MESSAGE frames show `shown` as
     /// their destination. Counts the publish.
     fn template(&self, shown: &str, headers: &Headers, body: Bytes) -> (MessageTemplate, String) {
@@ -134,22 +133,6 @@ impl LocalBus {
             }
         })
     }
-
-    /// Subscribes to a user destination key (made by [`user_key`] from the
-    /// session's own login).
-    pub fn subscribe_user(&self, key: &str, sub: Arc<Subscriber>) {
-        self.users.subscribe(key, sub);
-    }
-
-    /// Removes a user destination subscription; returns whether it existed.
-    pub fn unsubscribe_user(&self, key: &str, session: u64, id: &str) -> bool {
-        self.users.unsubscribe(key, session, id)
-    }
-
-    /// Removes a topic subscription; returns whether it existed.
-    pub fn unsubscribe_topic(&self, destination: &str, session: u64, id: &str) -> bool {
-        self.topics.unsubscribe(destination, session, id)
-    }
 }
 
 /// Queues one delivery of `template` for `sub`.
@@ -164,11 +147,11 @@ fn hand_to(sub: &Subscriber, template: &MessageTemplate, message_id: &str, publi
     let _ = sub.outbox.push(Outgoing::Message { message, published });
 }
 
-impl LocalBus {
+impl LocalEngine {
     /// Subscribes to a topic destination or pattern and hands the subscriber, at
     /// once, the retained message of every destination it matches, marked
     /// `retained: true`, ahead of anything newer.
-    pub fn subscribe_topic(&self, destination: &str, sub: Arc<Subscriber>) {
+    fn subscribe_retained(&self, destination: &str, sub: Arc<Subscriber>) {
         let _order = self.retain_order.write().unwrap_or_else(|p| p.into_inner());
         if !self.topics.subscribe(destination, sub.clone()) {
             return;
@@ -203,7 +186,7 @@ impl LocalBus {
     }
 }
 
-impl Bus for LocalBus {
+impl Engine for LocalEngine {
     fn publish_topic(&self, destination: &str, headers: &Headers, body: Bytes) -> usize {
         let retain = self.retain.iter().any(|p| matches(p, destination));
         self.deliver_topic(destination, headers, body, retain)
@@ -215,5 +198,44 @@ impl Bus for LocalBus {
         self.users.for_each(&user_key(login, queue), |sub| {
             hand_to(sub, &template, &message_id, published)
         })
+    }
+
+    fn subscribe_topic(&self, pattern: &str, subscriber: Arc<Subscriber>) {
+        self.subscribe_retained(pattern, subscriber);
+    }
+
+    fn unsubscribe_topic(&self, pattern: &str, session: u64, id: &str) -> bool {
+        self.topics.unsubscribe(pattern, session, id)
+    }
+
+    fn subscribe_user(&self, login: &str, queue: &str, subscriber: Arc<Subscriber>) {
+        self.users.subscribe(&user_key(login, queue), subscriber);
+    }
+
+    fn unsubscribe_user(&self, login: &str, queue: &str, session: u64, id: &str) -> bool {
+        self.users.unsubscribe(&user_key(login, queue), session, id)
+    }
+
+    fn queue(&self, name: &str) -> Result<QueueHandle, QueueError> {
+        self.queues.get(name)
+    }
+
+    fn ready(&self) -> Result<(), Unready> {
+        match self.queues.store_failure() {
+            Some(e) => Err(Unready::Store(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn topic_subscribers(&self, destination: &str) -> usize {
+        self.topics.for_each_match(destination, |_| {})
+    }
+
+    fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.queues.close_store())
     }
 }

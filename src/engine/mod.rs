@@ -1,0 +1,86 @@
+//! The engine: everything a session, an `/app` handler or the HTTP API needs
+//! from the world outside its own connection.
+//!
+//! Sessions decide *whether* a frame may go somewhere (rights, limits, families:
+//! [`crate::session`]); the engine decides *who gets it*. Everything above this
+//! module holds an `Arc<dyn Engine>` and never a registry, so a second engine (a
+//! cluster over NATS) can replace [`LocalEngine`] without sessions noticing.
+//!
+//! # What an engine must do, and guarantee
+//!
+//! | call | effect | guarantee |
+//! |---|---|---|
+//! | [`Engine::publish_topic`] | every topic subscription matching the destination gets the message once; a `topics.retain` destination keeps it as its retained value | per publisher and destination, subscribers see messages in publish order; returns when the message is handed to every local outbox (no waiting on slow clients) |
+//! | [`Engine::subscribe_topic`] | registers a subscription (exact or `*`/`#` pattern); the retained value of every matching destination is handed over first | a message published after the call returns is delivered; the retained value comes before any newer message and never twice |
+//! | [`Engine::unsubscribe_topic`] | removes it | nothing is delivered to it after the call returns |
+//! | [`Engine::publish_user`] | every session of `login` subscribed to `/user/queue/NAME` gets it | as topics; no other login's subscription can match |
+//! | [`Engine::subscribe_user`], [`Engine::unsubscribe_user`] | as topics, keyed by the session's own login | |
+//! | [`Engine::queue`] | a handle to queue `NAME`'s actor, created on first use | commands from one caller apply in order; a SEND's answer means the queue holds the message (durably for a durable one); each message goes to one consumer; unacked messages go back when their consumer goes |
+//! | [`Engine::ready`] | whether the engine can take work (store, cluster link) | drives `/readyz` |
+//! | [`Engine::close`] | at shutdown, after every session and queue task ended | what was accepted is persisted |
+//!
+//! Calls never block on I/O and never hold a lock a caller could wait on across
+//! `.await`: topic and user publishing is a synchronous push into bounded outboxes,
+//! queue work is a command to the queue's actor. Topic history by offset (resume
+//! after a reconnect) joins this trait with the history issue.
+
+mod local;
+
+pub use local::LocalEngine;
+
+use crate::codec::Headers;
+use crate::queue::{QueueError, QueueHandle};
+use crate::registry::Subscriber;
+use bytes::Bytes;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// Why the engine cannot take work right now (`/readyz` answers 503 with it).
+#[derive(Debug, thiserror::Error)]
+pub enum Unready {
+    /// The queue store stopped writing (fail-stop after a failed commit).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Where sessions, application handlers and backends publish and subscribe.
+/// See the [module documentation](self) for the guarantees each call carries.
+pub trait Engine: Send + Sync + std::fmt::Debug {
+    /// Publishes to a concrete topic destination (`/topic/...`, no wildcard);
+    /// returns how many local subscriptions it was handed to.
+    fn publish_topic(&self, destination: &str, headers: &Headers, body: Bytes) -> usize;
+
+    /// Publishes to `/user/{login}/queue/{queue}`; returns how many local
+    /// subscriptions it was handed to.
+    fn publish_user(&self, login: &str, queue: &str, headers: &Headers, body: Bytes) -> usize;
+
+    /// Subscribes to a topic destination or pattern (`/topic/...`, already checked
+    /// against the topic limits), handing over matching retained values first.
+    fn subscribe_topic(&self, pattern: &str, subscriber: Arc<Subscriber>);
+
+    /// Removes a topic subscription; returns whether it existed.
+    fn unsubscribe_topic(&self, pattern: &str, session: u64, id: &str) -> bool;
+
+    /// Subscribes a session of `login` to its `/user/queue/{queue}`.
+    fn subscribe_user(&self, login: &str, queue: &str, subscriber: Arc<Subscriber>);
+
+    /// Removes a user destination subscription; returns whether it existed.
+    fn unsubscribe_user(&self, login: &str, queue: &str, session: u64, id: &str) -> bool;
+
+    /// The queue named `name` (the part after `/queue/`), created on first use.
+    fn queue(&self, name: &str) -> Result<QueueHandle, QueueError>;
+
+    /// `Ok` when the engine can take work.
+    fn ready(&self) -> Result<(), Unready>;
+
+    /// Local subscriptions that a message to `destination` would reach.
+    fn topic_subscribers(&self, destination: &str) -> usize;
+
+    /// Queues that exist right now.
+    fn queue_count(&self) -> usize;
+
+    /// Persists what must outlast the process; called once at shutdown, after
+    /// every session and queue task has ended.
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
