@@ -17,6 +17,7 @@ pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod codec;
+pub mod command;
 pub mod config;
 pub mod destination;
 pub mod engine;

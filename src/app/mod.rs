@@ -7,7 +7,7 @@
 pub mod trading;
 
 use crate::auth::Role;
-use crate::codec::Frame;
+use crate::command;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ pub struct Sender<'a> {
 pub trait AppHandler: Send + Sync + std::fmt::Debug {
     /// Handles one SEND. Problems with the request itself are the handler's to
     /// answer (for example on the sender's `/user/queue/errors`); the session stays open.
-    fn handle(&self, sender: Sender<'_>, frame: &Frame);
+    fn handle(&self, sender: Sender<'_>, send: &command::Send);
 }
 
 /// Handlers by destination.

@@ -8,7 +8,7 @@
 //! Everything is published through the [`Engine`], like any backend service would.
 
 use super::{AppHandler, Sender};
-use crate::codec::{Frame, Headers};
+use crate::codec::Headers;
 use crate::config::{Config, SymbolConfig, TradingConfig};
 use crate::engine::Engine;
 use bytes::Bytes;
@@ -198,8 +198,8 @@ pub struct TradingApp {
 }
 
 impl AppHandler for TradingApp {
-    fn handle(&self, sender: Sender<'_>, frame: &Frame) {
-        let request = match parse_order(&frame.body, &self.symbols, self.max_quantity) {
+    fn handle(&self, sender: Sender<'_>, send: &crate::command::Send) {
+        let request = match parse_order(&send.body, &self.symbols, self.max_quantity) {
             Ok(r) => r,
             Err(r) => {
                 tracing::debug!(

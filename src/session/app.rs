@@ -2,7 +2,7 @@
 
 use super::{ProtocolError, Session};
 use crate::app::{AppHandler, Sender};
-use crate::codec::Frame;
+use crate::command;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
@@ -11,9 +11,9 @@ impl Session {
     pub(super) fn app(
         &mut self,
         handler: Arc<dyn AppHandler>,
-        frame: &Frame,
+        send: &command::Send,
     ) -> Result<(), ProtocolError> {
-        let destination = self.required(frame, "destination")?;
+        let destination = send.destination.as_str();
         let login = self
             .identity
             .login
@@ -28,7 +28,7 @@ impl Session {
             session: self.id,
         };
         // A bug in one handler ends this session only, with an ERROR.
-        catch_unwind(AssertUnwindSafe(|| handler.handle(sender, frame)))
+        catch_unwind(AssertUnwindSafe(|| handler.handle(sender, send)))
             .map_err(|_| ProtocolError::HandlerFailed(destination.to_owned()))
     }
 }

@@ -13,26 +13,16 @@ pub enum ProtocolError {
     /// A WebSocket message larger than the broker accepts.
     #[error("message too large: a WebSocket message exceeded the frame limit")]
     MessageTooLarge,
-    /// A required header is absent.
-    #[error("missing required header '{header}' in {command}")]
-    MissingHeader {
-        /// The frame's command.
-        command: Command,
-        /// The header.
-        header: &'static str,
-    },
+    /// The frame is not a valid command: a header is missing or malformed, or it
+    /// is a server frame.
+    #[error(transparent)]
+    Command(#[from] crate::command::CommandError),
     /// A frame other than CONNECT/STOMP before the session is connected.
     #[error("expected CONNECT or STOMP, got {0}")]
     NotConnected(Command),
     /// A second CONNECT.
     #[error("already connected")]
     AlreadyConnected,
-    /// No common protocol version.
-    #[error("supported protocol versions are 1.0,1.1,1.2")]
-    UnsupportedVersion,
-    /// The heart-beat header is not two comma-separated integers.
-    #[error("invalid heart-beat header {0:?}")]
-    BadHeartBeat(String),
     /// A destination outside the known families, or one not valid for this frame.
     #[error("unknown destination {0:?}")]
     UnknownDestination(String),
@@ -53,12 +43,6 @@ pub enum ProtocolError {
         "subscriptions of this connection would hold more than {0} bytes of ids and destinations (limits.max_subscription_bytes)"
     )]
     SubscriptionBytes(usize),
-    /// An `ack` header value that is not a STOMP ack mode.
-    #[error("invalid ack mode {0:?}: use auto, client or client-individual")]
-    BadAckMode(String),
-    /// A server frame sent by a client.
-    #[error("{0} frames are sent by servers, not clients")]
-    ServerFrame(Command),
     /// The client did not CONNECT in time.
     #[error("CONNECT not completed within {0} ms (limits.connect_timeout_ms)")]
     ConnectTimeout(u64),
@@ -84,9 +68,6 @@ pub enum ProtocolError {
     /// A queue refused a message.
     #[error("{0}")]
     Queue(#[from] crate::queue::QueueError),
-    /// `prefetch-count` is not a positive integer.
-    #[error("invalid prefetch-count {0:?}")]
-    BadPrefetch(String),
     /// An application handler failed unexpectedly.
     #[error("internal error in the handler for {0}")]
     HandlerFailed(String),
@@ -118,12 +99,8 @@ impl ProtocolError {
         match self {
             ProtocolError::Codec(e) => e.reason(),
             ProtocolError::MessageTooLarge => "frame_too_large",
-            ProtocolError::MissingHeader { .. } => "missing_header",
-            ProtocolError::NotConnected(_)
-            | ProtocolError::AlreadyConnected
-            | ProtocolError::ServerFrame(_) => "unexpected_frame",
-            ProtocolError::UnsupportedVersion => "unsupported_version",
-            ProtocolError::BadHeartBeat(_) | ProtocolError::BadAckMode(_) => "bad_header",
+            ProtocolError::Command(e) => e.reason(),
+            ProtocolError::NotConnected(_) | ProtocolError::AlreadyConnected => "unexpected_frame",
             ProtocolError::UnknownDestination(_)
             | ProtocolError::WildcardSend(_)
             | ProtocolError::NoHandler(_) => "bad_destination",
@@ -139,7 +116,6 @@ impl ProtocolError {
             ProtocolError::Queue(crate::queue::QueueError::Store(_)) => "store_failed",
             ProtocolError::Queue(_) => "queue_refused",
             ProtocolError::Transaction(_) => "transaction",
-            ProtocolError::BadPrefetch(_) => "bad_header",
             ProtocolError::Topic(e) => e.reason(),
             ProtocolError::UnknownAck(_) => "unknown_ack",
             ProtocolError::TokenExpired => "token_expired",

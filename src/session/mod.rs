@@ -15,6 +15,7 @@ pub use error::ProtocolError;
 
 use crate::broker::{Broker, ConnectionGuard};
 use crate::codec::{Command, Decoded, Decoder, Frame, Version, encode};
+use crate::command::ClientCommand;
 use crate::outbox::{Outbox, Outgoing, outbox};
 use crate::queue::{Answer, QueueError};
 use crate::transport::{ReadError, Reader, Writer};
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use transaction::Enlisted;
 
 /// Answers a session may wait for at once (queue SENDs and receipted ACKs in
 /// flight); past this it waits for the oldest before reading more.
@@ -297,55 +299,43 @@ impl Session {
         self.send_frame(&Frame::new(Command::Receipt).header("receipt-id", receipt));
     }
 
+    /// Checks a frame against the session's state, turns it into a command, and
+    /// executes it.
     async fn handle_frame(&mut self, frame: Frame) -> Result<Flow, ProtocolError> {
         self.broker.metrics.frame_received(frame.command);
-        if self.version.is_none() {
-            return match frame.command {
-                Command::Connect | Command::Stomp => {
-                    self.connect(&frame).await.map(|_| Flow::Continue)
-                }
-                other => Err(ProtocolError::NotConnected(other)),
-            };
-        }
-        let transactional = matches!(frame.command, Command::Send | Command::Ack | Command::Nack);
-        if let Some(id) = frame
-            .headers
-            .get("transaction")
-            .filter(|_| transactional)
-            .map(str::to_owned)
-        {
-            return self.enlist(frame, &id).map(|_| Flow::Continue);
-        }
-        let done = match frame.command {
-            Command::Connect | Command::Stomp => Err(ProtocolError::AlreadyConnected),
-            Command::Send => return self.send(frame),
-            Command::Subscribe => self.subscribe(&frame),
-            Command::Unsubscribe => self.unsubscribe(&frame),
-            Command::Ack | Command::Nack => return self.ack(&frame),
-            Command::Begin => self.begin(&frame),
-            Command::Commit => self.commit(&frame).await,
-            Command::Abort => self.abort(&frame),
-            Command::Disconnect => return Ok(Flow::Close),
-            c @ (Command::Connected | Command::Message | Command::Receipt | Command::Error) => {
-                Err(ProtocolError::ServerFrame(c))
+        let connected = self.version.is_some();
+        match frame.command {
+            Command::Connect | Command::Stomp if connected => {
+                return Err(ProtocolError::AlreadyConnected);
             }
-        };
-        done.map(|_| Flow::Continue)
+            Command::Connect | Command::Stomp => {}
+            other if !connected => return Err(ProtocolError::NotConnected(other)),
+            _ => {}
+        }
+        let command = ClientCommand::from_frame(frame, self.version.unwrap_or(Version::V1_2))?;
+        self.execute(command).await
     }
 
-    /// The value of a required header, or the error naming it.
-    fn required<'f>(
-        &self,
-        frame: &'f Frame,
-        header: &'static str,
-    ) -> Result<&'f str, ProtocolError> {
-        frame
-            .headers
-            .get(header)
-            .ok_or(ProtocolError::MissingHeader {
-                command: frame.command,
-                header,
-            })
+    /// Executes one command; a SEND, ACK or NACK naming a transaction is held by it.
+    async fn execute(&mut self, command: ClientCommand) -> Result<Flow, ProtocolError> {
+        let done = match command {
+            ClientCommand::Connect(c) => self.connect(c).await,
+            ClientCommand::Send(s) => match s.transaction.clone() {
+                Some(t) => self.enlist(Enlisted::Send(s), &t),
+                None => return self.send(s),
+            },
+            ClientCommand::Ack(a) => match a.transaction.clone() {
+                Some(t) => self.enlist(Enlisted::Ack(a), &t),
+                None => return self.ack(&a),
+            },
+            ClientCommand::Subscribe(s) => self.subscribe(s),
+            ClientCommand::Unsubscribe(u) => self.unsubscribe(u),
+            ClientCommand::Begin(t) => self.begin(t),
+            ClientCommand::Commit(t) => self.commit(t).await,
+            ClientCommand::Abort(t) => self.abort(t),
+            ClientCommand::Disconnect => return Ok(Flow::Close),
+        };
+        done.map(|_| Flow::Continue)
     }
 
     /// Encodes a frame for this session's version and queues it.

@@ -6,7 +6,7 @@
 
 use super::{Flow, ProtocolError, Session};
 use crate::app::AppHandler;
-use crate::codec::Frame;
+use crate::command;
 use crate::destination::pattern::{check_topic, is_pattern};
 use crate::destination::{Destination, parse_user_send};
 use crate::queue::Reservation;
@@ -31,8 +31,8 @@ pub(super) enum Route<'f> {
 
 impl Session {
     /// Checks a SEND (destination, rights, limits) and says where it goes; no effect.
-    pub(super) fn route<'f>(&self, frame: &'f Frame) -> Result<Route<'f>, ProtocolError> {
-        let destination = self.required(frame, "destination")?;
+    pub(super) fn route<'f>(&self, send: &'f command::Send) -> Result<Route<'f>, ProtocolError> {
+        let destination = send.destination.as_str();
         let family = Destination::classify(destination)
             .ok_or_else(|| ProtocolError::UnknownDestination(destination.to_owned()))?;
         let forbidden = || ProtocolError::Forbidden {
@@ -76,40 +76,39 @@ impl Session {
 
     /// Routes a SEND. A queue SEND is pending until the queue answers, so that its
     /// receipt means the queue holds the message (durably, if it is durable).
-    pub(super) fn send(&mut self, frame: Frame) -> Result<Flow, ProtocolError> {
-        self.send_with(frame, None)
+    pub(super) fn send(&mut self, send: command::Send) -> Result<Flow, ProtocolError> {
+        self.send_with(send, None)
     }
 
     /// [`Session::send`]; a queue SEND takes its room from `reserved` when given
     /// (a COMMIT reserved it beforehand).
     pub(super) fn send_with(
         &mut self,
-        frame: Frame,
+        send: command::Send,
         reserved: Option<&mut Reservation>,
     ) -> Result<Flow, ProtocolError> {
-        match self.route(&frame)? {
+        match self.route(&send)? {
             Route::Topic(destination) => {
-                let n = self.broker.engine.publish_topic(
-                    destination,
-                    &frame.headers,
-                    frame.body.clone(),
-                );
+                let n =
+                    self.broker
+                        .engine
+                        .publish_topic(destination, &send.headers, send.body.clone());
                 tracing::trace!(session = self.id, destination, subscribers = n, "published");
                 Ok(Flow::Continue)
             }
             Route::User { login, queue } => {
                 self.broker
                     .engine
-                    .publish_user(login, queue, &frame.headers, frame.body.clone());
+                    .publish_user(login, queue, &send.headers, send.body.clone());
                 Ok(Flow::Continue)
             }
-            Route::App(handler) => self.app(handler, &frame).map(|_| Flow::Continue),
+            Route::App(handler) => self.app(handler, &send).map(|_| Flow::Continue),
             Route::Queue(name) => {
                 let queue = match &reserved {
                     Some(r) => r.queue().clone(),
                     None => self.broker.engine.queue(name)?,
                 };
-                let Frame { headers, body, .. } = frame;
+                let command::Send { headers, body, .. } = send;
                 Ok(Flow::Pending(queue.send(headers, body, reserved)))
             }
         }

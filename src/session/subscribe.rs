@@ -2,7 +2,8 @@
 
 use super::{Flow, ProtocolError, Session};
 use crate::auth::acl::ReadFilter;
-use crate::codec::{Command, Frame, SubscriptionHeader, Version};
+use crate::codec::{SubscriptionHeader, Version};
+use crate::command::{self, Subscribe, Unsubscribe};
 use crate::destination::pattern::{check_topic, is_pattern};
 use crate::destination::{Destination, valid_user_queue};
 use crate::registry::{AckMode, Subscriber};
@@ -34,14 +35,14 @@ pub(super) struct Owned {
 }
 
 impl Session {
-    pub(super) fn subscribe(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
-        let destination = self.required(frame, "destination")?;
-        // `id` is required from 1.1 on; a 1.0 client may omit it and use the destination.
-        let id = match (frame.headers.get("id"), self.version) {
-            (Some(id), _) => id,
-            (None, Some(Version::V1_0)) => destination,
-            (None, _) => self.required(frame, "id")?,
-        };
+    pub(super) fn subscribe(&mut self, subscribe: Subscribe) -> Result<(), ProtocolError> {
+        let Subscribe {
+            id,
+            destination,
+            ack,
+            prefetch,
+        } = &subscribe;
+        let (id, destination, ack) = (id.as_str(), destination.as_str(), *ack);
         if self.subscriptions.contains_key(id) {
             return Err(ProtocolError::DuplicateSubscription(id.to_owned()));
         }
@@ -56,9 +57,6 @@ impl Session {
         if self.subscription_bytes + bytes > max_bytes {
             return Err(ProtocolError::SubscriptionBytes(max_bytes));
         }
-        let ack = frame.headers.get("ack");
-        let ack = AckMode::from_header(ack)
-            .ok_or_else(|| ProtocolError::BadAckMode(ack.unwrap_or("").to_owned()))?;
         let family = Destination::classify(destination)
             .ok_or_else(|| ProtocolError::UnknownDestination(destination.to_owned()))?;
         let forbidden = || ProtocolError::Forbidden {
@@ -91,7 +89,9 @@ impl Session {
                     _ => return Err(forbidden()),
                 }
             }
-            Destination::Queue(name) => return self.subscribe_queue(frame, id, name, ack, bytes),
+            Destination::Queue(name) => {
+                return self.subscribe_queue(id, name, ack, *prefetch, bytes);
+            }
             Destination::App(_) => return Err(forbidden()),
         };
         // A wildcard may match topics the rules close to this session: each message
@@ -133,15 +133,9 @@ impl Session {
         Ok(())
     }
 
-    pub(super) fn unsubscribe(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
-        let id = match (frame.headers.get("id"), self.version) {
-            (Some(id), _) => id.to_owned(),
-            // STOMP 1.0 may unsubscribe by destination.
-            (None, Some(Version::V1_0)) => self.required(frame, "destination")?.to_owned(),
-            (None, _) => self.required(frame, "id")?.to_owned(),
-        };
+    pub(super) fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), ProtocolError> {
         // Unsubscribing twice is harmless, as with RabbitMQ: nothing to undo.
-        if let Some(owned) = self.subscriptions.remove(&id) {
+        if let Some(owned) = self.subscriptions.remove(&unsubscribe.id) {
             self.drop_subscription(owned);
         }
         Ok(())
@@ -149,20 +143,13 @@ impl Session {
 
     fn subscribe_queue(
         &mut self,
-        frame: &Frame,
         id: &str,
         name: &str,
         ack: AckMode,
+        prefetch: Option<usize>,
         bytes: usize,
     ) -> Result<(), ProtocolError> {
-        let prefetch = match frame.headers.get("prefetch-count") {
-            None => self.broker.config.queues.default_prefetch,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ProtocolError::BadPrefetch(v.to_owned()))?,
-        };
+        let prefetch = prefetch.unwrap_or(self.broker.config.queues.default_prefetch);
         let queue = self.broker.engine.queue(name)?;
         let header = SubscriptionHeader::new(id, self.version.unwrap_or(Version::V1_2));
         queue.subscribe(crate::queue::Consumer {
@@ -219,49 +206,34 @@ impl Session {
         })
     }
 
-    /// Checks an ACK/NACK without effect: the headers the negotiated version
-    /// requires, and, for a queue delivery, that this session consumes that queue.
-    /// Returns the queue and delivery to ack, if it is a queue delivery.
+    /// Checks an ACK/NACK without effect: for a queue delivery, that this session
+    /// consumes that queue (the headers each version requires were checked when
+    /// the frame became a command). Returns the queue and delivery to ack, if it
+    /// is a queue delivery.
     pub(super) fn check_ack(
         &self,
-        frame: &Frame,
+        ack: &command::Ack,
     ) -> Result<Option<(crate::queue::QueueHandle, u64)>, ProtocolError> {
-        match self.version {
-            Some(Version::V1_2) | None => {
-                self.required(frame, "id")?;
-            }
-            Some(Version::V1_1) => {
-                self.required(frame, "message-id")?;
-                self.required(frame, "subscription")?;
-            }
-            Some(Version::V1_0) => {
-                self.required(frame, "message-id")?;
-            }
-        }
         // Queue deliveries carry an ack id naming their queue; topic acks need nothing.
-        let id = frame.headers.get("id").or(frame.headers.get("message-id"));
-        let Some((name, delivery)) = id.and_then(crate::queue::parse_ack_id) else {
+        let Some((name, delivery)) = crate::queue::parse_ack_id(&ack.ack_id) else {
             return Ok(None);
         };
         // Only a queue this session consumes can have given it that id; an ACK
         // never creates or even looks up another queue.
         let queue = self
             .subscribed_queue(name)
-            .ok_or_else(|| ProtocolError::UnknownAck(id.unwrap_or_default().to_owned()))?;
+            .ok_or_else(|| ProtocolError::UnknownAck(ack.ack_id.clone()))?;
         Ok(Some((queue.clone(), delivery)))
     }
 
     /// ACK/NACK. Topic messages are not kept for redelivery, so there is nothing
     /// more to do for them. A receipted ACK/NACK of a queue delivery is pending
     /// until it has taken effect (durably, for a stored message).
-    pub(super) fn ack(&mut self, frame: &Frame) -> Result<Flow, ProtocolError> {
-        if let Some((queue, delivery)) = self.check_ack(frame)? {
-            let receipted = frame.headers.get("receipt").is_some();
-            if let Some(answer) =
-                queue.ack(self.id, delivery, frame.command == Command::Nack, receipted)
-            {
-                return Ok(Flow::Pending(answer));
-            }
+    pub(super) fn ack(&mut self, ack: &command::Ack) -> Result<Flow, ProtocolError> {
+        if let Some((queue, delivery)) = self.check_ack(ack)?
+            && let Some(answer) = queue.ack(self.id, delivery, ack.nack, ack.receipted)
+        {
+            return Ok(Flow::Pending(answer));
         }
         Ok(Flow::Continue)
     }

@@ -14,34 +14,40 @@
 
 use super::send::Route;
 use super::{Flow, ProtocolError, Session};
-use crate::codec::{Command, Frame};
+use crate::command::{self, Transaction};
 use std::collections::HashMap;
+
+/// A frame held by a transaction until COMMIT.
+#[derive(Debug)]
+pub(super) enum Enlisted {
+    /// A SEND.
+    Send(command::Send),
+    /// An ACK or NACK.
+    Ack(command::Ack),
+}
+
+impl Enlisted {
+    /// What holding it costs in memory.
+    fn cost(&self) -> usize {
+        match self {
+            Enlisted::Send(s) => s.held_cost(),
+            Enlisted::Ack(a) => a.held_cost(),
+        }
+    }
+}
 
 /// Frames held by one open transaction.
 #[derive(Debug, Default)]
 pub(super) struct Held {
-    frames: Vec<Frame>,
-    /// What the frames cost, by [`held_cost`].
+    frames: Vec<Enlisted>,
+    /// What the frames cost, by [`Enlisted::cost`].
     bytes: usize,
 }
 
-/// What holding `frame` costs in memory: its body, every header name and value with
-/// the bookkeeping of their two `String`s, and the frame itself.
-pub(super) fn held_cost(frame: &Frame) -> usize {
-    const PER_HEADER: usize = 2 * std::mem::size_of::<String>();
-    std::mem::size_of::<Frame>()
-        + frame.body.len()
-        + frame
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + PER_HEADER)
-            .sum::<usize>()
-}
-
 impl Session {
-    pub(super) fn begin(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
-        let id = self.required(frame, "transaction")?;
-        if self.transactions.contains_key(id) {
+    pub(super) fn begin(&mut self, begin: Transaction) -> Result<(), ProtocolError> {
+        let id = begin.id;
+        if self.transactions.contains_key(&id) {
             return Err(ProtocolError::Transaction(format!(
                 "transaction {id:?} is already open"
             )));
@@ -52,30 +58,32 @@ impl Session {
                 "at most {max} open transactions per connection (limits.max_open_transactions)"
             )));
         }
-        self.transactions.insert(id.to_owned(), Held::default());
+        self.transactions.insert(id, Held::default());
         Ok(())
     }
 
     /// Checks a SEND/ACK/NACK without any effect, as if it were applied now.
-    fn check_held(&self, frame: &Frame) -> Result<(), ProtocolError> {
-        match frame.command {
-            Command::Send => self.route(frame).map(|_| ()),
-            _ => self.check_ack(frame).map(|_| ()),
+    fn check_held(&self, frame: &Enlisted) -> Result<(), ProtocolError> {
+        match frame {
+            Enlisted::Send(s) => self.route(s).map(|_| ()),
+            Enlisted::Ack(a) => self.check_ack(a).map(|_| ()),
         }
     }
 
-    /// Holds a SEND/ACK/NACK that names a transaction, once it is checked.
-    pub(super) fn enlist(&mut self, mut frame: Frame, id: &str) -> Result<(), ProtocolError> {
+    /// Holds a SEND/ACK/NACK that names transaction `id`, once it is checked.
+    pub(super) fn enlist(&mut self, frame: Enlisted, id: &str) -> Result<(), ProtocolError> {
         if !self.transactions.contains_key(id) {
             return Err(ProtocolError::Transaction(format!(
                 "unknown transaction {id:?}"
             )));
         }
         self.check_held(&frame)?;
-        frame.headers.remove("transaction");
         // The receipt, if any, was for enlisting; COMMIT does not answer it again.
-        frame.headers.remove("receipt");
-        let cost = held_cost(&frame);
+        let frame = match frame {
+            Enlisted::Send(s) => Enlisted::Send(s.held()),
+            Enlisted::Ack(a) => Enlisted::Ack(a.held()),
+        };
+        let cost = frame.cost();
         let max = self.broker.config.limits.max_transaction_bytes;
         if self.transaction_bytes + cost > max {
             return Err(ProtocolError::TransactionTooLarge(max));
@@ -98,14 +106,15 @@ impl Session {
         Ok(held)
     }
 
-    pub(super) async fn commit(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
-        let id = self.required(frame, "transaction")?.to_owned();
-        let held = self.take_transaction(&id)?;
+    pub(super) async fn commit(&mut self, commit: Transaction) -> Result<(), ProtocolError> {
+        let held = self.take_transaction(&commit.id)?;
         // 1. Everything still allowed, and how many messages each queue must take.
         let mut per_queue: HashMap<String, usize> = HashMap::new();
         for f in &held.frames {
             self.check_held(f)?;
-            if let (Command::Send, Ok(Route::Queue(name))) = (f.command, self.route(f)) {
+            if let Enlisted::Send(s) = f
+                && let Ok(Route::Queue(name)) = self.route(s)
+            {
                 *per_queue.entry(name.to_owned()).or_default() += 1;
             }
         }
@@ -120,16 +129,16 @@ impl Session {
         // awaited, so durable SENDs of one transaction share group commits.
         let mut answers = Vec::new();
         for f in held.frames {
-            let flow = match f.command {
-                Command::Send => {
-                    let queue = match self.route(&f)? {
+            let flow = match f {
+                Enlisted::Send(s) => {
+                    let queue = match self.route(&s)? {
                         Route::Queue(name) => Some(name.to_owned()),
                         _ => None,
                     };
                     let reserved = queue.and_then(|name| reservations.get_mut(&name));
-                    self.send_with(f, reserved)?
+                    self.send_with(s, reserved)?
                 }
-                _ => self.ack(&f)?,
+                Enlisted::Ack(a) => self.ack(&a)?,
             };
             if let Flow::Pending(answer) = flow {
                 answers.push(answer);
@@ -143,25 +152,7 @@ impl Session {
         Ok(())
     }
 
-    pub(super) fn abort(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
-        let id = self.required(frame, "transaction")?.to_owned();
-        self.take_transaction(&id).map(|_| ())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headers_count_in_the_held_cost() {
-        let bare = held_cost(&Frame::new(Command::Send));
-        let body = held_cost(&Frame::new(Command::Send).body(vec![0u8; 1000]));
-        assert_eq!(body - bare, 1000);
-        let mut f = Frame::new(Command::Send);
-        for h in 0..61 {
-            f = f.header(format!("x-{h}"), "v".repeat(8000));
-        }
-        assert!(held_cost(&f) > 61 * 8000);
+    pub(super) fn abort(&mut self, abort: Transaction) -> Result<(), ProtocolError> {
+        self.take_transaction(&abort.id).map(|_| ())
     }
 }
