@@ -10,6 +10,9 @@ mod send;
 mod subscribe;
 mod transaction;
 
+#[cfg(test)]
+mod tests;
+
 pub use connect::{HeartBeats, negotiate_heartbeats};
 pub use error::ProtocolError;
 
@@ -18,10 +21,12 @@ use crate::codec::{Command, Decoded, Decoder, Frame, Version, encode};
 use crate::command::ClientCommand;
 use crate::outbox::{Outbox, Outgoing, outbox};
 use crate::queue::{Answer, QueueError};
+use crate::transport::metered::Progress;
 use crate::transport::{ReadError, Reader, Writer};
 use crate::writer::{self, WriterConfig};
 use bytes::BytesMut;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,8 +91,33 @@ pub struct Session {
     token_deadline: Option<Instant>,
 }
 
-/// Runs a connection until it ends: spawns its writer, reads and handles frames,
-/// then removes its subscriptions and waits for the writer.
+/// Where a session's bytes come from: the socket's read half ([`Reader`]) when
+/// serving, a script in the session's unit tests. The session never writes: what
+/// it answers goes into its outbox.
+pub trait Source: Send {
+    /// Waits for bytes and appends them to `buf`; `Ok(0)` when the peer closed.
+    fn read(&mut self, buf: &mut BytesMut)
+    -> impl Future<Output = Result<usize, ReadError>> + Send;
+
+    /// Bytes the transport holds below whole messages (WebSocket), if it can say.
+    fn progress(&self) -> Option<Arc<Progress>>;
+}
+
+impl Source for Reader {
+    fn read(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> impl Future<Output = Result<usize, ReadError>> + Send {
+        Reader::read(self, buf)
+    }
+
+    fn progress(&self) -> Option<Arc<Progress>> {
+        Reader::progress(self)
+    }
+}
+
+/// Runs a connection until it ends: spawns its writer, drives the session with
+/// the reader, then removes its subscriptions and waits for the writer.
 pub async fn run(
     broker: Arc<Broker>,
     mut reader: Reader,
@@ -95,7 +125,6 @@ pub async fn run(
     guard: ConnectionGuard,
     peer: SocketAddr,
 ) {
-    let id = broker.next_session_id();
     let (outbox, rx) = outbox(broker.config.limits.max_outbox_bytes);
     let writer_done = CancellationToken::new();
     let writer_task = broker.tasks.spawn(writer::run(
@@ -109,30 +138,11 @@ pub async fn run(
         broker.shutdown.clone(),
         writer_done.clone(),
     ));
-    let mut session = Session {
-        id,
-        name: format!("session-{id}"),
-        decoder: Decoder::new(broker.config.limits.codec()),
-        frame_watch: frame_watch::FrameWatch::new(broker.clone()),
-        peer,
-        connect_deadline: far_future(broker.config.limits.connect_timeout()),
-        token_deadline: None,
-        broker,
-        outbox,
-        version: None,
-        identity: crate::auth::Identity::anonymous(),
-        subscriptions: HashMap::new(),
-        subscription_bytes: 0,
-        transactions: HashMap::new(),
-        transaction_bytes: 0,
-        read_timeout: None,
-        pending: VecDeque::new(),
-    };
+    let mut session = Session::new(broker, outbox, peer);
+    let id = session.id;
     tracing::debug!(session = id, %peer, transport = guard.transport().as_str(), "connection opened");
-    session.read_loop(&mut reader, &writer_done).await;
-    session.close_subscriptions();
-    // Nothing more will be queued: the writer drains what is there, closes, and ends.
-    let _ = session.outbox.push(Outgoing::Close);
+    session.drive(&mut reader, &writer_done).await;
+    session.finish();
     drop(session);
     let end = writer_task.await;
     tracing::debug!(session = id, ?end, "connection closed");
@@ -140,7 +150,48 @@ pub async fn run(
 }
 
 impl Session {
-    async fn read_loop(&mut self, reader: &mut Reader, writer_done: &CancellationToken) {
+    /// A session for a new connection from `peer` whose answers go to `outbox`;
+    /// its connect deadline starts now.
+    pub(crate) fn new(broker: Arc<Broker>, outbox: Outbox, peer: SocketAddr) -> Session {
+        let id = broker.next_session_id();
+        Session {
+            id,
+            name: format!("session-{id}"),
+            decoder: Decoder::new(broker.config.limits.codec()),
+            frame_watch: frame_watch::FrameWatch::new(broker.clone()),
+            peer,
+            connect_deadline: far_future(broker.config.limits.connect_timeout()),
+            token_deadline: None,
+            broker,
+            outbox,
+            version: None,
+            identity: crate::auth::Identity::anonymous(),
+            subscriptions: HashMap::new(),
+            subscription_bytes: 0,
+            transactions: HashMap::new(),
+            transaction_bytes: 0,
+            read_timeout: None,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Ends the session: drops its pending answers and subscriptions, and tells
+    /// the writer to close after what is queued.
+    pub(crate) fn finish(&mut self) {
+        self.close_subscriptions();
+        let _ = self.outbox.push(Outgoing::Close);
+    }
+}
+
+impl Session {
+    /// The driver: reads from `reader` and acts on frames, answers and deadlines
+    /// (connect, heart-beat, token, unfinished frame) until the connection must
+    /// end, the writer is done or the broker shuts down.
+    pub(crate) async fn drive<S: Source>(
+        &mut self,
+        reader: &mut S,
+        writer_done: &CancellationToken,
+    ) {
         let mut buf = BytesMut::new();
         let connect_timeout = self.broker.config.limits.connect_timeout();
         let mut deadline = self.connect_deadline;
