@@ -9,7 +9,7 @@ use crate::registry::AckMode;
 use crate::store::{Record, Store};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -50,7 +50,9 @@ pub(super) struct Queue {
     pub(super) unacked: HashMap<u64, (Message, u64, String)>,
     pub(super) next_delivery: u64,
     pub(super) limits: QueueLimits,
-    pub(super) queues: Weak<Queues>,
+    /// Where queues are found and created: for the dead-letter queue, and to
+    /// leave the directory when idle.
+    pub(super) queues: Arc<Queues>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) store: Store,
 }
@@ -161,12 +163,9 @@ impl Queue {
     /// handle and no command is on its way: then nobody can reach it any more and
     /// the task may end. Otherwise the queue stays and waits for the next idle spell.
     fn reclaim(&self, rx: &mpsc::UnboundedReceiver<Cmd>) -> bool {
-        let Some(queues) = self.queues.upgrade() else {
-            return false;
-        };
         // The map's handle is the only sender left, and nothing is queued: checked
         // with the map entry locked, so no one can take a new handle meanwhile.
-        let removed = queues.reclaim(&self.name, || {
+        let removed = self.queues.reclaim(&self.name, || {
             rx.sender_strong_count() == 1 && rx.is_empty()
         });
         if removed {
@@ -189,10 +188,7 @@ impl Queue {
         } else if self.waiting.len() + self.reserved >= self.limits.max_depth {
             return Err(QueueError::Full(format!("/queue/{}", self.name)));
         }
-        let Some(queues) = self.queues.upgrade() else {
-            return Err(QueueError::Gone(self.name.clone()));
-        };
-        queues.metrics.published.increment(1);
+        self.metrics.published.increment(1);
         let expires_at = expiry(&headers, now_ms());
         let stored = (self.durable || headers.get("persistent") == Some("true")).then(|| {
             let key = self.store.next_key();
@@ -203,7 +199,7 @@ impl Queue {
         self.metrics.queue_messages.increment(1.0);
         self.waiting.push_back(Message {
             expires_at,
-            id: queues.message_id(),
+            id: self.queues.message_id(),
             headers,
             body,
             nacks: 0,
@@ -369,11 +365,8 @@ impl Queue {
     /// crash in between at worst keeps both). Like RabbitMQ, the copy does not
     /// expire.
     fn dead_letter(&self, m: Message) {
-        let Some(queues) = self.queues.upgrade() else {
-            return;
-        };
         let dlq = format!("{}.dlq", self.name);
-        let Ok(q) = queues.get(&dlq) else {
+        let Ok(q) = self.queues.get(&dlq) else {
             tracing::warn!(queue = %self.name, "too many queues: dropping a dead letter");
             self.metrics.dropped.increment(1);
             self.forget(&m);
@@ -396,7 +389,7 @@ impl Queue {
         });
         q.take(Message {
             expires_at: None,
-            id: queues.message_id(),
+            id: self.queues.message_id(),
             headers,
             body: m.body,
             nacks: 0,

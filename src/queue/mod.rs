@@ -28,7 +28,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -293,7 +293,10 @@ pub fn parse_ack_id(id: &str) -> Option<(&str, u64)> {
     Some((queue, delivery.parse().ok()?))
 }
 
-/// All queues of the broker, created on first use.
+/// All queues of the broker, created on first use: the directory of their
+/// handles. Shared by the engine and by each queue's task, which creates its
+/// dead-letter queue here and removes itself when idle. A queue task ends at
+/// shutdown or when reclaimed, so this sharing keeps nothing alive after shutdown.
 #[derive(Debug)]
 pub struct Queues {
     queues: DashMap<String, QueueHandle>,
@@ -306,7 +309,6 @@ pub struct Queues {
     shutdown: CancellationToken,
     /// Message ids of queue messages.
     next_id: AtomicU64,
-    myself: Weak<Queues>,
 }
 
 impl Queues {
@@ -321,7 +323,7 @@ impl Queues {
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Queues> {
-        let queues = Arc::new_cyclic(|myself| Queues {
+        let queues = Arc::new(Queues {
             queues: DashMap::new(),
             limits,
             metrics,
@@ -329,7 +331,6 @@ impl Queues {
             tasks,
             shutdown,
             next_id: AtomicU64::new(1),
-            myself: myself.clone(),
         });
         let mut by_queue: HashMap<String, VecDeque<Message>> = HashMap::new();
         for r in recovered {
@@ -381,7 +382,7 @@ impl Queues {
     }
 
     /// Starts the task of queue `name`, holding `waiting`.
-    fn spawn(&self, name: &str, waiting: VecDeque<Message>) -> QueueHandle {
+    fn spawn(self: &Arc<Self>, name: &str, waiting: VecDeque<Message>) -> QueueHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let queue = Queue {
             reserved: 0,
@@ -394,7 +395,7 @@ impl Queues {
             unacked: HashMap::new(),
             next_delivery: 1,
             limits: self.limits.clone(),
-            queues: self.myself.clone(),
+            queues: self.clone(),
             metrics: self.metrics.clone(),
             store: self.store.clone(),
         };
@@ -407,7 +408,7 @@ impl Queues {
     }
 
     /// The queue named `name` (the part after `/queue/`), created if needed.
-    pub fn get(&self, name: &str) -> Result<QueueHandle, QueueError> {
+    pub fn get(self: &Arc<Self>, name: &str) -> Result<QueueHandle, QueueError> {
         if let Some(q) = self.queues.get(name) {
             return Ok(q.clone());
         }
