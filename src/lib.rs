@@ -1,33 +1,40 @@
 //! stompede: a STOMP 1.0/1.1/1.2 message broker over WebSocket and TCP.
 //!
-//! The library holds the broker's internals so that integration tests, benchmarks
-//! and the load generator can use them; the `stompede` binary is a thin front end.
-//! Data flows transport → session → router → destination → subscriber writer:
+//! The `stompede` binary is a thin front end over [`server::start`]. Data flows
+//! one way: listen → transport → session → engine → registry or queue → outbox →
+//! writer (docs/architecture.md has the diagram; `tests/layers.rs` checks that no
+//! module uses one above it).
 //!
-//! - [`transport`]: bytes in and out, TCP or WebSocket;
-//! - [`codec`]: bytes ⇄ frames;
-//! - [`session`]: one task per connection, acting on frames;
-//! - [`router`] and [`registry`]: who gets a published message;
-//! - [`outbox`] and [`writer`]: bounded per-connection queue and its writer task.
+//! The public surface is what a program embedding or testing the broker needs:
+//!
+//! - [`server`]: start a broker from a [`config::Config`] and shut it down;
+//! - [`config`]: the configuration (broker.toml and `STOMPEDE__` variables);
+//! - [`codec`]: STOMP frames to and from bytes, for clients and load generators;
+//! - [`command`]: frames checked into typed client commands;
+//! - [`engine`]: the seam a cluster engine implements;
+//! - [`broker`]: the state shared by a running broker's connections;
+//! - [`auth`]: password hashes (`stompede hash-password`) and tokens.
+//!
+//! Everything else is internal to the crate.
 
 #![deny(missing_docs)]
 
-pub mod admission;
-pub mod app;
+pub(crate) mod admission;
+pub(crate) mod app;
 pub mod auth;
 pub mod broker;
 pub mod codec;
 pub mod command;
 pub mod config;
-pub mod destination;
+pub(crate) mod destination;
 pub mod engine;
-pub mod listen;
-pub mod metrics;
-pub mod outbox;
-pub mod queue;
-pub mod registry;
+pub(crate) mod listen;
+pub(crate) mod metrics;
+pub(crate) mod outbox;
+pub(crate) mod queue;
+pub(crate) mod registry;
 pub mod server;
-pub mod session;
-pub mod store;
-pub mod transport;
-pub mod writer;
+pub(crate) mod session;
+pub(crate) mod store;
+pub(crate) mod transport;
+pub(crate) mod writer;

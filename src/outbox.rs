@@ -54,7 +54,7 @@ impl Outgoing {
 pub struct Overflow;
 
 #[derive(Debug, Default)]
-struct Queue {
+struct Items {
     items: VecDeque<Outgoing>,
     /// False once the writer is gone: pushes fail.
     receiver_alive: bool,
@@ -63,7 +63,7 @@ struct Queue {
 #[derive(Debug)]
 struct Shared {
     /// Held only to push one item or to swap the whole queue out; never across `.await`.
-    queue: Mutex<Queue>,
+    queue: Mutex<Items>,
     queued: AtomicUsize,
     limit: usize,
     senders: AtomicUsize,
@@ -75,7 +75,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
+    fn lock(&self) -> MutexGuard<'_, Items> {
         // A panic while holding this lock cannot leave the queue half-updated.
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -99,7 +99,7 @@ pub struct OutboxReceiver {
 /// An idle outbox holds no allocation: the writer takes the whole queue at once.
 pub fn outbox(limit: usize) -> (Outbox, OutboxReceiver) {
     let shared = Arc::new(Shared {
-        queue: Mutex::new(Queue {
+        queue: Mutex::new(Items {
             items: VecDeque::new(),
             receiver_alive: true,
         }),

@@ -8,7 +8,7 @@
 use crate::codec::{Command, Frame, Version, encode, encode_heartbeat};
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxReceiver, Outgoing};
-use crate::transport::{Batch, Writer};
+use crate::transport::{FrameBatch, Writer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
@@ -64,7 +64,7 @@ pub async fn run(
                     "More than {} bytes waited to be written to this connection (limits.max_outbox_bytes).",
                     config.max_outbox_bytes
                 ));
-            let mut batch = Batch::default();
+            let mut batch = FrameBatch::default();
             batch.push(true, |out| encode(&error, Version::V1_2, out));
             let _ = timeout(LAST_WORDS, writer.write_batch(&mut batch)).await;
             let _ = timeout(LAST_WORDS, writer.close(false)).await;
@@ -86,7 +86,7 @@ async fn write_loop(
     metrics: &Metrics,
     config: &WriterConfig,
 ) -> WriterEnd {
-    let mut batch = Batch::default();
+    let mut batch = FrameBatch::default();
     let mut heartbeat: Option<Duration> = None;
     let mut last_write = Instant::now();
     let overflow = rx.overflow_watch();

@@ -161,8 +161,9 @@ struct Order {
     request: OrderRequest,
 }
 
+/// A limit order waiting for a tick that crosses its limit, until it expires.
 #[derive(Debug)]
-struct Pending {
+struct RestingOrder {
     order: Order,
     expires: Instant,
 }
@@ -241,7 +242,7 @@ struct Stock {
 struct Market {
     stocks: Vec<Stock>,
     rng: StdRng,
-    pending: Vec<Pending>,
+    pending: Vec<RestingOrder>,
     engine: Arc<dyn Engine>,
     trading: TradingConfig,
 }
@@ -403,7 +404,7 @@ impl Market {
                     order.request.side.as_str()
                 );
                 self.confirm(&order, "PENDING", None, &message);
-                self.pending.push(Pending {
+                self.pending.push(RestingOrder {
                     order,
                     expires: Instant::now()
                         + Duration::from_millis(self.trading.limit_order_ttl_ms),
@@ -439,9 +440,10 @@ impl Market {
     }
 
     fn expire(&mut self, now: Instant) {
-        let (expired, live): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|p| p.expires <= now);
+        let (expired, live): (Vec<RestingOrder>, Vec<RestingOrder>) =
+            std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition(|p| p.expires <= now);
         self.pending = live;
         for p in expired {
             self.confirm(&p.order, "EXPIRED", None, "limit order expired unfilled");

@@ -29,7 +29,7 @@ const COPY_BODY_BELOW: usize = 4096;
 
 /// A head that has been parsed while its body is still arriving.
 #[derive(Debug)]
-struct Pending {
+struct ParsedHead {
     command: Command,
     headers: Headers,
     /// Offset of the first body byte in the buffer.
@@ -52,7 +52,7 @@ enum BodyRule {
 pub struct Decoder {
     limits: Limits,
     version: Version,
-    pending: Option<Pending>,
+    pending: Option<ParsedHead>,
 }
 
 impl Decoder {
@@ -151,7 +151,7 @@ impl Decoder {
         } else {
             buf.split_to(end + 1).freeze().slice(start..end)
         };
-        let Pending {
+        let ParsedHead {
             command, headers, ..
         } = self.pending.take().expect("checked above");
         Ok(Some(Decoded::Frame(Frame {
@@ -197,9 +197,9 @@ fn parse_head(
     buf: &[u8],
     limits: &Limits,
     version: Version,
-) -> Result<Option<Pending>, CodecError> {
+) -> Result<Option<ParsedHead>, CodecError> {
     // Returns the error for an unterminated line, if it is already too long.
-    let partial = |rest: &[u8]| -> Result<Option<Pending>, CodecError> {
+    let partial = |rest: &[u8]| -> Result<Option<ParsedHead>, CodecError> {
         check(Limit::HeaderLine, limits.max_header_line, rest.len())?;
         check(Limit::FrameBytes, limits.max_frame_bytes, buf.len())?;
         Ok(None)
@@ -247,7 +247,7 @@ fn parse_head(
                     BodyRule::Length(n)
                 }
             };
-            return Ok(Some(Pending {
+            return Ok(Some(ParsedHead {
                 command,
                 headers,
                 body_start: head_len,

@@ -2,7 +2,7 @@
 //! from the world outside its own connection.
 //!
 //! Sessions decide *whether* a frame may go somewhere (rights, limits, families:
-//! [`crate::session`]); the engine decides *who gets it*. Everything above this
+//! the `session` module); the engine decides *who gets it*. Everything above this
 //! module holds an `Arc<dyn Engine>` and never a registry, so a second engine (a
 //! cluster over NATS) can replace [`LocalEngine`] without sessions noticing.
 //!

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
-pub(super) struct Message {
+pub(super) struct QueuedMessage {
     /// Past this (ms since the Unix epoch) the message is dropped, not delivered.
     pub(super) expires_at: Option<u64>,
     pub(super) id: String,
@@ -35,7 +35,7 @@ pub(super) struct ConsumerState {
 }
 
 #[derive(Debug)]
-pub(super) struct Queue {
+pub(super) struct QueueActor {
     /// Room promised to COMMITs and not yet used: counts against `max_depth`.
     pub(super) reserved: usize,
     pub(super) name: String,
@@ -43,11 +43,11 @@ pub(super) struct Queue {
     pub(super) idle_reclaim: std::time::Duration,
     /// Every message is stored (`queues.durable`), not only `persistent: true` ones.
     pub(super) durable: bool,
-    pub(super) waiting: VecDeque<Message>,
+    pub(super) waiting: VecDeque<QueuedMessage>,
     pub(super) consumers: Vec<ConsumerState>,
     pub(super) next_consumer: usize,
     /// delivery id -> (message, consumer's session, consumer id)
-    pub(super) unacked: HashMap<u64, (Message, u64, String)>,
+    pub(super) unacked: HashMap<u64, (QueuedMessage, u64, String)>,
     pub(super) next_delivery: u64,
     pub(super) limits: QueueLimits,
     /// Where queues are found and created: for the dead-letter queue, and to
@@ -64,9 +64,9 @@ fn reply_when_durable(store: &Store, reply: Reply) {
     }));
 }
 
-impl Queue {
+impl QueueActor {
     /// Puts a message back at the front, marked redelivered.
-    fn redeliver(&mut self, mut m: Message) {
+    fn redeliver(&mut self, mut m: QueuedMessage) {
         m.redelivered = true;
         self.metrics.redelivered.increment(1);
         self.metrics.queue_messages.increment(1.0);
@@ -197,7 +197,7 @@ impl Queue {
             key
         });
         self.metrics.queue_messages.increment(1.0);
-        self.waiting.push_back(Message {
+        self.waiting.push_back(QueuedMessage {
             expires_at,
             id: self.queues.message_id(),
             headers,
@@ -211,7 +211,7 @@ impl Queue {
 
     /// Takes a message moved here from another queue; past `max_depth` it is
     /// dropped (and counted), since its sender is not there to be told.
-    fn take(&mut self, message: Message) {
+    fn take(&mut self, message: QueuedMessage) {
         if self.waiting.len() >= self.limits.max_depth {
             tracing::warn!(queue = %self.name, "queue full: dropping a dead-lettered message");
             self.metrics.dropped.increment(1);
@@ -223,7 +223,7 @@ impl Queue {
     }
 
     /// Deletes a message's record, if it has one; true if it had.
-    fn forget(&self, m: &Message) -> bool {
+    fn forget(&self, m: &QueuedMessage) -> bool {
         if let Some(key) = m.stored {
             self.store.delete(key);
         }
@@ -364,7 +364,7 @@ impl Queue {
     /// DLQ copy is written before the original is deleted (in that order, so a
     /// crash in between at worst keeps both). Like RabbitMQ, the copy does not
     /// expire.
-    fn dead_letter(&self, m: Message) {
+    fn dead_letter(&self, m: QueuedMessage) {
         let dlq = format!("{}.dlq", self.name);
         let Ok(q) = self.queues.get(&dlq) else {
             tracing::warn!(queue = %self.name, "too many queues: dropping a dead letter");
@@ -387,7 +387,7 @@ impl Queue {
             self.store.delete(original);
             key
         });
-        q.take(Message {
+        q.take(QueuedMessage {
             expires_at: None,
             id: self.queues.message_id(),
             headers,

@@ -23,12 +23,12 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::registry::AckMode;
 use crate::store::{Recovered, Store, StoreError};
-use actor::{Message, Queue};
+use actor::{QueueActor, QueuedMessage};
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -117,7 +117,7 @@ enum Cmd {
     },
     /// A message moved here by another queue (dead-lettering), already stored if
     /// it is durable.
-    Take(Message),
+    Take(QueuedMessage),
     Subscribe(Consumer),
     Unsubscribe {
         session: u64,
@@ -215,7 +215,7 @@ impl QueueHandle {
     }
 
     /// Hands over a message another queue moved here.
-    fn take(&self, message: Message) {
+    fn take(&self, message: QueuedMessage) {
         self.command(Cmd::Take(message));
     }
 
@@ -332,9 +332,9 @@ impl Queues {
             shutdown,
             next_id: AtomicU64::new(1),
         });
-        let mut by_queue: HashMap<String, VecDeque<Message>> = HashMap::new();
+        let mut by_queue: HashMap<String, VecDeque<QueuedMessage>> = HashMap::new();
         for r in recovered {
-            let message = Message {
+            let message = QueuedMessage {
                 expires_at: r.record.expires_at,
                 id: queues.message_id(),
                 headers: r.record.headers,
@@ -382,9 +382,9 @@ impl Queues {
     }
 
     /// Starts the task of queue `name`, holding `waiting`.
-    fn spawn(self: &Arc<Self>, name: &str, waiting: VecDeque<Message>) -> QueueHandle {
+    fn spawn(self: &Arc<Self>, name: &str, waiting: VecDeque<QueuedMessage>) -> QueueHandle {
         let (tx, rx) = mpsc::unbounded_channel();
-        let queue = Queue {
+        let queue = QueueActor {
             reserved: 0,
             name: name.to_owned(),
             idle_reclaim: self.limits.idle_reclaim,

@@ -49,8 +49,9 @@ impl ExactRegistry {
         }
     }
 
-    /// Whether no subscription is held.
-    pub fn is_empty(&self) -> bool {
+    /// Whether no destination has a subscription (emptied entries are removed).
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.subs.is_empty()
     }
 }

@@ -13,7 +13,6 @@ mod transaction;
 #[cfg(test)]
 mod tests;
 
-pub use connect::{HeartBeats, negotiate_heartbeats};
 pub use error::ProtocolError;
 
 use crate::broker::{Broker, ConnectionGuard};
@@ -50,7 +49,7 @@ enum Flow {
 
 /// A frame whose effect (and receipt) is still to come.
 #[derive(Debug)]
-struct Pending {
+struct Unsettled {
     answer: Answer,
     receipt: Option<String>,
 }
@@ -80,7 +79,7 @@ pub struct Session {
     read_timeout: Option<Duration>,
     /// Frames waiting for their answer, oldest first; receipts go out in this order.
     /// Bounded by [`MAX_PENDING`].
-    pending: VecDeque<Pending>,
+    pending: VecDeque<Unsettled>,
     /// The frame that has started and not finished: its deadline and memory.
     frame_watch: frame_watch::FrameWatch,
     /// The client's address (login throttling is per address).
@@ -275,7 +274,7 @@ impl Session {
                     let receipt = frame.headers.get("receipt").map(str::to_owned);
                     match self.handle_frame(frame).await {
                         Ok(Flow::Pending(answer)) => {
-                            self.pending.push_back(Pending { answer, receipt });
+                            self.pending.push_back(Unsettled { answer, receipt });
                             if self.pending.len() > MAX_PENDING && !self.settle_oldest().await {
                                 return false;
                             }
@@ -285,7 +284,7 @@ impl Session {
                                 // Keeps receipts in frame order behind pending ones.
                                 let (tx, answer) = tokio::sync::oneshot::channel();
                                 let _ = tx.send(Ok(()));
-                                self.pending.push_back(Pending {
+                                self.pending.push_back(Unsettled {
                                     answer,
                                     receipt: Some(receipt),
                                 });
@@ -444,7 +443,7 @@ fn far_future(after: Duration) -> Instant {
 }
 
 /// The answer of the oldest pending frame (`Ok` if there is none).
-async fn oldest(pending: &mut VecDeque<Pending>) -> Result<(), QueueError> {
+async fn oldest(pending: &mut VecDeque<Unsettled>) -> Result<(), QueueError> {
     match pending.front_mut() {
         Some(p) => crate::queue::answered(&mut p.answer).await,
         None => Ok(()),

@@ -8,7 +8,7 @@
 
 use super::{Storage, StoreError};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Stored records by key; a key is a message's place in the store's global order.
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
@@ -17,7 +17,6 @@ const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 #[derive(Debug)]
 pub struct RedbStorage {
     db: Database,
-    file: PathBuf,
 }
 
 impl RedbStorage {
@@ -35,12 +34,7 @@ impl RedbStorage {
             }
             e => fail(e.to_string()),
         })?;
-        Ok(RedbStorage { db, file })
-    }
-
-    /// The file the store lives in.
-    pub fn file(&self) -> &Path {
-        &self.file
+        Ok(RedbStorage { db })
     }
 }
 

@@ -12,14 +12,14 @@ pub(super) const MAX_BATCH: usize = 8192;
 
 /// One group commit being gathered.
 #[derive(Default)]
-pub(super) struct Batch {
+pub(super) struct WriteBatch {
     pub(super) puts: Vec<(u64, Vec<u8>)>,
     pub(super) deletes: Vec<u64>,
     waiters: Vec<Waiter>,
     close: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-impl Batch {
+impl WriteBatch {
     fn take(&mut self, op: Op) {
         match op {
             Op::Put { key, record } => self.puts.push((key, record)),
@@ -69,7 +69,7 @@ pub(super) fn run(
     failed: Arc<OnceLock<StoreError>>,
 ) {
     while let Some(first) = rx.blocking_recv() {
-        let mut batch = Batch::default();
+        let mut batch = WriteBatch::default();
         batch.take(first);
         // Everything that arrived while the last commit was on its way to disk.
         while batch.close.is_none() && batch.len() < MAX_BATCH {
@@ -215,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_message_acked_within_its_commit_is_never_written() {
-        let mut b = Batch::default();
+        let mut b = WriteBatch::default();
         b.take(Op::Put {
             key: 1,
             record: vec![1],

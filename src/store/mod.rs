@@ -15,7 +15,7 @@ mod group_commit;
 mod record;
 
 pub use disk::RedbStorage;
-pub use record::{Record, RecordError};
+pub use record::Record;
 
 use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -157,13 +157,13 @@ impl Reader {
 /// Encoded frames waiting to be written together, with their boundaries, so a
 /// WebSocket writer can choose text or binary messages.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub struct FrameBatch {
     data: BytesMut,
     /// (length, is UTF-8) of each frame, in order.
     frames: Vec<(usize, bool)>,
 }
 
-impl Batch {
+impl FrameBatch {
     /// Appends one frame produced by `write` into the batch buffer.
     pub fn push(&mut self, is_utf8: bool, write: impl FnOnce(&mut BytesMut)) {
         let before = self.data.len();
@@ -201,7 +201,7 @@ impl Writer {
     ///
     /// Over WebSocket, consecutive frames of the same kind travel in one message
     /// (text when valid UTF-8, else binary) of at most 64 KiB, or one frame if larger.
-    pub async fn write_batch(&mut self, batch: &mut Batch) -> io::Result<()> {
+    pub async fn write_batch(&mut self, batch: &mut FrameBatch) -> io::Result<()> {
         match self {
             Writer::Tcp(w) => {
                 w.write_all(&batch.data).await?;
