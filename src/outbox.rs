@@ -272,7 +272,8 @@ mod tests {
         assert_eq!(tx.push(frame(1)), Err(Overflow));
     }
 
-    #[tokio::test]
+    // Paused time: the sleeps only let the waiting task run, in a fixed order.
+    #[tokio::test(start_paused = true)]
     async fn the_writer_wakes_for_pushes_and_ends_when_every_sender_is_gone() {
         let (tx, mut rx) = outbox(1000);
         let tx2 = tx.clone();

@@ -557,4 +557,136 @@ mod tests {
             time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).is_ok()
         );
     }
+
+    /// An engine that records what the market publishes, and when (paused time).
+    #[derive(Debug, Default)]
+    struct Recorder {
+        published: std::sync::Mutex<Vec<(String, Value, Instant)>>,
+    }
+
+    impl Recorder {
+        fn take(&self) -> Vec<(String, Value, Instant)> {
+            std::mem::take(&mut *self.published.lock().unwrap_or_else(|p| p.into_inner()))
+        }
+
+        fn record(&self, to: String, body: &Bytes) {
+            let body = serde_json::from_slice(body).unwrap_or(Value::Null);
+            self.published
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((to, body, Instant::now()));
+        }
+    }
+
+    impl Engine for Recorder {
+        fn publish_topic(&self, destination: &str, _: &Headers, body: Bytes) -> usize {
+            self.record(destination.to_owned(), &body);
+            0
+        }
+        fn publish_user(&self, login: &str, queue: &str, _: &Headers, body: Bytes) -> usize {
+            self.record(format!("/user/{login}/queue/{queue}"), &body);
+            0
+        }
+        fn subscribe_topic(&self, _: &str, _: Arc<crate::registry::Subscriber>) {}
+        fn unsubscribe_topic(&self, _: &str, _: u64, _: &str) -> bool {
+            false
+        }
+        fn subscribe_user(&self, _: &str, _: &str, _: Arc<crate::registry::Subscriber>) {}
+        fn unsubscribe_user(&self, _: &str, _: &str, _: u64, _: &str) -> bool {
+            false
+        }
+        fn queue(&self, _: &str) -> Result<crate::queue::QueueHandle, crate::queue::QueueError> {
+            Err(crate::queue::QueueError::TooManyQueues)
+        }
+        fn ready(&self) -> Result<(), crate::engine::Unready> {
+            Ok(())
+        }
+        fn topic_subscribers(&self, _: &str) -> usize {
+            0
+        }
+        fn queue_count(&self) -> usize {
+            0
+        }
+        fn close(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+            Box::pin(async {})
+        }
+    }
+
+    fn market(toml: &str) -> (Arc<TradingApp>, Arc<Recorder>, CancellationToken) {
+        let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("{e}"));
+        let recorder = Arc::new(Recorder::default());
+        let shutdown = CancellationToken::new();
+        let (app, task) = start(&config, recorder.clone(), shutdown.clone());
+        tokio::spawn(task);
+        (app, recorder, shutdown)
+    }
+
+    fn order(app: &TradingApp, login: &str, body: &str) {
+        let frame = crate::codec::Frame::new(crate::codec::Command::Send)
+            .header("destination", "/app/trade")
+            .body(body.to_owned());
+        let Ok(crate::command::ClientCommand::Send(send)) =
+            crate::command::ClientCommand::from_frame(frame, crate::codec::Version::V1_2)
+        else {
+            panic!("not a SEND");
+        };
+        let sender = Sender {
+            login,
+            roles: &[],
+            session: 1,
+        };
+        app.handle(sender, &send);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quotes_tick_exactly_on_schedule_and_are_published_only_through_the_engine() {
+        let (_app, recorder, shutdown) = market("[quotes]\ninterval_ms = 2000\nseed = 7");
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_millis(6500)).await;
+        shutdown.cancel();
+        let all: Vec<Duration> = recorder
+            .take()
+            .into_iter()
+            .filter(|(to, _, _)| to == "/topic/stock-quotes")
+            .map(|(_, body, at)| {
+                assert_eq!(body.as_array().map(Vec::len), Some(6));
+                at - start
+            })
+            .collect();
+        // The first tick at once, then every 2 s to the millisecond.
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(all, [ms(0), ms(2000), ms(4000), ms(6000)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unfillable_limit_order_expires_exactly_after_its_ttl() {
+        let (app, recorder, _shutdown) =
+            market("[quotes]\ninterval_ms = 600000\n[trading]\nlimit_order_ttl_ms = 1500");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let placed = Instant::now();
+        order(
+            &app,
+            "alice",
+            r#"{"symbol":"AAPL","quantity":1,"orderType":"BUY","limitPrice":0.01}"#,
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let confirmations: Vec<(String, Duration)> = recorder
+            .take()
+            .into_iter()
+            .filter(|(to, _, _)| to == "/user/alice/queue/trade-confirmation")
+            .map(|(_, body, at)| {
+                (
+                    body["status"].as_str().unwrap_or("").to_owned(),
+                    at - placed,
+                )
+            })
+            .collect();
+        assert_eq!(
+            confirmations,
+            [
+                ("PENDING".to_owned(), Duration::ZERO),
+                ("EXPIRED".to_owned(), Duration::from_millis(1500)),
+            ]
+        );
+    }
 }

@@ -9,6 +9,7 @@ use super::*;
 use crate::codec::Limits;
 use crate::config::Config;
 use crate::outbox::OutboxReceiver;
+use connect::MAX_HEARTBEAT_MS;
 use jsonwebtoken::{EncodingKey, Header};
 use tokio::sync::mpsc;
 
@@ -398,4 +399,29 @@ async fn frames_before_connect_and_a_second_connect_are_refused() {
     c.send(Frame::new(Command::Message));
     c.expect_error("MESSAGE frames are sent by servers, not clients")
         .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn huge_heart_beats_never_cut_a_session_off_early() {
+    let mut c = Client::start("");
+    let connected = c
+        .connect(&[
+            ("accept-version", "1.2"),
+            ("heart-beat", "18446744073709546616,18446744073709546616"),
+        ])
+        .await;
+    assert_eq!(connected.headers.get("heart-beat"), Some("10000,10000"));
+    // A day is the longest interval agreed; the broker beats that often.
+    assert_eq!(
+        c.next().await,
+        Out::HeartBeatEvery(Duration::from_millis(MAX_HEARTBEAT_MS))
+    );
+    // Twelve hours of silence (a wrapped deadline once fired at once)...
+    tokio::time::sleep(Duration::from_secs(12 * 3600)).await;
+    c.send(with(
+        Frame::new(Command::Disconnect),
+        &[("receipt", "still-here")],
+    ));
+    let r = c.expect(Command::Receipt).await;
+    assert_eq!(r.headers.get("receipt-id"), Some("still-here"));
 }

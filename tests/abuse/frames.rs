@@ -50,9 +50,9 @@ async fn an_overflowing_heart_beat_does_not_drop_the_client() {
     svc.connect().await;
     svc.publish("/topic/hb", "one").await;
     assert_eq!(c.message_on("/topic/hb").await, "one");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    svc.publish("/topic/hb", "two").await;
-    assert_eq!(c.message_on("/topic/hb").await, "two");
+    // That such a session also outlives long silences is tested with paused time
+    // in the session's unit tests (huge heart-beats wrapped around and dropped the
+    // client at once).
 }
 
 #[tokio::test]
