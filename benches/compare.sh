@@ -28,7 +28,12 @@ secs=${SECONDS_PER_RUN:-10}
 idle_conns=${IDLE_CONNECTIONS:-10000}
 port=18080
 
-cargo build --release --locked --bin stompede --example loadgen >&2
+# Two builds: the broker exactly as `cargo build --release` makes it. Built in one
+# invocation with an example, it would get the dev-dependencies' features too
+# (tokio's test-util, whose paused-clock checks sit in every Instant::now), and
+# a baseline built alone would not: an unfair comparison.
+cargo build --release --locked --bin stompede >&2
+cargo build --release --locked --example loadgen >&2
 loadgen=target/release/examples/loadgen
 
 broker=
