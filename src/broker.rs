@@ -45,6 +45,15 @@ impl Broker {
     /// registered and their background tasks (the trading engine) started, and the
     /// queue store opened and read back. Must be called inside a Tokio runtime.
     pub fn start(config: Config) -> Result<Arc<Broker>, StoreError> {
+        Self::start_with(config, |local| local)
+    }
+
+    /// [`Broker::start`], with the engine made by `engine` from the single-node
+    /// one: a cluster engine wraps it (and tests put a refusing engine in front).
+    pub fn start_with(
+        config: Config,
+        engine: impl FnOnce(Arc<LocalEngine>) -> Arc<dyn Engine>,
+    ) -> Result<Arc<Broker>, StoreError> {
         let metrics = Arc::new(Metrics::new());
         let storage = RedbStorage::open(&config.store.path)?;
         let (store, recovered) = Store::start(Box::new(storage), metrics.clone())?;
@@ -64,12 +73,12 @@ impl Broker {
             tasks.clone(),
             shutdown.clone(),
         );
-        let engine: Arc<dyn Engine> = Arc::new(LocalEngine::new(
+        let engine = engine(Arc::new(LocalEngine::new(
             metrics.clone(),
             queues,
             config.topics.retain.clone(),
             config.topics.max_retained,
-        ));
+        )));
         let mut apps = crate::app::Apps::new();
         if config.trading.enabled {
             let (trading, market) =

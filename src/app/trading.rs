@@ -175,7 +175,19 @@ fn json_headers() -> Headers {
 }
 
 fn publish_user(engine: &dyn Engine, login: &str, queue: &str, body: &Value) {
-    engine.publish_user(login, queue, &json_headers(), Bytes::from(body.to_string()));
+    if let Err(e) =
+        engine.publish_user(login, queue, &json_headers(), Bytes::from(body.to_string()))
+    {
+        tracing::warn!(login, queue, error = %e, "trading could not answer a trader");
+    }
+}
+
+/// Publishes a market message; a refusal (the engine cannot take messages) is
+/// logged: the next tick publishes fresh quotes anyway.
+fn publish_topic(engine: &dyn Engine, destination: &str, body: Bytes) {
+    if let Err(e) = engine.publish_topic(destination, &json_headers(), body) {
+        tracing::warn!(destination, error = %e, "trading could not publish");
+    }
 }
 
 fn send_refusal(engine: &dyn Engine, login: &str, r: &Refusal) {
@@ -338,16 +350,16 @@ impl Market {
                 "timestamp": now,
             });
             let one = Bytes::from(quote.to_string());
-            self.engine.publish_topic(
+            publish_topic(
+                &*self.engine,
                 &format!("/topic/stock-quotes.{}", c.symbol),
-                &json_headers(),
                 one,
             );
             all.push(quote);
         }
-        self.engine.publish_topic(
+        publish_topic(
+            &*self.engine,
             "/topic/stock-quotes",
-            &json_headers(),
             Bytes::from(Value::Array(all).to_string()),
         );
         let pending = std::mem::take(&mut self.pending);
@@ -432,9 +444,9 @@ impl Market {
             "side": r.side.as_str(),
             "timestamp": timestamp(),
         });
-        self.engine.publish_topic(
+        publish_topic(
+            &*self.engine,
             "/topic/market-activity",
-            &json_headers(),
             Bytes::from(tape.to_string()),
         );
     }
@@ -579,13 +591,24 @@ mod tests {
     }
 
     impl Engine for Recorder {
-        fn publish_topic(&self, destination: &str, _: &Headers, body: Bytes) -> usize {
+        fn publish_topic(
+            &self,
+            destination: &str,
+            _: &Headers,
+            body: Bytes,
+        ) -> Result<usize, crate::engine::Refused> {
             self.record(destination.to_owned(), &body);
-            0
+            Ok(0)
         }
-        fn publish_user(&self, login: &str, queue: &str, _: &Headers, body: Bytes) -> usize {
+        fn publish_user(
+            &self,
+            login: &str,
+            queue: &str,
+            _: &Headers,
+            body: Bytes,
+        ) -> Result<usize, crate::engine::Refused> {
             self.record(format!("/user/{login}/queue/{queue}"), &body);
-            0
+            Ok(0)
         }
         fn subscribe_topic(&self, _: &str, _: Arc<crate::registry::Subscriber>) {}
         fn unsubscribe_topic(&self, _: &str, _: u64, _: &str) -> bool {

@@ -1,7 +1,7 @@
 //! The single-node engine: topic and user registries, retained values and the
 //! queue actors of this process.
 
-use super::{Engine, Unready};
+use super::{Engine, Refused, Unready};
 use crate::codec::{Headers, MessageTemplate};
 use crate::destination::pattern::{is_pattern, matches};
 use crate::destination::{RESERVED, user_key};
@@ -187,17 +187,28 @@ impl LocalEngine {
 }
 
 impl Engine for LocalEngine {
-    fn publish_topic(&self, destination: &str, headers: &Headers, body: Bytes) -> usize {
+    fn publish_topic(
+        &self,
+        destination: &str,
+        headers: &Headers,
+        body: Bytes,
+    ) -> Result<usize, Refused> {
         let retain = self.retain.iter().any(|p| matches(p, destination));
-        self.deliver_topic(destination, headers, body, retain)
+        Ok(self.deliver_topic(destination, headers, body, retain))
     }
 
-    fn publish_user(&self, login: &str, queue: &str, headers: &Headers, body: Bytes) -> usize {
+    fn publish_user(
+        &self,
+        login: &str,
+        queue: &str,
+        headers: &Headers,
+        body: Bytes,
+    ) -> Result<usize, Refused> {
         let (template, message_id) = self.template(&format!("/user/queue/{queue}"), headers, body);
         let published = Instant::now();
-        self.users.for_each(&user_key(login, queue), |sub| {
+        Ok(self.users.for_each(&user_key(login, queue), |sub| {
             hand_to(sub, &template, &message_id, published)
-        })
+        }))
     }
 
     fn subscribe_topic(&self, pattern: &str, subscriber: Arc<Subscriber>) {

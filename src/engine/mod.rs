@@ -10,7 +10,7 @@
 //!
 //! | call | effect | guarantee |
 //! |---|---|---|
-//! | [`Engine::publish_topic`] | every topic subscription matching the destination gets the message once; a `topics.retain` destination keeps it as its retained value | per publisher and destination, subscribers see messages in publish order; returns when the message is handed to every local outbox (no waiting on slow clients) |
+//! | [`Engine::publish_topic`] | every topic subscription matching the destination gets the message once; a `topics.retain` destination keeps it as its retained value | per publisher and destination, subscribers see messages in publish order; returns when the message is handed to every local outbox (no waiting on slow clients), or [`Refused`] when it cannot be taken (the sender gets an ERROR: never a silent loss) |
 //! | [`Engine::subscribe_topic`] | registers a subscription (exact or `*`/`#` pattern); the retained value of every matching destination is handed over first | a message published after the call returns is delivered; the retained value comes before any newer message and never twice |
 //! | [`Engine::unsubscribe_topic`] | removes it | nothing is delivered to it after the call returns |
 //! | [`Engine::publish_user`] | every session of `login` subscribed to `/user/queue/NAME` gets it | as topics; no other login's subscription can match |
@@ -36,6 +36,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+/// Why the engine refused a publish. The sender gets an ERROR saying so: a message
+/// is either handed on or refused, never dropped in silence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The engine cannot reach where messages go (a cluster engine: its NATS
+    /// link is down or its outgoing buffer full).
+    #[error("the broker cannot take messages right now: {0}")]
+    Unavailable(String),
+}
+
 /// Why the engine cannot take work right now (`/readyz` answers 503 with it).
 #[derive(Debug, thiserror::Error)]
 pub enum Unready {
@@ -48,12 +58,24 @@ pub enum Unready {
 /// See the [module documentation](self) for the guarantees each call carries.
 pub trait Engine: Send + Sync + std::fmt::Debug {
     /// Publishes to a concrete topic destination (`/topic/...`, no wildcard);
-    /// returns how many local subscriptions it was handed to.
-    fn publish_topic(&self, destination: &str, headers: &Headers, body: Bytes) -> usize;
+    /// returns how many local subscriptions it was handed to, or why it could not
+    /// take the message.
+    fn publish_topic(
+        &self,
+        destination: &str,
+        headers: &Headers,
+        body: Bytes,
+    ) -> Result<usize, Refused>;
 
     /// Publishes to `/user/{login}/queue/{queue}`; returns how many local
-    /// subscriptions it was handed to.
-    fn publish_user(&self, login: &str, queue: &str, headers: &Headers, body: Bytes) -> usize;
+    /// subscriptions it was handed to, or why it could not take the message.
+    fn publish_user(
+        &self,
+        login: &str,
+        queue: &str,
+        headers: &Headers,
+        body: Bytes,
+    ) -> Result<usize, Refused>;
 
     /// Subscribes to a topic destination or pattern (`/topic/...`, already checked
     /// against the topic limits), handing over matching retained values first.

@@ -65,6 +65,9 @@ pub enum ProtocolError {
         "transactions of this connection would hold more than {0} bytes (limits.max_transaction_bytes)"
     )]
     TransactionTooLarge(usize),
+    /// The engine could not take a message.
+    #[error("{0}")]
+    Engine(#[from] crate::engine::Refused),
     /// A queue refused a message.
     #[error("{0}")]
     Queue(#[from] crate::queue::QueueError),
@@ -115,6 +118,7 @@ impl ProtocolError {
             ProtocolError::HandlerFailed(_) => "handler_failed",
             ProtocolError::Queue(crate::queue::QueueError::Store(_)) => "store_failed",
             ProtocolError::Queue(_) => "queue_refused",
+            ProtocolError::Engine(_) => "engine_unavailable",
             ProtocolError::Transaction(_) => "transaction",
             ProtocolError::Topic(e) => e.reason(),
             ProtocolError::UnknownAck(_) => "unknown_ack",

@@ -89,17 +89,18 @@ impl Session {
     ) -> Result<Flow, ProtocolError> {
         match self.route(&send)? {
             Route::Topic(destination) => {
-                let n =
-                    self.broker
-                        .engine
-                        .publish_topic(destination, &send.headers, send.body.clone());
+                let n = self.broker.engine.publish_topic(
+                    destination,
+                    &send.headers,
+                    send.body.clone(),
+                )?;
                 tracing::trace!(session = self.id, destination, subscribers = n, "published");
                 Ok(Flow::Continue)
             }
             Route::User { login, queue } => {
                 self.broker
                     .engine
-                    .publish_user(login, queue, &send.headers, send.body.clone());
+                    .publish_user(login, queue, &send.headers, send.body.clone())?;
                 Ok(Flow::Continue)
             }
             Route::App(handler) => self.app(handler, &send).map(|_| Flow::Continue),

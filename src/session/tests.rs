@@ -8,6 +8,7 @@
 use super::*;
 use crate::codec::Limits;
 use crate::config::Config;
+use crate::engine::Refused;
 use crate::outbox::OutboxReceiver;
 use connect::MAX_HEARTBEAT_MS;
 use jsonwebtoken::{EncodingKey, Header};
@@ -52,14 +53,73 @@ struct Client {
     _store: tempfile::TempDir,
 }
 
+/// An engine whose link is down: it publishes nothing and says so; everything
+/// else goes to the local engine it stands in front of (as a cluster engine would).
+#[derive(Debug)]
+struct LinkDown(Arc<crate::engine::LocalEngine>);
+
+impl crate::engine::Engine for LinkDown {
+    fn publish_topic(
+        &self,
+        _: &str,
+        _: &crate::codec::Headers,
+        _: bytes::Bytes,
+    ) -> Result<usize, Refused> {
+        Err(Refused::Unavailable("the NATS link is down".into()))
+    }
+    fn publish_user(
+        &self,
+        _: &str,
+        _: &str,
+        _: &crate::codec::Headers,
+        _: bytes::Bytes,
+    ) -> Result<usize, Refused> {
+        Err(Refused::Unavailable("the NATS link is down".into()))
+    }
+    fn subscribe_topic(&self, pattern: &str, s: Arc<crate::registry::Subscriber>) {
+        self.0.subscribe_topic(pattern, s)
+    }
+    fn unsubscribe_topic(&self, pattern: &str, session: u64, id: &str) -> bool {
+        self.0.unsubscribe_topic(pattern, session, id)
+    }
+    fn subscribe_user(&self, login: &str, queue: &str, s: Arc<crate::registry::Subscriber>) {
+        self.0.subscribe_user(login, queue, s)
+    }
+    fn unsubscribe_user(&self, login: &str, queue: &str, session: u64, id: &str) -> bool {
+        self.0.unsubscribe_user(login, queue, session, id)
+    }
+    fn queue(&self, name: &str) -> Result<crate::queue::QueueHandle, QueueError> {
+        self.0.queue(name)
+    }
+    fn ready(&self) -> Result<(), crate::engine::Unready> {
+        self.0.ready()
+    }
+    fn topic_subscribers(&self, destination: &str) -> usize {
+        self.0.topic_subscribers(destination)
+    }
+    fn queue_count(&self) -> usize {
+        self.0.queue_count()
+    }
+    fn close(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        self.0.close()
+    }
+}
+
 fn broker(extra: &str) -> (Arc<Broker>, tempfile::TempDir) {
+    broker_with(extra, |local| local)
+}
+
+fn broker_with(
+    extra: &str,
+    engine: impl FnOnce(Arc<crate::engine::LocalEngine>) -> Arc<dyn crate::engine::Engine>,
+) -> (Arc<Broker>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let toml = format!(
         "[store]\npath = {:?}\n[trading]\nenabled = false\n[auth.jwt]\nsecret = {SECRET:?}\nleeway_s = 0\n{extra}",
         dir.path().display().to_string()
     );
     let config = Config::from_toml(&toml).expect("test config");
-    (Broker::start(config).expect("broker"), dir)
+    (Broker::start_with(config, engine).expect("broker"), dir)
 }
 
 /// A token for `login` with `roles`, valid for `valid_s` seconds.
@@ -80,7 +140,11 @@ fn token(login: &str, roles: &[&str], valid_s: u64) -> String {
 impl Client {
     /// Starts a session on a new broker configured with `extra` TOML.
     fn start(extra: &str) -> Client {
-        let (broker, store) = broker(extra);
+        Client::on(broker(extra))
+    }
+
+    /// Starts a session on `broker`.
+    fn on((broker, store): (Arc<Broker>, tempfile::TempDir)) -> Client {
         let (outbox, rx) = outbox(broker.config.limits.max_outbox_bytes);
         let (to_session, script) = mpsc::unbounded_channel();
         let b = broker.clone();
@@ -424,4 +488,31 @@ async fn huge_heart_beats_never_cut_a_session_off_early() {
     ));
     let r = c.expect(Command::Receipt).await;
     assert_eq!(r.headers.get("receipt-id"), Some("still-here"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_the_engine_cannot_take_gets_an_error_never_a_receipt() {
+    for destination in ["/topic/news", "/user/bob/queue/x"] {
+        let mut c = Client::on(broker_with("", |local| Arc::new(LinkDown(local))));
+        c.connect_as("svc", &["service"]).await;
+        // Subscribing works: only publishing needs the link.
+        c.send(with(
+            Frame::new(Command::Subscribe),
+            &[
+                ("id", "s"),
+                ("destination", "/topic/news"),
+                ("receipt", "sub"),
+            ],
+        ));
+        let r = c.expect(Command::Receipt).await;
+        assert_eq!(r.headers.get("receipt-id"), Some("sub"));
+        c.send(with(
+            Frame::new(Command::Send),
+            &[("destination", destination), ("receipt", "r")],
+        ));
+        let e = c
+            .expect_error("the broker cannot take messages right now: the NATS link is down")
+            .await;
+        assert_eq!(e.headers.get("receipt-id"), Some("r"), "{destination}");
+    }
 }
