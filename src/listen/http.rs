@@ -37,19 +37,7 @@ pub async fn serve(
     metrics: PrometheusHandle,
     tls: Option<TlsAcceptor>,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            _ = broker.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(ok) => ok,
-            Err(e) => {
-                tracing::warn!(error = %e, "HTTP accept failed; backing off");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = super::next_connection(&listener, &broker, "HTTP").await {
         let _ = stream.set_nodelay(true);
         // Over TLS a plain-text 503 could not be read: the socket just closes.
         let refuse =

@@ -15,19 +15,7 @@ use tokio_rustls::TlsAcceptor;
 /// loop never dies: accept errors (such as running out of file descriptors) are
 /// logged and retried after a pause.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, tls: Option<TlsAcceptor>) {
-    loop {
-        let accepted = tokio::select! {
-            _ = broker.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(ok) => ok,
-            Err(e) => {
-                tracing::warn!(error = %e, "TCP accept failed; backing off");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = super::next_connection(&listener, &broker, "TCP").await {
         // Over TLS a plain-text refusal could not be read: the socket just closes.
         let refuse =
             |stream, message| -> Option<_> { tls.is_none().then(|| refuse(stream, message)) };
