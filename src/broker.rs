@@ -42,7 +42,7 @@ pub struct Broker {
 
 impl Broker {
     /// Shared state for a broker with `config`, with its application handlers
-    /// registered and their background tasks (the trading engine) started, and the
+    /// registered and their background tasks (the trading market, when `trading.enabled`) started, and the
     /// queue store opened and read back. Must be called inside a Tokio runtime.
     pub fn start(config: Config) -> Result<Arc<Broker>, StoreError> {
         Self::start_with(config, |local| local)
