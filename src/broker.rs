@@ -42,8 +42,9 @@ pub struct Broker {
 
 impl Broker {
     /// Shared state for a broker with `config`, with its application handlers
-    /// registered and their background tasks (the trading market, when `trading.enabled`) started, and the
-    /// queue store opened and read back. Must be called inside a Tokio runtime.
+    /// registered and their background tasks started (the trading market, when
+    /// `trading.enabled`), and the queue store opened and read back. Must be
+    /// called inside a Tokio runtime.
     pub fn start(config: Config) -> Result<Arc<Broker>, StoreError> {
         Self::start_with(config, |local| local)
     }
