@@ -1,5 +1,5 @@
-//! The HTTP listener: WebSocket STOMP at `/ws`, `/metrics`, `/healthz`, `/readyz`
-//! and the page at `/`.
+//! The HTTP listener: WebSocket STOMP at `/ws`, `POST /api/publish`, `/metrics`,
+//! `/healthz`, `/readyz` and the page at `/`.
 
 use crate::admission::AddressSlot;
 use crate::broker::{Broker, ConnectionGuard};
@@ -98,7 +98,12 @@ async fn connection<IO>(
         let broker = broker.clone();
         let metrics = metrics.clone();
         let address = address.clone();
-        async move { Ok::<_, Infallible>(route(req, broker, metrics, peer, address)) }
+        async move {
+            if req.uri().path() == "/api/publish" && req.method() == Method::POST {
+                return Ok::<_, Infallible>(super::api::publish(req, broker, peer).await);
+            }
+            Ok(route(req, broker, metrics, peer, address))
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -159,6 +164,7 @@ fn route(
     }
     match req.uri().path() {
         "/ws" => upgrade(req, broker, peer, address),
+        "/api/publish" => text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n"),
         "/metrics" => {
             metrics.run_upkeep();
             text(

@@ -6,6 +6,7 @@
 //! [`crate::session`] task. The loops never die: accept errors are logged and
 //! retried after a pause.
 
+pub mod api;
 pub mod http;
 pub mod tcp;
 pub mod web;

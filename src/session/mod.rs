@@ -2,11 +2,10 @@
 //! subscriptions. It never writes to the socket: it pushes encoded frames into the
 //! connection's outbox, and the writer task does the writing.
 
-mod app;
 mod connect;
 mod error;
 pub mod frame_watch;
-mod send;
+pub(crate) mod send;
 mod subscribe;
 mod transaction;
 

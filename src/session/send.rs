@@ -1,19 +1,23 @@
 //! SEND: check the sender's rights and the destination, then route the message.
 //!
-//! [`Session::route`] does every check a SEND needs without any effect, so a
-//! transaction can check a frame when it joins and again at COMMIT before applying
-//! anything.
+//! [`route`] does every check a SEND needs without any effect, so a transaction
+//! can check a frame when it joins and again at COMMIT before applying anything.
+//! [`route`] and [`apply`] take the broker and the sender's identity rather than a
+//! session, so `POST /api/publish` applies exactly the same rules.
 
 use super::{Flow, ProtocolError, Session};
-use crate::app::AppHandler;
+use crate::app::{AppHandler, Sender};
+use crate::auth::Identity;
+use crate::broker::Broker;
 use crate::command;
 use crate::destination::pattern::{check_topic, is_pattern};
 use crate::destination::{Destination, parse_user_send};
-use crate::queue::Reservation;
+use crate::queue::{Answer, Reservation};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 /// Where a checked SEND goes.
-pub(super) enum Route<'f> {
+pub(crate) enum Route<'f> {
     /// A concrete topic.
     Topic(&'f str),
     /// `/user/{login}/queue/{queue}`.
@@ -29,49 +33,123 @@ pub(super) enum Route<'f> {
     Queue(&'f str),
 }
 
-impl Session {
-    /// Checks a SEND (destination, rights, limits) and says where it goes; no effect.
-    pub(super) fn route<'f>(&self, send: &'f command::Send) -> Result<Route<'f>, ProtocolError> {
-        let destination = send.destination.as_str();
-        let family = Destination::classify(destination)
-            .ok_or_else(|| ProtocolError::UnknownDestination(destination.to_owned()))?;
-        let forbidden = || ProtocolError::Forbidden {
+/// What an applied SEND leaves to wait for.
+pub(crate) enum Sent {
+    /// Nothing: it was handed on.
+    Done,
+    /// A queue's answer: the message is held (durably, for a durable queue) once
+    /// it comes.
+    Pending(Answer),
+}
+
+/// Checks a SEND by `identity` (destination, rights, limits) and says where it
+/// goes; no effect.
+pub(crate) fn route<'f>(
+    broker: &Broker,
+    identity: &Identity,
+    send: &'f command::Send,
+) -> Result<Route<'f>, ProtocolError> {
+    let destination = send.destination.as_str();
+    let family = Destination::classify(destination)
+        .ok_or_else(|| ProtocolError::UnknownDestination(destination.to_owned()))?;
+    let forbidden = || ProtocolError::Forbidden {
+        command: "SEND to",
+        destination: destination.to_owned(),
+    };
+    if !broker.access.may_send(identity, &family, destination) {
+        return Err(forbidden());
+    }
+    match family {
+        Destination::Topic(name) => {
+            check_topic(name, broker.config.limits.topic())?;
+            if is_pattern(destination) {
+                return Err(ProtocolError::WildcardSend(destination.to_owned()));
+            }
+            Ok(Route::Topic(destination))
+        }
+        Destination::User(rest) => {
+            let (login, queue) = parse_user_send(rest)
+                .ok_or_else(|| ProtocolError::UnknownDestination(destination.to_owned()))?;
+            Ok(Route::User { login, queue })
+        }
+        Destination::App(_) => {
+            let handler = broker
+                .apps
+                .get(destination)
+                .ok_or_else(|| ProtocolError::NoHandler(destination.to_owned()))?;
+            if identity.login.is_none() {
+                return Err(forbidden());
+            }
+            Ok(Route::App(handler.clone()))
+        }
+        Destination::Queue(name) => Ok(Route::Queue(name)),
+    }
+}
+
+/// Checks and applies a SEND by `identity` (of session `session`, for handlers'
+/// logs). A queue SEND takes its room from `reserved` when given (a COMMIT
+/// reserved it beforehand) and is pending until the queue answers.
+pub(crate) fn apply(
+    broker: &Broker,
+    identity: &Identity,
+    session: u64,
+    send: command::Send,
+    reserved: Option<&mut Reservation>,
+) -> Result<Sent, ProtocolError> {
+    match route(broker, identity, &send)? {
+        Route::Topic(destination) => {
+            let n = broker
+                .engine
+                .publish_topic(destination, &send.headers, send.body.clone())?;
+            tracing::trace!(session, destination, subscribers = n, "published");
+        }
+        Route::User { login, queue } => {
+            broker
+                .engine
+                .publish_user(login, queue, &send.headers, send.body.clone())?;
+        }
+        Route::App(handler) => run_app(&*handler, identity, session, &send)?,
+        Route::Queue(name) => {
+            let queue = match &reserved {
+                Some(r) => r.queue().clone(),
+                None => broker.engine.queue(name)?,
+            };
+            let command::Send { headers, body, .. } = send;
+            return Ok(Sent::Pending(queue.send(headers, body, reserved)));
+        }
+    }
+    Ok(Sent::Done)
+}
+
+/// Runs `handler` (found and rights-checked by [`route`]) on `send`.
+fn run_app(
+    handler: &dyn AppHandler,
+    identity: &Identity,
+    session: u64,
+    send: &command::Send,
+) -> Result<(), ProtocolError> {
+    let destination = send.destination.as_str();
+    let login = identity
+        .login
+        .as_deref()
+        .ok_or_else(|| ProtocolError::Forbidden {
             command: "SEND to",
             destination: destination.to_owned(),
-        };
-        if !self
-            .broker
-            .access
-            .may_send(&self.identity, &family, destination)
-        {
-            return Err(forbidden());
-        }
-        match family {
-            Destination::Topic(name) => {
-                check_topic(name, self.broker.config.limits.topic())?;
-                if is_pattern(destination) {
-                    return Err(ProtocolError::WildcardSend(destination.to_owned()));
-                }
-                Ok(Route::Topic(destination))
-            }
-            Destination::User(rest) => {
-                let (login, queue) = parse_user_send(rest)
-                    .ok_or_else(|| ProtocolError::UnknownDestination(destination.to_owned()))?;
-                Ok(Route::User { login, queue })
-            }
-            Destination::App(_) => {
-                let handler = self
-                    .broker
-                    .apps
-                    .get(destination)
-                    .ok_or_else(|| ProtocolError::NoHandler(destination.to_owned()))?;
-                if self.identity.login.is_none() {
-                    return Err(forbidden());
-                }
-                Ok(Route::App(handler.clone()))
-            }
-            Destination::Queue(name) => Ok(Route::Queue(name)),
-        }
+        })?;
+    let sender = Sender {
+        login,
+        roles: &identity.roles,
+        session,
+    };
+    // A bug in one handler ends this session only, with an ERROR.
+    catch_unwind(AssertUnwindSafe(|| handler.handle(sender, send)))
+        .map_err(|_| ProtocolError::HandlerFailed(destination.to_owned()))
+}
+
+impl Session {
+    /// [`route`] for this session's identity.
+    pub(super) fn route<'f>(&self, send: &'f command::Send) -> Result<Route<'f>, ProtocolError> {
+        route(&self.broker, &self.identity, send)
     }
 
     /// Routes a SEND. A queue SEND is pending until the queue answers, so that its
@@ -87,31 +165,11 @@ impl Session {
         send: command::Send,
         reserved: Option<&mut Reservation>,
     ) -> Result<Flow, ProtocolError> {
-        match self.route(&send)? {
-            Route::Topic(destination) => {
-                let n = self.broker.engine.publish_topic(
-                    destination,
-                    &send.headers,
-                    send.body.clone(),
-                )?;
-                tracing::trace!(session = self.id, destination, subscribers = n, "published");
-                Ok(Flow::Continue)
-            }
-            Route::User { login, queue } => {
-                self.broker
-                    .engine
-                    .publish_user(login, queue, &send.headers, send.body.clone())?;
-                Ok(Flow::Continue)
-            }
-            Route::App(handler) => self.app(handler, &send).map(|_| Flow::Continue),
-            Route::Queue(name) => {
-                let queue = match &reserved {
-                    Some(r) => r.queue().clone(),
-                    None => self.broker.engine.queue(name)?,
-                };
-                let command::Send { headers, body, .. } = send;
-                Ok(Flow::Pending(queue.send(headers, body, reserved)))
-            }
-        }
+        Ok(
+            match apply(&self.broker, &self.identity, self.id, send, reserved)? {
+                Sent::Done => Flow::Continue,
+                Sent::Pending(answer) => Flow::Pending(answer),
+            },
+        )
     }
 }

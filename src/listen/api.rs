@@ -1,0 +1,377 @@
+//! `POST /api/publish`: one message from a backend, over HTTP, with the rights
+//! and checks of a STOMP SEND.
+//!
+//! The request carries `Authorization: Bearer <JWT>` or `Basic` (a configured
+//! user's login and password) and either a JSON body `{"destination", "body",
+//! "headers"?}` or a raw body with `?destination=` in the query (its
+//! `Content-Type` kept as the message's `content-type`). The answer is 202 `{}`
+//! once the message is routed (for a queue, once the queue holds it, durably for a
+//! durable one), or an error status with `{"error", "message"}`: 401 bad or
+//! missing credentials, 403 no right to the destination, 400 a bad destination or
+//! request, 408 a body slower than `limits.frame_timeout_ms`, 413 a body over
+//! `limits.max_frame_bytes`, 429 an address over its failed-login limit, 503 when
+//! the broker cannot take the message (or already holds
+//! `limits.max_pending_frame_bytes` in unfinished frames and bodies).
+
+use crate::auth::{AuthError, Credentials};
+use crate::broker::Broker;
+use crate::codec::Headers;
+use crate::command;
+use crate::session::ProtocolError;
+use crate::session::send::{Sent, apply};
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The JSON form of a publish request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Publish {
+    destination: String,
+    body: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+/// A refused request: its status, a stable code and a message naming the problem.
+struct Refusal {
+    status: StatusCode,
+    error: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            error,
+            message: message.into(),
+        }
+    }
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Serves `POST /api/publish` from `peer`.
+pub async fn publish(
+    req: Request<Incoming>,
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    match accept(req, &broker, peer).await {
+        Ok(()) => json(StatusCode::ACCEPTED, &serde_json::json!({})),
+        Err(r) => {
+            let mut res = json(
+                r.status,
+                &serde_json::json!({"error": r.error, "message": r.message}),
+            );
+            if r.status == StatusCode::UNAUTHORIZED {
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"stompede\", Bearer"),
+                );
+            }
+            res
+        }
+    }
+}
+
+async fn accept(
+    req: Request<Incoming>,
+    broker: &Arc<Broker>,
+    peer: SocketAddr,
+) -> Result<(), Refusal> {
+    let identity = authenticate(&req, broker, peer).await?;
+    let query_destination = query_destination(req.uri().query())?;
+    let content_length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let max = broker.config.limits.max_frame_bytes;
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body exceeds {max} bytes (limits.max_frame_bytes)"),
+        )
+    };
+    // The body is held in memory until routed: it takes its size (at most the
+    // frame limit) from the budget unfinished STOMP frames share, and must arrive
+    // within the frame timeout, as a frame must.
+    let declared = content_length.filter(|n| *n <= max);
+    if content_length.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let _held = Held::take(broker, declared.unwrap_or(max))?;
+    let limits = &broker.config.limits;
+    let body = tokio::time::timeout(
+        limits.frame_timeout(),
+        Limited::new(req.into_body(), max).collect(),
+    )
+    .await
+    .map_err(|_| {
+        Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "the body did not arrive within {} ms (limits.frame_timeout_ms)",
+                limits.frame_timeout_ms
+            ),
+        )
+    })?
+    .map_err(
+        |e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+            Some(_) => too_large(),
+            None => Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body could not be read",
+            ),
+        },
+    )?
+    .to_bytes();
+    let send = match query_destination {
+        Some(destination) => {
+            let mut headers = Headers::new();
+            headers.push("destination", destination.as_str());
+            if let Some(kind) = content_type {
+                headers.push("content-type", kind);
+            }
+            message(destination, headers, body)
+        }
+        None => {
+            let p: Publish = serde_json::from_slice(&body).map_err(|e| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("expected JSON {{\"destination\", \"body\", \"headers\"?}} or ?destination=: {e}"),
+                )
+            })?;
+            if p.headers.len() > limits.max_header_count {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!(
+                        "more than {} headers (limits.max_header_count)",
+                        limits.max_header_count
+                    ),
+                ));
+            }
+            if let Some((k, _)) = p
+                .headers
+                .iter()
+                .find(|(k, v)| k.len() + v.len() + 1 > limits.max_header_line)
+            {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!(
+                        "header {k:?} is longer than {} bytes (limits.max_header_line)",
+                        limits.max_header_line
+                    ),
+                ));
+            }
+            let mut headers = Headers::with_capacity(p.headers.len() + 1);
+            headers.push("destination", p.destination.as_str());
+            for (k, v) in p.headers {
+                headers.push(k, v);
+            }
+            if p.body.len() > max {
+                return Err(too_large());
+            }
+            message(p.destination, headers, Bytes::from(p.body))
+        }
+    };
+    let session = broker.next_session_id();
+    match apply(broker, &identity, session, send, None) {
+        Ok(Sent::Done) => Ok(()),
+        Ok(Sent::Pending(mut answer)) => crate::queue::answered(&mut answer)
+            .await
+            .map_err(|e| refusal(ProtocolError::Queue(e))),
+        Err(e) => Err(refusal(e)),
+    }
+}
+
+/// Bytes of a request body held against `limits.max_pending_frame_bytes`, given
+/// back on drop.
+struct Held<'b> {
+    broker: &'b Broker,
+    bytes: usize,
+}
+
+impl<'b> Held<'b> {
+    fn take(broker: &'b Broker, bytes: usize) -> Result<Held<'b>, Refusal> {
+        if !broker.pending_frames.take(bytes) {
+            broker.metrics.error_sent("pending_frames_full");
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                ProtocolError::PendingFramesFull(broker.pending_frames.max()).to_string(),
+            ));
+        }
+        Ok(Held { broker, bytes })
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.broker.pending_frames.give(self.bytes);
+    }
+}
+
+/// A SEND command for `destination`.
+fn message(destination: String, headers: Headers, body: Bytes) -> command::Send {
+    command::Send {
+        destination,
+        transaction: None,
+        headers,
+        body,
+    }
+}
+
+/// The request's login: a Bearer token or Basic credentials; nothing is a 401.
+async fn authenticate(
+    req: &Request<Incoming>,
+    broker: &Arc<Broker>,
+    peer: SocketAddr,
+) -> Result<crate::auth::Identity, Refusal> {
+    let unauthorized = |m: &str| Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthorized("credentials required: Authorization: Bearer or Basic"))?;
+    let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim();
+    let basic;
+    let credentials = if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
+        Credentials {
+            login: None,
+            passcode: None,
+            bearer: Some(rest),
+        }
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        basic = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+        let (login, password) = basic
+            .split_once(':')
+            .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+        Credentials {
+            login: Some(login),
+            passcode: Some(password),
+            bearer: None,
+        }
+    } else {
+        return Err(unauthorized(
+            "credentials required: Authorization: Bearer or Basic",
+        ));
+    };
+    let login = tokio::time::timeout(
+        broker.config.limits.connect_timeout(),
+        broker.auth.connect(credentials, peer.ip()),
+    )
+    .await
+    .map_err(|_| {
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the password check did not finish in time (limits.connect_timeout_ms)",
+        )
+    })?;
+    match login {
+        Ok(login) if login.identity.login.is_some() => Ok(login.identity),
+        Ok(_) => Err(unauthorized(
+            "credentials required: Authorization: Bearer or Basic",
+        )),
+        Err(e @ (AuthError::Throttled | AuthError::AddressBusy)) => Err(Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "throttled",
+            e.to_string(),
+        )),
+        Err(e @ AuthError::Busy) => Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            e.to_string(),
+        )),
+        Err(e) => Err(unauthorized(&e.to_string())),
+    }
+}
+
+/// `destination` from the query string, percent-decoded.
+fn query_destination(query: Option<&str>) -> Result<Option<String>, Refusal> {
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "destination" {
+            let plus_as_space = value.replace('+', " ");
+            return percent_encoding::percent_decode_str(&plus_as_space)
+                .decode_utf8()
+                .map(|d| Some(d.into_owned()))
+                .map_err(|_| {
+                    Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_destination",
+                        "the destination is not UTF-8",
+                    )
+                });
+        }
+    }
+    Ok(None)
+}
+
+/// The status a SEND's refusal gets over HTTP.
+fn refusal(e: ProtocolError) -> Refusal {
+    let (status, error) = match &e {
+        ProtocolError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+        ProtocolError::Engine(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        ProtocolError::Queue(crate::queue::QueueError::Full(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "queue_full")
+        }
+        ProtocolError::Queue(_) | ProtocolError::HandlerFailed(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
+        _ => (StatusCode::BAD_REQUEST, "bad_destination"),
+    };
+    Refusal::new(status, error, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_destination_is_percent_decoded() {
+        assert_eq!(
+            query_destination(Some("a=1&destination=%2Ftopic%2Fx+y")).ok(),
+            Some(Some("/topic/x y".to_owned()))
+        );
+        assert_eq!(query_destination(Some("a=1")).ok(), Some(None));
+        assert_eq!(query_destination(None).ok(), Some(None));
+        assert!(query_destination(Some("destination=%ff")).is_err());
+    }
+}

@@ -1,0 +1,248 @@
+//! `POST /api/publish`: a backend publishes over HTTP with the rights of a STOMP
+//! SEND, and every refusal has its status and a JSON body naming the problem.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use base64::Engine as _;
+use common::{Client, broker, http_post};
+use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::Value;
+use stompede::codec::Command;
+
+const SECRET: &str = "the backends' shared token secret";
+
+fn basic(login: &str, password: &str) -> String {
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"));
+    format!("Basic {pair}")
+}
+
+fn bearer(login: &str, roles: &[&str]) -> String {
+    let claims = serde_json::json!({
+        "sub": login,
+        "roles": roles,
+        "exp": stompede::auth::token::now_s() + 600,
+    });
+    let token = encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    format!("Bearer {token}")
+}
+
+fn error_of(body: &str) -> (String, String) {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (
+        v["error"].as_str().unwrap().to_owned(),
+        v["message"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_json_publish_reaches_a_stomp_subscriber_with_its_headers() {
+    let b = broker(&format!("[auth.jwt]\nsecret = {SECRET:?}\n"));
+    let mut sub = Client::ws(&b).await;
+    sub.connect_anonymously().await;
+    sub.subscribe("n", "/topic/news").await;
+    let request = serde_json::json!({
+        "destination": "/topic/news",
+        "body": "rates unchanged",
+        "headers": {"content-type": "text/plain", "x-source": "cron"},
+    });
+    for auth in [basic("svc", "svc-pw"), bearer("feed", &["service"])] {
+        let (status, body) = http_post(
+            b.http_addr,
+            "/api/publish",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            request.to_string().as_bytes(),
+        )
+        .await;
+        assert_eq!((status, body.as_str()), (202, "{}"));
+        let m = sub.expect(Command::Message).await;
+        assert_eq!(m.headers.get("destination"), Some("/topic/news"));
+        assert_eq!(m.headers.get("x-source"), Some("cron"));
+        assert_eq!(m.headers.get("content-type"), Some("text/plain"));
+        assert_eq!(&m.body[..], b"rates unchanged");
+    }
+}
+
+#[tokio::test]
+async fn a_raw_body_keeps_its_content_type_and_a_queue_publish_is_held_when_answered() {
+    let b = broker("[queues]\ndurable = [\"/queue/jobs.*\"]\n");
+    let auth = basic("svc", "svc-pw");
+    let (status, _) = http_post(
+        b.http_addr,
+        "/api/publish?destination=%2Fqueue%2Fjobs.nightly",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        &[0, 159, 146, 150],
+    )
+    .await;
+    // 202 came after the store had the message: a consumer that comes later gets it.
+    assert_eq!(status, 202);
+    let mut c = Client::tcp(&b).await;
+    c.connect().await;
+    c.subscribe("q", "/queue/jobs.nightly").await;
+    let m = c.expect(Command::Message).await;
+    assert_eq!(
+        m.headers.get("content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(&m.body[..], &[0, 159, 146, 150]);
+}
+
+#[tokio::test]
+async fn every_refusal_has_its_status_and_a_json_error() {
+    let b = broker("[limits]\nmax_frame_bytes = 4096\n");
+    let svc = basic("svc", "svc-pw");
+    let alice = basic("alice", "alice-pw");
+    let wrong = basic("svc", "wrong");
+    let topic = |dest: &str| serde_json::json!({"destination": dest, "body": "x"}).to_string();
+    let cases: Vec<(Option<&str>, String, u16, &str, &str)> = vec![
+        (
+            None,
+            topic("/topic/a"),
+            401,
+            "unauthorized",
+            "credentials required",
+        ),
+        (
+            Some("Basic !!!"),
+            topic("/topic/a"),
+            401,
+            "unauthorized",
+            "malformed Basic",
+        ),
+        (
+            Some(&wrong),
+            topic("/topic/a"),
+            401,
+            "unauthorized",
+            "authentication failed",
+        ),
+        (
+            Some(&alice),
+            topic("/topic/a"),
+            403,
+            "forbidden",
+            "not allowed to SEND to /topic/a",
+        ),
+        (
+            Some(&svc),
+            topic("/nowhere/x"),
+            400,
+            "bad_destination",
+            "unknown destination",
+        ),
+        (
+            Some(&svc),
+            topic("/topic/a.*"),
+            400,
+            "bad_destination",
+            "wildcard",
+        ),
+        (
+            Some(&svc),
+            "{\"body\": 1}".into(),
+            400,
+            "bad_request",
+            "expected JSON",
+        ),
+        (
+            Some(&svc),
+            "x".repeat(5000),
+            413,
+            "too_large",
+            "limits.max_frame_bytes",
+        ),
+    ];
+    for (auth, body, status, error, message) in cases {
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(a) = auth {
+            headers.push(("Authorization", a));
+        }
+        let (got, text) = http_post(b.http_addr, "/api/publish", &headers, body.as_bytes()).await;
+        assert_eq!(got, status, "{text}");
+        let (e, m) = error_of(&text);
+        assert_eq!(e, error, "{m}");
+        assert!(m.contains(message), "{m:?} lacks {message:?}");
+    }
+    // The broker served them all and still publishes.
+    let mut sub = Client::tcp(&b).await;
+    sub.connect().await;
+    sub.subscribe("a", "/topic/a").await;
+    let (status, _) = http_post(
+        b.http_addr,
+        "/api/publish?destination=/topic/a",
+        &[("Authorization", &svc)],
+        b"after",
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(sub.message_on("/topic/a").await, "after");
+}
+
+#[tokio::test]
+async fn bodies_share_the_pending_budget_and_a_slow_one_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = broker(
+        "[limits]\nframe_timeout_ms = 400\nmax_pending_frame_bytes = 3000\nmax_frame_bytes = 2048\n",
+    );
+    let svc = basic("svc", "svc-pw");
+    // A body that never finishes holds its declared 2,000 bytes of the budget.
+    let mut slow = tokio::net::TcpStream::connect(b.http_addr).await.unwrap();
+    let head = format!(
+        "POST /api/publish?destination=/topic/a HTTP/1.1\r\nHost: x\r\nAuthorization: {svc}\r\nContent-Length: 2000\r\n\r\n0123456789"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    // Until it is held, another 1,500 bytes fit; from then on they get a 503.
+    let deadline = tokio::time::Instant::now() + common::TIMEOUT;
+    let body = "x".repeat(1500);
+    let path = "/api/publish?destination=/topic/a";
+    let refused = loop {
+        assert!(tokio::time::Instant::now() < deadline, "never refused");
+        let (status, text) = http_post(
+            b.http_addr,
+            path,
+            &[("Authorization", &svc)],
+            body.as_bytes(),
+        )
+        .await;
+        if status == 503 {
+            break text;
+        }
+        assert_eq!(status, 202, "{text}");
+    };
+    let (error, message) = error_of(&refused);
+    assert_eq!(error, "busy");
+    assert!(
+        message.contains("limits.max_pending_frame_bytes"),
+        "{message}"
+    );
+    // The slow body runs out of time...
+    let mut answer = Vec::new();
+    tokio::time::timeout(common::TIMEOUT, slow.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("limits.frame_timeout_ms"), "{answer}");
+    // ...and gives its bytes back.
+    let (status, _) = http_post(
+        b.http_addr,
+        path,
+        &[("Authorization", &svc)],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202);
+}
