@@ -3,7 +3,7 @@
 # the same load generator, in one run. Loopback only; every step is bounded in time.
 #
 #   benches/compare.sh                 # all scenarios
-#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: wildcard, latency, queue, durable, logins, idle
+#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: wildcard, latency, queue, durable, logins, idle, api
 #   BASELINE=<git rev> benches/compare.sh fanout   # also an earlier stompede, side by side
 #   FANOUT_SUBSCRIBERS="100" benches/compare.sh fanout  # only some fan-out widths
 #
@@ -133,6 +133,17 @@ if [ "$what" = all ] || [ "$what" = durable ]; then
   for producers in 16 64; do
     both queue --producers $producers --consumers 4 --persistent --receipts 1 --seconds "$secs" --destination /queue/durable-sync-$producers
   done
+fi
+if [ "$what" = all ] || [ "$what" = api ]; then
+  # Publishing over HTTP (wrk, 16 keep-alive connections, POST /api/publish with
+  # Basic auth) beside publishing over STOMP (one connection, SENDs as fast as one
+  # subscriber takes them), 128-byte bodies to a topic, on the current build.
+  if command -v wrk >/dev/null; then
+    timeout 120 wrk -t 2 -c 16 -d "${secs}s" -s benches/publish.lua "http://127.0.0.1:$port/api/publish" | grep http-publish
+  else
+    echo "wrk not installed (apt-get install wrk): HTTP publishing not measured"
+  fi
+  run stompede ws://127.0.0.1:$port/ws fanout --subscribers 1 --seconds "$secs" "${stompede_login[@]}"
 fi
 if [ "$what" = all ] || [ "$what" = logins ]; then
   # A reconnect storm: 200 password logins at once (the demo account, real argon2id
