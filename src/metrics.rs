@@ -55,6 +55,8 @@ pub mod names {
     pub const STORE_COMMIT_SECONDS: &str = "stompede_store_commit_seconds";
     /// Gauge: durable messages held in the queue store.
     pub const STORED_MESSAGES: &str = "stompede_stored_messages";
+    /// Gauge: 1 once the queue store failed a commit and stopped writing.
+    pub const STORE_FAILED: &str = "stompede_store_failed";
     /// Gauge: destinations holding a retained message.
     pub const RETAINED_MESSAGES: &str = "stompede_retained_messages";
     /// Counter: refused logins, label `reason` = `bad_credentials` | `bad_token` |
@@ -179,11 +181,23 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     /// Durable messages in the store.
     pub stored_messages: Gauge,
+    /// 1 once the store has failed a commit and stopped writing (fail-stop).
+    pub store_failed: Gauge,
 }
 
 impl Metrics {
-    /// Resolves every handle against the installed recorder.
+    /// Resolves every handle against the installed recorder. Every series whose
+    /// labels are known in advance exists from the start, at zero, so a dashboard
+    /// shows it and an alert's `rate()` has a value before the first event.
     pub fn new() -> Self {
+        for method in ["password", "token", "anonymous"] {
+            counter!(names::LOGINS_TOTAL, "method" => method).absolute(0);
+        }
+        for reason in ["bad_credentials", "bad_token", "throttled", "busy"] {
+            counter!(names::AUTH_FAILURES_TOTAL, "reason" => reason).absolute(0);
+        }
+        counter!(names::TOKEN_EXPIRIES_TOTAL).absolute(0);
+        counter!(names::AUTH_CACHE_HITS_TOTAL).absolute(0);
         let transport = |t: Transport| TransportMetrics {
             open: gauge!(names::CONNECTIONS, "transport" => t.as_str()),
             total: counter!(names::CONNECTIONS_TOTAL, "transport" => t.as_str()),
@@ -218,6 +232,11 @@ impl Metrics {
             store_writes: counter!(names::STORE_WRITES_TOTAL),
             store_commit_seconds: histogram!(names::STORE_COMMIT_SECONDS),
             stored_messages: gauge!(names::STORED_MESSAGES),
+            store_failed: {
+                let failed = gauge!(names::STORE_FAILED);
+                failed.set(0.0);
+                failed
+            },
         }
     }
 

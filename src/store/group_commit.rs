@@ -103,6 +103,7 @@ pub(super) fn run(
             }
             Err(e) => {
                 if failed.set(e.clone()).is_ok() {
+                    metrics.store_failed.set(1.0);
                     tracing::error!(error = %e, writes, "queue store commit failed; storing no more until restart");
                 }
             }

@@ -1,0 +1,80 @@
+//! The Grafana dashboard (docs/grafana/stompede.json) and the alert rules
+//! (docs/prometheus/alerts.yml) name only metrics that a running broker serves at
+//! /metrics. (`promtool check rules` and `promtool test rules` run in
+//! scripts/test.)
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Client, broker, http_get};
+use std::collections::BTreeSet;
+
+/// Every `stompede_...` name in `text`.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("stompede_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        rest = &rest[i + name.len()..];
+        names.insert(name);
+    }
+    names
+}
+
+fn file(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_and_the_alerts_name_is_served() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&file("docs/grafana/stompede.json")).unwrap();
+    let mut queries = String::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{}", panel["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap();
+            assert!(!expr.is_empty());
+            queries.push_str(expr);
+            queries.push('\n');
+        }
+    }
+    let alerts = file("docs/prometheus/alerts.yml");
+    let named: BTreeSet<String> = metric_names(&queries)
+        .into_iter()
+        .chain(metric_names(&alerts))
+        .collect();
+    assert!(named.len() >= 20, "{named:?}");
+    // A broker that has sent one ERROR (labelled series appear with their first event).
+    let b = broker("");
+    let mut c = Client::tcp(&b).await;
+    c.send_raw(b"NONSENSE\n\n\0").await;
+    c.expect(stompede::codec::Command::Error).await;
+    let (status, served) = http_get(b.http_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let families: BTreeSet<&str> = served
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<&String> = named
+        .iter()
+        .filter(|n| !families.contains(n.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "not served at /metrics: {missing:?}");
+}
+
+#[test]
+fn the_name_finder_reads_queries() {
+    let names =
+        metric_names("sum(rate(stompede_a_total[5m])) / stompede_b_seconds_bucket{le=\"1\"}");
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["stompede_a_total", "stompede_b_seconds_bucket"]
+    );
+}
