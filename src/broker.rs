@@ -37,6 +37,10 @@ pub struct Broker {
     /// (`limits.max_pending_frame_bytes`).
     pub pending_frames: crate::admission::PendingBudget,
     connections: AtomicUsize,
+    /// Open connections per transport (WebSocket, TCP), for `GET /api/stats`.
+    open: [AtomicUsize; 2],
+    /// Subscriptions of all sessions, for `GET /api/stats`.
+    subscriptions: AtomicUsize,
     next_session: AtomicU64,
 }
 
@@ -142,6 +146,8 @@ impl Broker {
             shutdown,
             tasks,
             connections: AtomicUsize::new(0),
+            open: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            subscriptions: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
         }))
     }
@@ -167,6 +173,7 @@ impl Broker {
         }
         m.total.increment(1);
         m.open.increment(1.0);
+        self.open[transport as usize].fetch_add(1, Ordering::AcqRel);
         Some(ConnectionGuard {
             broker: self.clone(),
             transport,
@@ -177,6 +184,31 @@ impl Broker {
     /// Open connections right now.
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Acquire)
+    }
+
+    /// Open connections by transport: (WebSocket, TCP); TLS ones count with theirs.
+    pub fn connections_by_transport(&self) -> (usize, usize) {
+        (
+            self.open[Transport::Ws as usize].load(Ordering::Acquire),
+            self.open[Transport::Tcp as usize].load(Ordering::Acquire),
+        )
+    }
+
+    /// Counts a subscription made.
+    pub(crate) fn subscription_added(&self) {
+        self.subscriptions.fetch_add(1, Ordering::AcqRel);
+        self.metrics.subscriptions.increment(1.0);
+    }
+
+    /// Counts a subscription removed.
+    pub(crate) fn subscription_removed(&self) {
+        self.subscriptions.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.subscriptions.decrement(1.0);
+    }
+
+    /// Subscriptions of all sessions right now.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.load(Ordering::Acquire)
     }
 
     /// A fresh session id.
@@ -204,6 +236,7 @@ impl ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.broker.connections.fetch_sub(1, Ordering::AcqRel);
+        self.broker.open[self.transport as usize].fetch_sub(1, Ordering::AcqRel);
         self.broker
             .metrics
             .transport(self.transport)

@@ -246,3 +246,54 @@ async fn bodies_share_the_pending_budget_and_a_slow_one_gets_408() {
     .await;
     assert_eq!(status, 202);
 }
+
+#[tokio::test]
+async fn stats_show_connections_subscriptions_and_queues_to_admins_and_services_only() {
+    let b = broker("[topics]\nretain = [\"/topic/news\"]\n");
+    let mut ws = Client::ws(&b).await;
+    ws.connect_anonymously().await;
+    ws.subscribe("n", "/topic/news").await;
+    let mut consumer = Client::tcp(&b).await;
+    consumer.connect().await;
+    consumer
+        .subscribe_with(
+            "q",
+            "/queue/jobs",
+            &[("ack", "client-individual"), ("prefetch-count", "1")],
+        )
+        .await;
+    let mut producer = Client::tcp(&b).await;
+    producer.connect().await;
+    for n in 0..3 {
+        producer.publish("/queue/jobs", &format!("job {n}")).await;
+    }
+    producer.publish("/topic/news", "retained").await;
+    // One delivered and unacked (prefetch 1), two waiting.
+    consumer.expect(Command::Message).await;
+    ws.expect(Command::Message).await;
+    let get = |auth: String| {
+        let addr = b.http_addr;
+        async move {
+            common::http_request(addr, "GET", "/api/stats", &[("Authorization", &auth)], b"").await
+        }
+    };
+    let (status, text) = get(basic("root", "root-pw")).await;
+    assert_eq!(status, 200, "{text}");
+    let stats: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(stats["connections"], serde_json::json!({"ws": 1, "tcp": 2}));
+    assert_eq!(stats["subscriptions"], 2);
+    assert_eq!(
+        stats["queues"],
+        serde_json::json!([{"name": "jobs", "depth": 2, "consumers": 1, "unacked": 1}])
+    );
+    assert_eq!(stats["retained_topics"], 1);
+    assert_eq!(stats["store"]["failed"], false);
+    assert!(stats["store"]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(stats["cluster"]["mode"], "single");
+    let (status, _) = get(basic("svc", "svc-pw")).await;
+    assert_eq!(status, 200);
+    let (status, text) = get(basic("alice", "alice-pw")).await;
+    assert_eq!((status, error_of(&text).0.as_str()), (403, "forbidden"));
+    let (status, _) = common::http_get(b.http_addr, "/api/stats").await;
+    assert_eq!(status, 401);
+}

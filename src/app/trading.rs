@@ -630,6 +630,18 @@ mod tests {
         fn queue_count(&self) -> usize {
             0
         }
+        fn stats(
+            &self,
+        ) -> std::pin::Pin<Box<dyn Future<Output = crate::engine::EngineStats> + Send + '_>>
+        {
+            Box::pin(async {
+                crate::engine::EngineStats {
+                    queues: Vec::new(),
+                    retained_topics: 0,
+                    cluster: "single",
+                }
+            })
+        }
         fn close(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
             Box::pin(async {})
         }

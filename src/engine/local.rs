@@ -1,7 +1,7 @@
 //! The single-node engine: topic and user registries, retained values and the
 //! queue actors of this process.
 
-use super::{Engine, Refused, Unready};
+use super::{Engine, EngineStats, Refused, Unready};
 use crate::codec::{Headers, MessageTemplate};
 use crate::destination::pattern::{is_pattern, matches};
 use crate::destination::{RESERVED, user_key};
@@ -244,6 +244,16 @@ impl Engine for LocalEngine {
 
     fn queue_count(&self) -> usize {
         self.queues.len()
+    }
+
+    fn stats(&self) -> Pin<Box<dyn Future<Output = EngineStats> + Send + '_>> {
+        Box::pin(async move {
+            EngineStats {
+                queues: self.queues.stats().await,
+                retained_topics: self.retained.len(),
+                cluster: "single",
+            }
+        })
     }
 
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

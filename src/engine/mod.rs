@@ -18,6 +18,7 @@
 //! | [`Engine::queue`] | a handle to queue `NAME`'s actor, created on first use | commands from one caller apply in order; a SEND's answer means the queue holds the message (durably for a durable one); each message goes to one consumer; unacked messages go back when their consumer goes |
 //! | [`Engine::ready`] | whether the engine can take work (store, cluster link) | drives `/readyz` |
 //! | [`Engine::close`] | at shutdown, after every session and queue task ended | what was accepted is persisted |
+//! | [`Engine::topic_subscribers`], [`Engine::queue_count`], [`Engine::stats`] | counts, for tests and `GET /api/stats` | a snapshot, not a consistent cut |
 //!
 //! Calls never block on I/O and never hold a lock a caller could wait on across
 //! `.await`: topic and user publishing is a synchronous push into bounded outboxes,
@@ -44,6 +45,17 @@ pub enum Refused {
     /// link is down or its outgoing buffer full).
     #[error("the broker cannot take messages right now: {0}")]
     Unavailable(String),
+}
+
+/// What the engine holds, for `GET /api/stats`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EngineStats {
+    /// Every queue with its counts, by name.
+    pub queues: Vec<crate::queue::QueueStats>,
+    /// Topic destinations holding a retained message.
+    pub retained_topics: usize,
+    /// `single` for one node on its own.
+    pub cluster: &'static str,
 }
 
 /// Why the engine cannot take work right now (`/readyz` answers 503 with it).
@@ -101,6 +113,9 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
 
     /// Queues that exist right now.
     fn queue_count(&self) -> usize;
+
+    /// Counts of what the engine holds (asks every queue).
+    fn stats(&self) -> Pin<Box<dyn Future<Output = EngineStats> + Send + '_>>;
 
     /// Persists what must outlast the process; called once at shutdown, after
     /// every session and queue task has ended.

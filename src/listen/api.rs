@@ -13,7 +13,7 @@
 //! the broker cannot take the message (or already holds
 //! `limits.max_pending_frame_bytes` in unfinished frames and bodies).
 
-use crate::auth::{AuthError, Credentials};
+use crate::auth::{AuthError, Credentials, Role};
 use crate::broker::Broker;
 use crate::codec::Headers;
 use crate::command;
@@ -67,6 +67,61 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     res
 }
 
+/// Serves `GET /api/stats` to an admin or a service: what the broker holds, as
+/// JSON (documented in docs/monitoring.md).
+pub async fn stats(
+    req: Request<Incoming>,
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let identity = match authenticate(&req, &broker, peer).await {
+        Ok(identity) => identity,
+        Err(r) => return refused(r),
+    };
+    if !identity
+        .roles
+        .iter()
+        .any(|r| matches!(r, Role::Admin | Role::Service))
+    {
+        return refused(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "GET /api/stats is for the admin and service roles",
+        ));
+    }
+    let engine = broker.engine.stats().await;
+    let (ws, tcp) = broker.connections_by_transport();
+    let store_bytes = std::fs::metadata(broker.config.store.path.join("queues.redb"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "connections": {"ws": ws, "tcp": tcp},
+            "subscriptions": broker.subscription_count(),
+            "queues": engine.queues,
+            "retained_topics": engine.retained_topics,
+            "store": {"bytes": store_bytes, "failed": broker.engine.ready().is_err()},
+            "cluster": {"mode": engine.cluster},
+        }),
+    )
+}
+
+/// A refusal as a response: its status and `{"error", "message"}`.
+fn refused(r: Refusal) -> Response<Full<Bytes>> {
+    let mut res = json(
+        r.status,
+        &serde_json::json!({"error": r.error, "message": r.message}),
+    );
+    if r.status == StatusCode::UNAUTHORIZED {
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"stompede\", Bearer"),
+        );
+    }
+    res
+}
+
 /// Serves `POST /api/publish` from `peer`.
 pub async fn publish(
     req: Request<Incoming>,
@@ -75,19 +130,7 @@ pub async fn publish(
 ) -> Response<Full<Bytes>> {
     match accept(req, &broker, peer).await {
         Ok(()) => json(StatusCode::ACCEPTED, &serde_json::json!({})),
-        Err(r) => {
-            let mut res = json(
-                r.status,
-                &serde_json::json!({"error": r.error, "message": r.message}),
-            );
-            if r.status == StatusCode::UNAUTHORIZED {
-                res.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"stompede\", Bearer"),
-                );
-            }
-            res
-        }
+        Err(r) => refused(r),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The HTTP listener: WebSocket STOMP at `/ws`, `POST /api/publish`, `/metrics`,
+//! The HTTP listener: WebSocket STOMP at `/ws`, `POST /api/publish`,
+//! `GET /api/stats`, `/metrics`,
 //! `/healthz`, `/readyz` and the page at `/`.
 
 use crate::admission::AddressSlot;
@@ -99,8 +100,14 @@ async fn connection<IO>(
         let metrics = metrics.clone();
         let address = address.clone();
         async move {
-            if req.uri().path() == "/api/publish" && req.method() == Method::POST {
-                return Ok::<_, Infallible>(super::api::publish(req, broker, peer).await);
+            match (req.method(), req.uri().path()) {
+                (&Method::POST, "/api/publish") => {
+                    return Ok::<_, Infallible>(super::api::publish(req, broker, peer).await);
+                }
+                (&Method::GET, "/api/stats") => {
+                    return Ok(super::api::stats(req, broker, peer).await);
+                }
+                _ => {}
             }
             Ok(route(req, broker, metrics, peer, address))
         }

@@ -130,6 +130,14 @@ impl QueueActor {
                     in_flight: Vec::new(),
                 }),
                 Cmd::Unsubscribe { session, id } => self.remove_consumer(session, &id),
+                Cmd::Stats(reply) => {
+                    let _ = reply.send(super::QueueStats {
+                        name: self.name.clone(),
+                        depth: self.waiting.len(),
+                        consumers: self.consumers.len(),
+                        unacked: self.unacked.len(),
+                    });
+                }
                 Cmd::Ack {
                     session,
                     delivery,

@@ -129,6 +129,21 @@ enum Cmd {
         nack: bool,
         reply: Option<Reply>,
     },
+    /// Reports the queue's counts.
+    Stats(oneshot::Sender<QueueStats>),
+}
+
+/// One queue's counts, for `GET /api/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    /// The queue's name (after `/queue/`).
+    pub name: String,
+    /// Messages waiting for a consumer.
+    pub depth: usize,
+    /// Subscriptions consuming it.
+    pub consumers: usize,
+    /// Messages delivered and not yet acknowledged.
+    pub unacked: usize,
 }
 
 /// A handle to one queue's task.
@@ -435,6 +450,28 @@ impl Queues {
     /// Whether no queue exists.
     pub fn is_empty(&self) -> bool {
         self.queues.is_empty()
+    }
+
+    /// Every queue's counts, asked of each queue task (at most `queues.max_queues`),
+    /// sorted by name; a queue that does not answer within a second is left out.
+    pub async fn stats(&self) -> Vec<QueueStats> {
+        let asked: Vec<_> = self
+            .queues
+            .iter()
+            .map(|q| {
+                let (tx, rx) = oneshot::channel();
+                let _ = q.value().tx.send(Cmd::Stats(tx));
+                rx
+            })
+            .collect();
+        let mut stats = Vec::with_capacity(asked.len());
+        for rx in asked {
+            if let Ok(Ok(s)) = tokio::time::timeout(std::time::Duration::from_secs(1), rx).await {
+                stats.push(s);
+            }
+        }
+        stats.sort_by(|a, b| a.name.cmp(&b.name));
+        stats
     }
 
     /// Removes queue `name` if `unused` says, with the map's entry locked, that

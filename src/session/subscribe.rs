@@ -119,7 +119,7 @@ impl Session {
             }
             Target::Queue(_) => {}
         }
-        self.broker.metrics.subscriptions.increment(1.0);
+        self.broker.subscription_added();
         tracing::debug!(session = self.id, destination, id, "subscribed");
         self.subscription_bytes += bytes;
         self.subscriptions.insert(
@@ -160,7 +160,7 @@ impl Session {
             prefetch,
             outbox: self.outbox.clone(),
         });
-        self.broker.metrics.subscriptions.increment(1.0);
+        self.broker.subscription_added();
         let subscriber = Arc::new(Subscriber {
             session: self.id,
             id: id.to_owned(),
@@ -194,7 +194,7 @@ impl Session {
             Target::User { login, queue } => engine.unsubscribe_user(login, queue, self.id, id),
         };
         if found {
-            self.broker.metrics.subscriptions.decrement(1.0);
+            self.broker.subscription_removed();
         }
     }
 

@@ -100,6 +100,11 @@ impl crate::engine::Engine for LinkDown {
     fn queue_count(&self) -> usize {
         self.0.queue_count()
     }
+    fn stats(
+        &self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = crate::engine::EngineStats> + Send + '_>> {
+        self.0.stats()
+    }
     fn close(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         self.0.close()
     }

@@ -549,9 +549,21 @@ pub async fn http_post(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
+    http_request(addr, "POST", path, headers, body).await
+}
+
+/// A `method path` request with `headers` and `body` (HTTP/1.1, one request per
+/// connection); returns the status and the body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
