@@ -199,17 +199,37 @@ pub struct Login {
 pub struct Authenticator {
     /// Token logins, when `[auth.jwt]` is set.
     tokens: Option<token::TokenVerifier>,
-    users: HashMap<String, User>,
-    anonymous: bool,
+    /// The configured users; replaced whole by a reload.
+    users: std::sync::RwLock<Arc<Users>>,
+    /// Bumped by every reload: a check that began before one does not fill the
+    /// cache after it (its user may have a new password or roles since).
+    generation: std::sync::atomic::AtomicU64,
     verifier: verifier::Verifier,
     throttle: throttle::Throttle,
     in_progress: Arc<throttle::InProgress>,
     /// Verified credentials, so reconnecting clients skip argon2.
     cache: cache::CredentialCache,
     metrics: Arc<Metrics>,
+}
+
+/// The user table of one configuration.
+#[derive(Debug)]
+struct Users {
+    by_login: HashMap<String, User>,
+    anonymous: bool,
     /// Verified against for unknown logins, so their answer takes as long as a
     /// wrong password and does not reveal which logins exist.
     dummy_hash: Option<String>,
+}
+
+impl Users {
+    fn new(users: &[User], anonymous: bool) -> Users {
+        Users {
+            dummy_hash: users.first().map(|u| u.password_hash.clone()),
+            by_login: users.iter().map(|u| (u.login.clone(), u.clone())).collect(),
+            anonymous,
+        }
+    }
 }
 
 impl Authenticator {
@@ -224,15 +244,40 @@ impl Authenticator {
     ) -> Self {
         Authenticator {
             tokens,
-            dummy_hash: users.first().map(|u| u.password_hash.clone()),
-            users: users.iter().map(|u| (u.login.clone(), u.clone())).collect(),
-            anonymous,
+            users: std::sync::RwLock::new(Arc::new(Users::new(users, anonymous))),
+            generation: std::sync::atomic::AtomicU64::new(0),
             verifier: verifier::Verifier::new(limits.checks, limits.queued),
             throttle: throttle::Throttle::new(limits.failures_per_address, limits.failure_window),
             in_progress: throttle::InProgress::new(limits.queued_per_address),
             cache: cache::CredentialCache::new(limits.cache_ttl, limits.cache_max),
             metrics,
         }
+    }
+
+    /// Replaces the users (a configuration reload) and forgets every remembered
+    /// credential; returns the logins that are gone. Sessions already open keep
+    /// their login; the broker disconnects those of removed users.
+    pub fn set_users(&self, users: &[User], anonymous: bool) -> Vec<String> {
+        let new = Arc::new(Users::new(users, anonymous));
+        let old = std::mem::replace(
+            &mut *self.users.write().unwrap_or_else(|p| p.into_inner()),
+            new.clone(),
+        );
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.cache.clear();
+        let mut removed: Vec<String> = old
+            .by_login
+            .keys()
+            .filter(|l| !new.by_login.contains_key(*l))
+            .cloned()
+            .collect();
+        removed.sort();
+        removed
+    }
+
+    fn users(&self) -> Arc<Users> {
+        self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Authenticates a CONNECT from client address `peer`: a token when token
@@ -304,8 +349,9 @@ impl Authenticator {
         passcode: Option<&str>,
         peer: IpAddr,
     ) -> Result<Identity, AuthError> {
+        let users = self.users();
         let Some(login) = login.filter(|l| !l.is_empty()) else {
-            return if self.anonymous {
+            return if users.anonymous {
                 Ok(Identity::anonymous())
             } else {
                 Err(AuthError::Required)
@@ -320,14 +366,14 @@ impl Authenticator {
             return Err(refused(AuthError::Throttled, "throttled"));
         }
         let passcode = passcode.unwrap_or("");
-        let user = self.users.get(login);
+        let user = users.by_login.get(login);
         if user.is_some()
             && let Some(identity) = self.cache.get(login, passcode)
         {
             self.metrics.auth_cache_hit();
             return Ok(identity);
         }
-        let hash = match (user, &self.dummy_hash) {
+        let hash = match (user, &users.dummy_hash) {
             (Some(u), _) => u.password_hash.clone(),
             (None, Some(dummy)) => dummy.clone(),
             (None, None) => {
@@ -335,6 +381,7 @@ impl Authenticator {
                 return Err(refused(AuthError::Failed, "bad_credentials"));
             }
         };
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
         let Some(_place) = self.in_progress.enter(peer) else {
             return Err(refused(AuthError::AddressBusy, "busy"));
         };
@@ -352,7 +399,9 @@ impl Authenticator {
                     login: Some(u.login.clone()),
                     roles: u.roles.clone(),
                 };
-                self.cache.insert(login, passcode, &identity);
+                if self.generation.load(std::sync::atomic::Ordering::Acquire) == generation {
+                    self.cache.insert(login, passcode, &identity);
+                }
                 Ok(identity)
             }
             _ => {

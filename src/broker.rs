@@ -4,8 +4,9 @@ use crate::config::Config;
 use crate::engine::{Engine, LocalEngine};
 use crate::metrics::{Metrics, Transport};
 use crate::store::{RedbStorage, Store, StoreError};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,8 +24,14 @@ pub struct Broker {
     pub apps: crate::app::Apps,
     /// Checks CONNECT credentials.
     pub auth: Arc<crate::auth::Authenticator>,
-    /// Who may send and subscribe where (`[[auth.acl]]` over the built-in rules).
-    pub access: Arc<crate::auth::acl::Access>,
+    /// Who may send and subscribe where (`[[auth.acl]]` over the built-in rules);
+    /// replaced whole by a reload. Read through [`Broker::access`].
+    access: RwLock<Arc<crate::auth::acl::Access>>,
+    /// Logins removed by the last reload: sessions of theirs end with an ERROR.
+    revoked: tokio::sync::watch::Sender<Arc<Vec<String>>>,
+    /// Where the configuration came from, and the log filter to change, when the
+    /// binary set them: what a reload reads and applies.
+    reload_with: OnceLock<ReloadWith>,
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -132,7 +139,9 @@ impl Broker {
         let admission =
             crate::admission::Admission::new(config.limits.max_connections_per_ip, max_http);
         Ok(Arc::new(Broker {
-            access,
+            access: RwLock::new(access),
+            revoked: tokio::sync::watch::Sender::new(Arc::new(Vec::new())),
+            reload_with: OnceLock::new(),
             admission,
             max_connections,
             pending_frames: crate::admission::PendingBudget::new(
@@ -214,6 +223,147 @@ impl Broker {
     /// A fresh session id.
     pub fn next_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Applies a new `log.filter`, or says why it cannot.
+pub type LogFilterSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What a reload needs that only the binary knows: the configuration file (and
+/// whether it must exist) and a way to change the log filter.
+pub struct ReloadWith {
+    /// The file to read (with the `STOMPEDE__` environment on top).
+    pub path: PathBuf,
+    /// Whether a missing file is an error.
+    pub required: bool,
+    /// Applies a new `log.filter`.
+    pub log_filter: LogFilterSetter,
+}
+
+impl std::fmt::Debug for ReloadWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadWith")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a reload changed and what it could not.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reloaded {
+    /// Sections applied: users, access rules, retain patterns, log filter.
+    pub applied: Vec<&'static str>,
+    /// Sections that differ from the running ones and need a restart.
+    pub need_restart: Vec<&'static str>,
+    /// Logins removed (their sessions were ended).
+    pub removed_logins: Vec<String>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The binary did not say where its configuration is (an embedded broker).
+    #[error("this broker was not started from a configuration file")]
+    NoFile,
+    /// The new configuration is invalid: nothing was changed.
+    #[error("the configuration was not reloaded: {0}")]
+    Invalid(#[from] crate::config::ConfigError),
+}
+
+impl Broker {
+    /// The access rules in force.
+    pub fn access(&self) -> Arc<crate::auth::acl::Access> {
+        self.access
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Logins removed by reloads, to watch for.
+    pub(crate) fn revoked(&self) -> tokio::sync::watch::Receiver<Arc<Vec<String>>> {
+        self.revoked.subscribe()
+    }
+
+    /// Says where the configuration comes from, so reloads can read it; set once,
+    /// by the binary, after start.
+    pub fn reload_from(&self, with: ReloadWith) {
+        let _ = self.reload_with.set(with);
+    }
+
+    /// Reads the configuration file again (SIGHUP, `POST /api/reload`) and applies
+    /// it: see [`Broker::apply`]. An invalid file changes nothing.
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let with = self.reload_with.get().ok_or(ReloadError::NoFile)?;
+        let new = Config::load(&with.path, with.required)?;
+        let mut done = self.apply(&new);
+        match (with.log_filter)(&new.log.filter) {
+            Ok(()) => done.applied.push("log.filter"),
+            Err(e) => tracing::warn!(error = %e, "log.filter not changed"),
+        }
+        tracing::info!(
+            applied = ?done.applied,
+            need_restart = ?done.need_restart,
+            removed_logins = ?done.removed_logins,
+            "configuration reloaded"
+        );
+        for section in &done.need_restart {
+            tracing::warn!(
+                section,
+                "changed in the file, but takes effect only after a restart"
+            );
+        }
+        Ok(done)
+    }
+
+    /// Applies what can change while running: the users (a removed user's
+    /// sessions end with an ERROR; others keep their login), the access rules,
+    /// the retain patterns. Every other section that differs from the running one
+    /// is named in `need_restart` and left as it was.
+    pub fn apply(&self, new: &Config) -> Reloaded {
+        let removed = self.auth.set_users(&new.auth.users, new.auth.anonymous);
+        if !removed.is_empty() {
+            self.revoked.send_replace(Arc::new(removed.clone()));
+        }
+        // Checked when the configuration loaded.
+        let access = crate::auth::acl::Access::new(&new.auth.acl).unwrap_or_default();
+        *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(access);
+        self.engine.set_retain(new.topics.retain.clone());
+        let old = &self.config;
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let mut need_restart = Vec::new();
+        for (section, changed) in [
+            ("server", differs(&old.server, &new.server)),
+            ("limits", differs(&old.limits, &new.limits)),
+            ("heartbeat", differs(&old.heartbeat, &new.heartbeat)),
+            ("log.format", differs(&old.log.format, &new.log.format)),
+            ("auth.jwt", differs(&old.auth.jwt, &new.auth.jwt)),
+            (
+                "auth.cache",
+                differs(
+                    &(old.auth.cache_ttl_s, old.auth.cache_max_entries),
+                    &(new.auth.cache_ttl_s, new.auth.cache_max_entries),
+                ),
+            ),
+            (
+                "topics.max_retained",
+                old.topics.max_retained != new.topics.max_retained,
+            ),
+            ("quotes", differs(&old.quotes, &new.quotes)),
+            ("trading", differs(&old.trading, &new.trading)),
+            ("queues", differs(&old.queues, &new.queues)),
+            ("store", differs(&old.store, &new.store)),
+            ("tls", differs(&old.tls, &new.tls)),
+        ] {
+            if changed {
+                need_restart.push(section);
+            }
+        }
+        Reloaded {
+            applied: vec!["auth.users", "auth.anonymous", "auth.acl", "topics.retain"],
+            need_restart,
+            removed_logins: removed,
+        }
     }
 }
 

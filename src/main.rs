@@ -43,7 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    let log_filter = init_logging(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -54,7 +54,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config))
+    let reload = stompede::broker::ReloadWith {
+        path,
+        required,
+        log_filter,
+    };
+    runtime.block_on(serve(config, reload))
 }
 
 fn hash_password() -> ExitCode {
@@ -84,20 +89,31 @@ fn hash_password() -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+/// Installs the log subscriber; returns how to change its filter later (a reload
+/// sets `log.filter` from the file, over `RUST_LOG`).
+fn init_logging(config: &Config) -> stompede::broker::LogFilterSetter {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .init(),
     }
+    Box::new(move |new: &str| {
+        let filter = EnvFilter::try_new(new).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
-async fn serve(config: Config) -> ExitCode {
+async fn serve(config: Config, reload: stompede::broker::ReloadWith) -> ExitCode {
     let running = match stompede::server::start(config) {
         Ok(r) => r,
         Err(e) => {
@@ -105,7 +121,8 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    wait_for_signal().await;
+    running.broker.reload_from(reload);
+    reload_on_hangup(&running.broker).await;
     tracing::info!("shutting down; a second signal exits at once");
     tokio::select! {
         clean = running.shutdown(SHUTDOWN_GRACE) => {
@@ -116,6 +133,25 @@ async fn serve(config: Config) -> ExitCode {
         _ = wait_for_signal() => tracing::warn!("second signal: exiting now"),
     }
     ExitCode::SUCCESS
+}
+
+/// Reloads the configuration on every SIGHUP until SIGINT or SIGTERM.
+async fn reload_on_hangup(broker: &stompede::broker::Broker) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        wait_for_signal().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = wait_for_signal() => return,
+            _ = hangup.recv() => {
+                if let Err(e) = broker.reload() {
+                    tracing::error!(error = %e, "SIGHUP: nothing changed");
+                }
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -630,6 +630,7 @@ mod tests {
         fn queue_count(&self) -> usize {
             0
         }
+        fn set_retain(&self, _: Vec<String>) {}
         fn stats(
             &self,
         ) -> std::pin::Pin<Box<dyn Future<Output = crate::engine::EngineStats> + Send + '_>>

@@ -35,8 +35,8 @@ pub struct LocalEngine {
     /// User destinations by [`user_key`]: a registry of their own, so no topic
     /// pattern can reach them.
     users: ExactRegistry,
-    /// `topics.retain` patterns.
-    retain: Vec<String>,
+    /// `topics.retain` patterns; replaced whole by a reload.
+    retain: RwLock<Arc<Vec<String>>>,
     max_retained: usize,
     retained: DashMap<String, Retained>,
     /// Orders retained delivery against live delivery: publishers to retained
@@ -69,7 +69,7 @@ impl LocalEngine {
         LocalEngine {
             topics: TopicRegistry::new(),
             users: ExactRegistry::new(),
-            retain,
+            retain: RwLock::new(Arc::new(retain)),
             max_retained,
             retained: DashMap::new(),
             retain_order: RwLock::new(()),
@@ -193,7 +193,12 @@ impl Engine for LocalEngine {
         headers: &Headers,
         body: Bytes,
     ) -> Result<usize, Refused> {
-        let retain = self.retain.iter().any(|p| matches(p, destination));
+        let retain = self
+            .retain
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|p| matches(p, destination));
         Ok(self.deliver_topic(destination, headers, body, retain))
     }
 
@@ -244,6 +249,10 @@ impl Engine for LocalEngine {
 
     fn queue_count(&self) -> usize {
         self.queues.len()
+    }
+
+    fn set_retain(&self, patterns: Vec<String>) {
+        *self.retain.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(patterns);
     }
 
     fn stats(&self) -> Pin<Box<dyn Future<Output = EngineStats> + Send + '_>> {

@@ -114,6 +114,10 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// Queues that exist right now.
     fn queue_count(&self) -> usize;
 
+    /// Replaces the `topics.retain` patterns (a reload). Values already retained
+    /// stay until their destination is published to again.
+    fn set_retain(&self, patterns: Vec<String>);
+
     /// Counts of what the engine holds (asks every queue).
     fn stats(&self) -> Pin<Box<dyn Future<Output = EngineStats> + Send + '_>>;
 

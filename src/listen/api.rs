@@ -107,6 +107,53 @@ pub async fn stats(
     )
 }
 
+/// Serves `POST /api/reload` to an admin: reads the configuration file again and
+/// applies what can change while running (as SIGHUP does). 200 with what was
+/// applied and what needs a restart; 400 when the file is invalid (nothing
+/// changed); 409 when the broker was not started from a file.
+pub async fn reload(
+    req: Request<Incoming>,
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let identity = match authenticate(&req, &broker, peer).await {
+        Ok(identity) => identity,
+        Err(r) => return refused(r),
+    };
+    if !identity.roles.contains(&Role::Admin) {
+        return refused(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "POST /api/reload is for the admin role",
+        ));
+    }
+    // Reading and checking the file (password hashes, key files) is blocking work.
+    let b = broker.clone();
+    let done = tokio::task::spawn_blocking(move || b.reload()).await;
+    match done {
+        Ok(Ok(reloaded)) => json(
+            StatusCode::OK,
+            &serde_json::to_value(&reloaded).unwrap_or_default(),
+        ),
+        Ok(Err(e @ crate::broker::ReloadError::NoFile)) => {
+            refused(Refusal::new(StatusCode::CONFLICT, "no_file", e.to_string()))
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "POST /api/reload: nothing changed");
+            refused(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_config",
+                e.to_string(),
+            ))
+        }
+        Err(_) => refused(Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failed",
+            "the reload failed",
+        )),
+    }
+}
+
 /// A refusal as a response: its status and `{"error", "message"}`.
 fn refused(r: Refusal) -> Response<Full<Bytes>> {
     let mut res = json(

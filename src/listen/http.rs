@@ -107,6 +107,9 @@ async fn connection<IO>(
                 (&Method::GET, "/api/stats") => {
                     return Ok(super::api::stats(req, broker, peer).await);
                 }
+                (&Method::POST, "/api/reload") => {
+                    return Ok(super::api::reload(req, broker, peer).await);
+                }
                 _ => {}
             }
             Ok(route(req, broker, metrics, peer, address))

@@ -88,6 +88,9 @@ pub enum ProtocolError {
         "the broker holds its limit of {0} bytes in unfinished frames (limits.max_pending_frame_bytes); send smaller frames or retry"
     )]
     PendingFramesFull(usize),
+    /// A reload removed the session's login from the configuration.
+    #[error("login {0:?} was removed from the configuration")]
+    LoginRemoved(String),
     /// The session's token reached its `exp` (plus the leeway).
     #[error("token expired")]
     TokenExpired,
@@ -123,6 +126,7 @@ impl ProtocolError {
             ProtocolError::Topic(e) => e.reason(),
             ProtocolError::UnknownAck(_) => "unknown_ack",
             ProtocolError::TokenExpired => "token_expired",
+            ProtocolError::LoginRemoved(_) => "login_removed",
             ProtocolError::FrameTimeout(_) => "frame_timeout",
             ProtocolError::PendingFramesFull(_) => "pending_frames_full",
             ProtocolError::TransactionTooLarge(_) => "transaction_too_large",

@@ -87,6 +87,9 @@ pub struct Session {
     connect_deadline: Instant,
     /// When the session's token runs out (token logins only).
     token_deadline: Option<Instant>,
+    /// Logins removed by configuration reloads: if this session's is among them,
+    /// it ends.
+    revoked: tokio::sync::watch::Receiver<Arc<Vec<String>>>,
 }
 
 /// Where a session's bytes come from: the socket's read half ([`Reader`]) when
@@ -160,6 +163,7 @@ impl Session {
             peer,
             connect_deadline: far_future(broker.config.limits.connect_timeout()),
             token_deadline: None,
+            revoked: broker.revoked(),
             broker,
             outbox,
             version: None,
@@ -215,6 +219,17 @@ impl Session {
                     self.broker.metrics.token_expired();
                     self.send_error(&ProtocolError::TokenExpired, None);
                     return;
+                }
+                changed = self.revoked.changed() => {
+                    // The broker holds the sender as long as this session runs.
+                    if changed.is_err() {
+                        return;
+                    }
+                    let removed = self.revoked.borrow_and_update().clone();
+                    if let Some(login) = self.identity.login.clone().filter(|l| removed.contains(l)) {
+                        self.send_error(&ProtocolError::LoginRemoved(login), None);
+                        return;
+                    }
                 }
                 answer = oldest(&mut self.pending), if !self.pending.is_empty() => {
                     if !self.settle(answer) {

@@ -56,7 +56,7 @@ pub(crate) fn route<'f>(
         command: "SEND to",
         destination: destination.to_owned(),
     };
-    if !broker.access.may_send(identity, &family, destination) {
+    if !broker.access().may_send(identity, &family, destination) {
         return Err(forbidden());
     }
     match family {

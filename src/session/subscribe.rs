@@ -68,7 +68,7 @@ impl Session {
         if !own_user_queue
             && !self
                 .broker
-                .access
+                .access()
                 .may_subscribe(&self.identity, &family, destination)
         {
             return Err(forbidden());
@@ -98,7 +98,7 @@ impl Session {
         // it would receive is checked too.
         let filter = match &target {
             Target::Topic(t) if is_pattern(t) => {
-                ReadFilter::for_subscription(&self.broker.access, &self.identity)
+                ReadFilter::for_subscription(&self.broker.access(), &self.identity)
             }
             _ => None,
         };

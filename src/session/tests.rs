@@ -100,6 +100,9 @@ impl crate::engine::Engine for LinkDown {
     fn queue_count(&self) -> usize {
         self.0.queue_count()
     }
+    fn set_retain(&self, patterns: Vec<String>) {
+        self.0.set_retain(patterns)
+    }
     fn stats(
         &self,
     ) -> std::pin::Pin<Box<dyn Future<Output = crate::engine::EngineStats> + Send + '_>> {

@@ -49,6 +49,23 @@ pub fn users_toml() -> &'static str {
     })
 }
 
+/// An `[[auth.users]]` entry, hashed at the lowest argon2 cost.
+pub fn user_toml(login: &str, password: &str, role: &str) -> String {
+    use argon2::password_hash::PasswordHasher;
+    let cheap = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(8, 1, 1, None).unwrap(),
+    );
+    let hash = cheap
+        .hash_password(password.as_bytes())
+        .unwrap()
+        .to_string();
+    format!(
+        "[[auth.users]]\nlogin = \"{login}\"\npassword_hash = \"{hash}\"\nroles = [\"{role}\"]\n"
+    )
+}
+
 /// A broker started by [`broker`], with the temporary directory its queue store
 /// lives in (removed when this is dropped).
 pub struct TestBroker {
@@ -675,6 +692,38 @@ impl BrokerProcess {
             Err(_) => panic!("broker did not start: {:?}", process.log.lock().unwrap()),
         }
         process
+    }
+
+    /// Sends SIGHUP (reload the configuration).
+    pub fn hangup(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (at most [`TIMEOUT`]) for the `nth` (from 1) log line containing
+    /// `text`, and returns it.
+    pub async fn log_line(&self, text: &str, nth: usize) -> String {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Some(line) = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(text))
+                .nth(nth - 1)
+            {
+                return line.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no log line {nth} with {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// SIGKILL: the process dies at once, without any shutdown.

@@ -1,0 +1,132 @@
+//! Reloading the configuration while running (SIGHUP, `POST /api/reload`):
+//! users and access rules change, open connections keep their login, a removed
+//! user's sessions end with an ERROR, what needs a restart is named, and a bad
+//! file changes nothing.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use base64::Engine as _;
+use common::{BrokerProcess, Client, http_request, user_toml};
+use stompede::codec::Command;
+
+fn write_config(dir: &std::path::Path, text: &str) {
+    std::fs::write(dir.join("broker.toml"), text).unwrap();
+}
+
+fn basic(login: &str, password: &str) -> String {
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"));
+    format!("Basic {pair}")
+}
+
+#[tokio::test]
+async fn sighup_applies_users_and_rules_ends_removed_users_and_survives_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "[store]\npath = {:?}\n",
+        dir.path().join("data").display().to_string()
+    );
+    let b = BrokerProcess::start(dir.path(), &store, &[]);
+    let mut alice = Client::tcp_at(b.stomp_addr).await;
+    alice.connect_as("alice", "alice-pw").await;
+    let mut bob = Client::tcp_at(b.stomp_addr).await;
+    bob.connect_as("bob", "bob-pw").await;
+    // Before: traders may not send to topics, and dave does not exist.
+    let mut dave = Client::tcp_at(b.stomp_addr).await;
+    dave.send(
+        stompede::codec::Frame::new(Command::Connect)
+            .header("accept-version", "1.2")
+            .header("login", "dave")
+            .header("passcode", "dave-pw"),
+    )
+    .await;
+    dave.expect_error("authentication failed").await;
+
+    // alice removed, dave added, a rule lets traders send to /topic/bulletins.
+    let users: String = [
+        user_toml("bob", "bob-pw", "trader"),
+        user_toml("svc", "svc-pw", "service"),
+        user_toml("root", "root-pw", "admin"),
+        user_toml("dave", "dave-pw", "trader"),
+    ]
+    .concat();
+    let rule = "[[auth.acl]]\nmatch = \"/topic/bulletins\"\nsend = [\"trader\"]\nsubscribe = [\"anonymous\", \"authenticated\"]\n";
+    write_config(dir.path(), &format!("{store}{rule}{users}"));
+    b.hangup();
+    let line = b.log_line("configuration reloaded", 1).await;
+    assert!(line.contains("alice"), "{line}");
+    // alice's open session ends, saying why; bob's goes on with the new rule.
+    alice
+        .expect_error("login \"alice\" was removed from the configuration")
+        .await;
+    let mut reader = Client::tcp_at(b.stomp_addr).await;
+    reader.connect_anonymously().await;
+    reader.subscribe("b", "/topic/bulletins").await;
+    bob.publish("/topic/bulletins", "from bob").await;
+    assert_eq!(reader.message_on("/topic/bulletins").await, "from bob");
+    let mut dave = Client::tcp_at(b.stomp_addr).await;
+    dave.connect_as("dave", "dave-pw").await;
+
+    // A bad file: nothing changes, and the log says why.
+    write_config(
+        dir.path(),
+        &format!("{store}[limits]\nmax_frame_bytes = \"big\"\n{users}"),
+    );
+    b.hangup();
+    let line = b.log_line("SIGHUP: nothing changed", 1).await;
+    assert!(line.contains("max_frame_bytes"), "{line}");
+    let mut dave_again = Client::tcp_at(b.stomp_addr).await;
+    dave_again.connect_as("dave", "dave-pw").await;
+    bob.publish("/topic/bulletins", "rule kept").await;
+    assert_eq!(reader.message_on("/topic/bulletins").await, "rule kept");
+}
+
+#[tokio::test]
+async fn post_api_reload_is_for_admins_and_names_what_needs_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "[store]\npath = {:?}\n",
+        dir.path().join("data").display().to_string()
+    );
+    let b = BrokerProcess::start(dir.path(), &store, &[]);
+    let reload = |auth: String| {
+        let addr = b.http_addr;
+        async move {
+            http_request(
+                addr,
+                "POST",
+                "/api/reload",
+                &[("Authorization", &auth)],
+                b"",
+            )
+            .await
+        }
+    };
+    let (status, _) = reload(basic("svc", "svc-pw")).await;
+    assert_eq!(status, 403);
+    let users = common::users_toml();
+    write_config(
+        dir.path(),
+        &format!("{store}[limits]\nmax_subscriptions = 7\n{users}"),
+    );
+    let (status, text) = reload(basic("root", "root-pw")).await;
+    assert_eq!(status, 200, "{text}");
+    let done: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(done["need_restart"], serde_json::json!(["limits"]));
+    assert!(
+        done["applied"]
+            .as_array()
+            .unwrap()
+            .contains(&"auth.users".into())
+    );
+    write_config(dir.path(), &format!("{store}[nosuch]\nx = 1\n{users}"));
+    let (status, text) = reload(basic("root", "root-pw")).await;
+    assert_eq!(status, 400, "{text}");
+    let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"], "invalid_config");
+    assert!(
+        error["message"].as_str().unwrap().contains("nosuch"),
+        "{text}"
+    );
+}
