@@ -27,6 +27,9 @@ pub struct Broker {
     /// Who may send and subscribe where (`[[auth.acl]]` over the built-in rules);
     /// replaced whole by a reload. Read through [`Broker::access`].
     access: RwLock<Arc<crate::auth::acl::Access>>,
+    /// The limits in force; a reload replaces those that can change while
+    /// running. Read through [`Broker::limits`], never `config.limits`.
+    limits: RwLock<Arc<crate::config::LimitsConfig>>,
     /// Logins removed by the last reload: sessions of theirs end with an ERROR.
     revoked: tokio::sync::watch::Sender<Arc<Vec<String>>>,
     /// Where the configuration came from, and the log filter to change, when the
@@ -140,6 +143,7 @@ impl Broker {
             crate::admission::Admission::new(config.limits.max_connections_per_ip, max_http);
         Ok(Arc::new(Broker {
             access: RwLock::new(access),
+            limits: RwLock::new(Arc::new(config.limits.clone())),
             revoked: tokio::sync::watch::Sender::new(Arc::new(Vec::new())),
             reload_with: OnceLock::new(),
             admission,
@@ -279,6 +283,14 @@ impl Broker {
             .clone()
     }
 
+    /// The limits in force (`[limits]`, as last reloaded).
+    pub fn limits(&self) -> Arc<crate::config::LimitsConfig> {
+        self.limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Logins removed by reloads, to watch for.
     pub(crate) fn revoked(&self) -> tokio::sync::watch::Receiver<Arc<Vec<String>>> {
         self.revoked.subscribe()
@@ -328,13 +340,37 @@ impl Broker {
         let access = crate::auth::acl::Access::new(&new.auth.acl).unwrap_or_default();
         *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(access);
         self.engine.set_retain(new.topics.retain.clone());
+        let mut need_restart = Vec::new();
+        // Limits read once at start-up into the admission, login and budget
+        // machinery keep their running values; the rest apply to every later check
+        // (and the per-connection ones to every later connection).
+        let mut limits = new.limits.clone();
+        let running = self.limits();
+        macro_rules! kept {
+            ($($field:ident),*) => {$(
+                if limits.$field != running.$field {
+                    limits.$field = running.$field;
+                    need_restart.push(concat!("limits.", stringify!($field)));
+                }
+            )*};
+        }
+        kept!(
+            max_connections,
+            max_http_connections,
+            max_connections_per_ip,
+            max_pending_frame_bytes,
+            max_concurrent_password_checks,
+            max_queued_logins,
+            max_queued_logins_per_ip,
+            max_failed_logins_per_ip,
+            failed_login_window_ms
+        );
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(limits);
         let old = &self.config;
         let differs =
             |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-        let mut need_restart = Vec::new();
         for (section, changed) in [
             ("server", differs(&old.server, &new.server)),
-            ("limits", differs(&old.limits, &new.limits)),
             ("heartbeat", differs(&old.heartbeat, &new.heartbeat)),
             ("log.format", differs(&old.log.format, &new.log.format)),
             ("auth.jwt", differs(&old.auth.jwt, &new.auth.jwt)),
@@ -360,7 +396,13 @@ impl Broker {
             }
         }
         Reloaded {
-            applied: vec!["auth.users", "auth.anonymous", "auth.acl", "topics.retain"],
+            applied: vec![
+                "auth.users",
+                "auth.anonymous",
+                "auth.acl",
+                "topics.retain",
+                "limits",
+            ],
             need_restart,
             removed_logins: removed,
         }

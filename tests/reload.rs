@@ -108,18 +108,36 @@ async fn post_api_reload_is_for_admins_and_names_what_needs_a_restart() {
     let users = common::users_toml();
     write_config(
         dir.path(),
-        &format!("{store}[limits]\nmax_subscriptions = 7\n{users}"),
+        &format!(
+            "{store}[limits]\nmax_subscriptions = 2\nmax_connections = 5\n[queues]\nmax_depth = 9\n{users}"
+        ),
     );
     let (status, text) = reload(basic("root", "root-pw")).await;
     assert_eq!(status, 200, "{text}");
     let done: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(done["need_restart"], serde_json::json!(["limits"]));
+    assert_eq!(
+        done["need_restart"],
+        serde_json::json!(["limits.max_connections", "queues"])
+    );
     assert!(
         done["applied"]
             .as_array()
             .unwrap()
-            .contains(&"auth.users".into())
+            .contains(&"limits".into())
     );
+    // The new subscription limit holds for the next SUBSCRIBE.
+    let mut c = Client::tcp_at(b.stomp_addr).await;
+    c.connect_anonymously().await;
+    c.subscribe("1", "/topic/a").await;
+    c.subscribe("2", "/topic/b").await;
+    c.send(
+        stompede::codec::Frame::new(Command::Subscribe)
+            .header("id", "3")
+            .header("destination", "/topic/c"),
+    )
+    .await;
+    c.expect_error("at most 2 per connection (limits.max_subscriptions)")
+        .await;
     write_config(dir.path(), &format!("{store}[nosuch]\nx = 1\n{users}"));
     let (status, text) = reload(basic("root", "root-pw")).await;
     assert_eq!(status, 400, "{text}");

@@ -197,7 +197,7 @@ async fn accept(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let max = broker.config.limits.max_frame_bytes;
+    let max = broker.limits().max_frame_bytes;
     let too_large = || {
         Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -213,7 +213,7 @@ async fn accept(
         return Err(too_large());
     }
     let _held = Held::take(broker, declared.unwrap_or(max))?;
-    let limits = &broker.config.limits;
+    let limits = broker.limits();
     let body = tokio::time::timeout(
         limits.frame_timeout(),
         Limited::new(req.into_body(), max).collect(),
@@ -380,7 +380,7 @@ async fn authenticate(
         ));
     };
     let login = tokio::time::timeout(
-        broker.config.limits.connect_timeout(),
+        broker.limits().connect_timeout(),
         broker.auth.connect(credentials, peer.ip()),
     )
     .await

@@ -73,7 +73,7 @@ pub async fn serve(
                 connection(stream, conn_broker, metrics, peer, address).await;
                 return;
             };
-            let limit = conn_broker.config.limits.connect_timeout();
+            let limit = conn_broker.limits().connect_timeout();
             match tokio::time::timeout(limit, tls.accept(stream)).await {
                 Ok(Ok(stream)) => connection(stream, conn_broker, metrics, peer, address).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -311,7 +311,7 @@ async fn run_ws(
     guard: ConnectionGuard,
     peer: SocketAddr,
 ) {
-    let limits = &broker.config.limits;
+    let limits = broker.limits();
     // Small read buffers keep idle connections cheap. A WebSocket message may carry
     // several frames, so it may be somewhat larger than one frame; a larger one is
     // refused with an ERROR by the session.

@@ -57,7 +57,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, tls: Option<TlsAc
         let tasks = broker.tasks.clone();
         tasks.spawn(async move {
             let _ = stream.set_nodelay(true);
-            let limit = broker.config.limits.connect_timeout();
+            let limit = broker.limits().connect_timeout();
             match tokio::time::timeout(limit, tls.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let (reader, writer) = crate::transport::tls(stream);

@@ -52,7 +52,7 @@ impl Session {
         let login = tokio::time::timeout_at(self.connect_deadline, login)
             .await
             .map_err(|_| {
-                ProtocolError::ConnectTimeout(self.broker.config.limits.connect_timeout_ms)
+                ProtocolError::ConnectTimeout(self.broker.limits().connect_timeout_ms)
             })??;
         self.identity = login.identity;
         // A token login ends when its token does.

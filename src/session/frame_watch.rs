@@ -32,7 +32,7 @@ pub(super) struct FrameWatch {
 
 impl FrameWatch {
     pub(super) fn new(broker: Arc<Broker>) -> Self {
-        let timeout = broker.config.limits.frame_timeout();
+        let timeout = broker.limits().frame_timeout();
         FrameWatch {
             broker,
             timeout,

@@ -126,15 +126,15 @@ pub async fn run(
     guard: ConnectionGuard,
     peer: SocketAddr,
 ) {
-    let (outbox, rx) = outbox(broker.config.limits.max_outbox_bytes);
+    let (outbox, rx) = outbox(broker.limits().max_outbox_bytes);
     let writer_done = CancellationToken::new();
     let writer_task = broker.tasks.spawn(writer::run(
         writer,
         rx,
         broker.metrics.clone(),
         WriterConfig {
-            write_timeout: broker.config.limits.write_timeout(),
-            max_outbox_bytes: broker.config.limits.max_outbox_bytes,
+            write_timeout: broker.limits().write_timeout(),
+            max_outbox_bytes: broker.limits().max_outbox_bytes,
         },
         broker.shutdown.clone(),
         writer_done.clone(),
@@ -158,10 +158,10 @@ impl Session {
         Session {
             id,
             name: format!("session-{id}"),
-            decoder: Decoder::new(broker.config.limits.codec()),
+            decoder: Decoder::new(broker.limits().codec()),
             frame_watch: frame_watch::FrameWatch::new(broker.clone()),
             peer,
-            connect_deadline: far_future(broker.config.limits.connect_timeout()),
+            connect_deadline: far_future(broker.limits().connect_timeout()),
             token_deadline: None,
             revoked: broker.revoked(),
             broker,
@@ -195,7 +195,7 @@ impl Session {
         writer_done: &CancellationToken,
     ) {
         let mut buf = BytesMut::new();
-        let connect_timeout = self.broker.config.limits.connect_timeout();
+        let connect_timeout = self.broker.limits().connect_timeout();
         let mut deadline = self.connect_deadline;
         // Bytes the transport holds below whole messages (WebSocket).
         let transport = reader.progress();

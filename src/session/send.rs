@@ -61,7 +61,7 @@ pub(crate) fn route<'f>(
     }
     match family {
         Destination::Topic(name) => {
-            check_topic(name, broker.config.limits.topic())?;
+            check_topic(name, broker.limits().topic())?;
             if is_pattern(destination) {
                 return Err(ProtocolError::WildcardSend(destination.to_owned()));
             }

@@ -46,14 +46,14 @@ impl Session {
         if self.subscriptions.contains_key(id) {
             return Err(ProtocolError::DuplicateSubscription(id.to_owned()));
         }
-        let max = self.broker.config.limits.max_subscriptions;
+        let max = self.broker.limits().max_subscriptions;
         if self.subscriptions.len() >= max {
             return Err(ProtocolError::TooManySubscriptions(max));
         }
         // The id and destination are kept several times over (registry, encoded
         // header line, this session's map): bound what one connection may hold.
         let bytes = id.len() + destination.len();
-        let max_bytes = self.broker.config.limits.max_subscription_bytes;
+        let max_bytes = self.broker.limits().max_subscription_bytes;
         if self.subscription_bytes + bytes > max_bytes {
             return Err(ProtocolError::SubscriptionBytes(max_bytes));
         }
@@ -77,7 +77,7 @@ impl Session {
         // this session's login (`/user/queue/NAME` only; never another user's).
         let target = match family {
             Destination::Topic(name) => {
-                check_topic(name, self.broker.config.limits.topic())?;
+                check_topic(name, self.broker.limits().topic())?;
                 Target::Topic(destination.to_owned())
             }
             Destination::User(rest) => {

@@ -153,7 +153,7 @@ impl Client {
 
     /// Starts a session on `broker`.
     fn on((broker, store): (Arc<Broker>, tempfile::TempDir)) -> Client {
-        let (outbox, rx) = outbox(broker.config.limits.max_outbox_bytes);
+        let (outbox, rx) = outbox(broker.limits().max_outbox_bytes);
         let (to_session, script) = mpsc::unbounded_channel();
         let b = broker.clone();
         tokio::spawn(async move {

@@ -52,7 +52,7 @@ impl Session {
                 "transaction {id:?} is already open"
             )));
         }
-        let max = self.broker.config.limits.max_open_transactions;
+        let max = self.broker.limits().max_open_transactions;
         if self.transactions.len() >= max {
             return Err(ProtocolError::Transaction(format!(
                 "at most {max} open transactions per connection (limits.max_open_transactions)"
@@ -84,7 +84,7 @@ impl Session {
             Enlisted::Ack(a) => Enlisted::Ack(a.held()),
         };
         let cost = frame.cost();
-        let max = self.broker.config.limits.max_transaction_bytes;
+        let max = self.broker.limits().max_transaction_bytes;
         if self.transaction_bytes + cost > max {
             return Err(ProtocolError::TransactionTooLarge(max));
         }
