@@ -74,20 +74,8 @@ pub async fn stats(
     broker: Arc<Broker>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
-    let identity = match authenticate(&req, &broker, peer).await {
-        Ok(identity) => identity,
-        Err(r) => return refused(r),
-    };
-    if !identity
-        .roles
-        .iter()
-        .any(|r| matches!(r, Role::Admin | Role::Service))
-    {
-        return refused(Refusal::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "GET /api/stats is for the admin and service roles",
-        ));
+    if let Err(r) = authorized(&req, &broker, peer, &[Role::Admin, Role::Service]).await {
+        return refused(r);
     }
     let engine = broker.engine.stats().await;
     let (ws, tcp) = broker.connections_by_transport();
@@ -116,16 +104,8 @@ pub async fn reload(
     broker: Arc<Broker>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
-    let identity = match authenticate(&req, &broker, peer).await {
-        Ok(identity) => identity,
-        Err(r) => return refused(r),
-    };
-    if !identity.roles.contains(&Role::Admin) {
-        return refused(Refusal::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "POST /api/reload is for the admin role",
-        ));
+    if let Err(r) = authorized(&req, &broker, peer, &[Role::Admin]).await {
+        return refused(r);
     }
     // Reading and checking the file (password hashes, key files) is blocking work.
     let b = broker.clone();
@@ -337,6 +317,34 @@ fn message(destination: String, headers: Headers, body: Bytes) -> command::Send 
         headers,
         body,
     }
+}
+
+/// Authenticates the request and checks that its login has one of `roles`
+/// (403 naming the request and the roles otherwise).
+async fn authorized(
+    req: &Request<Incoming>,
+    broker: &Arc<Broker>,
+    peer: SocketAddr,
+    roles: &[Role],
+) -> Result<crate::auth::Identity, Refusal> {
+    let identity = authenticate(req, broker, peer).await?;
+    if !identity.roles.iter().any(|r| roles.contains(r)) {
+        let names: Vec<String> = roles
+            .iter()
+            .map(|r| format!("{r:?}").to_lowercase())
+            .collect();
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{} {} is for the roles {}",
+                req.method(),
+                req.uri().path(),
+                names.join(", ")
+            ),
+        ));
+    }
+    Ok(identity)
 }
 
 /// The request's login: a Bearer token or Basic credentials; nothing is a 401.

@@ -538,24 +538,7 @@ pub async fn connect_from(local: &str, addr: SocketAddr) -> std::io::Result<TcpS
 
 /// A plain HTTP GET over loopback: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(TIMEOUT, s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    http_request(addr, "GET", path, &[], b"").await
 }
 
 /// `POST path` with `headers` and `body` (HTTP/1.1, one request per connection);
