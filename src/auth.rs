@@ -276,6 +276,11 @@ impl Authenticator {
         removed
     }
 
+    /// Whether `login` is a configured user now.
+    pub fn has_user(&self, login: &str) -> bool {
+        self.users().by_login.contains_key(login)
+    }
+
     fn users(&self) -> Arc<Users> {
         self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

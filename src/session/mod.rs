@@ -87,8 +87,8 @@ pub struct Session {
     connect_deadline: Instant,
     /// When the session's token runs out (token logins only).
     token_deadline: Option<Instant>,
-    /// Logins removed by configuration reloads: if this session's is among them,
-    /// it ends.
+    /// Changes when a reload removes logins: a password session whose login is
+    /// no longer configured then ends.
     revoked: tokio::sync::watch::Receiver<Arc<Vec<String>>>,
 }
 
@@ -225,8 +225,16 @@ impl Session {
                     if changed.is_err() {
                         return;
                     }
-                    let removed = self.revoked.borrow_and_update().clone();
-                    if let Some(login) = self.identity.login.clone().filter(|l| removed.contains(l)) {
+                    self.revoked.borrow_and_update();
+                    // Checked against the table, not the last change alone, so two
+                    // reloads in quick succession cannot hide a removal. A token
+                    // login is not in the table and stays.
+                    let gone = self
+                        .identity
+                        .login
+                        .clone()
+                        .filter(|l| self.token_deadline.is_none() && !self.broker.auth.has_user(l));
+                    if let Some(login) = gone {
                         self.send_error(&ProtocolError::LoginRemoved(login), None);
                         return;
                     }
