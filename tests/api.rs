@@ -5,18 +5,12 @@
 
 mod common;
 
-use base64::Engine as _;
-use common::{Client, broker, http_post};
+use common::{Client, basic, broker, http_post};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::Value;
 use stompede::codec::Command;
 
 const SECRET: &str = "the backends' shared token secret";
-
-fn basic(login: &str, password: &str) -> String {
-    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"));
-    format!("Basic {pair}")
-}
 
 fn bearer(login: &str, roles: &[&str]) -> String {
     let claims = serde_json::json!({

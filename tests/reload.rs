@@ -7,17 +7,11 @@
 
 mod common;
 
-use base64::Engine as _;
-use common::{BrokerProcess, Client, http_request, user_toml};
+use common::{BrokerProcess, Client, basic, http_request, user_toml};
 use stompede::codec::Command;
 
 fn write_config(dir: &std::path::Path, text: &str) {
     std::fs::write(dir.join("broker.toml"), text).unwrap();
-}
-
-fn basic(login: &str, password: &str) -> String {
-    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"));
-    format!("Basic {pair}")
 }
 
 #[tokio::test]

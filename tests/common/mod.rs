@@ -49,6 +49,13 @@ pub fn users_toml() -> &'static str {
     })
 }
 
+/// An `Authorization: Basic` value for `login` and `password`.
+pub fn basic(login: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"));
+    format!("Basic {pair}")
+}
+
 /// An `[[auth.users]]` entry, hashed at the lowest argon2 cost.
 pub fn user_toml(login: &str, password: &str, role: &str) -> String {
     use argon2::password_hash::PasswordHasher;
