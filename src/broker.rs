@@ -63,6 +63,23 @@ impl Broker {
         Self::start_with(config, |local| local)
     }
 
+    /// [`Broker::start`] for a node of a cluster when `cluster.nats_url` is set
+    /// (named `node_name`), otherwise one node on its own.
+    pub fn start_node(config: Config, node_name: String) -> Result<Arc<Broker>, StoreError> {
+        if !config.cluster.enabled() {
+            return Self::start(config);
+        }
+        let options = crate::engine::ClusterOptions {
+            nats_url: config.cluster.nats_url.clone(),
+            node_name,
+            subscription_capacity: config.cluster.subscription_capacity,
+            max_pending_publishes: config.cluster.max_pending_publishes,
+        };
+        Self::start_with(config, move |local| {
+            crate::engine::ClusterEngine::start(options, local)
+        })
+    }
+
     /// [`Broker::start`], with the engine made by `engine` from the single-node
     /// one: a cluster engine wraps it (and tests put a refusing engine in front).
     pub fn start_with(
@@ -390,6 +407,7 @@ impl Broker {
             ("queues", differs(&old.queues, &new.queues)),
             ("store", differs(&old.store, &new.store)),
             ("tls", differs(&old.tls, &new.tls)),
+            ("cluster", differs(&old.cluster, &new.cluster)),
         ] {
             if changed {
                 need_restart.push(section);

@@ -56,6 +56,56 @@ pub struct Config {
     pub store: StoreConfig,
     /// TLS listeners.
     pub tls: TlsConfig,
+    /// Joining a cluster of nodes over NATS.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS server URLs, comma separated (JetStream enabled); empty: one node on
+    /// its own.
+    pub nats_url: String,
+    /// This node's name; empty: host name and HTTP port.
+    pub node_name: String,
+    /// Messages one NATS subscription buffers before NATS' client drops them
+    /// (counted in `stompede_cluster_slow_consumer_drops_total`).
+    pub subscription_capacity: usize,
+    /// Publishes waiting for the NATS connection before SENDs get an ERROR.
+    pub max_pending_publishes: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nats_url: String::new(),
+            node_name: String::new(),
+            subscription_capacity: 65_536,
+            max_pending_publishes: 8192,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether the node joins a cluster.
+    pub fn enabled(&self) -> bool {
+        !self.nats_url.trim().is_empty()
+    }
+
+    /// `node_name`, or the host name and `http_port` when it is empty.
+    pub fn node_name(&self, http_port: u16) -> String {
+        if !self.node_name.is_empty() {
+            return self.node_name.clone();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("{host}:{http_port}")
+    }
 }
 
 /// `[tls]`: the `wss://` and STOMP-over-TLS listeners, on when `cert_file` is set.
@@ -575,7 +625,7 @@ impl Config {
                 },
             )?;
         }
-        let positive: [(&'static str, u64); 17] = [
+        let positive: [(&'static str, u64); 19] = [
             ("limits.max_topic_words", self.limits.max_topic_words as u64),
             ("limits.max_frame_bytes", self.limits.max_frame_bytes as u64),
             (
@@ -624,6 +674,14 @@ impl Config {
                 "limits.failed_login_window_ms",
                 self.limits.failed_login_window_ms,
             ),
+            (
+                "cluster.subscription_capacity",
+                self.cluster.subscription_capacity as u64,
+            ),
+            (
+                "cluster.max_pending_publishes",
+                self.cluster.max_pending_publishes as u64,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -632,6 +690,14 @@ impl Config {
                     reason: "must be greater than 0".to_owned(),
                 });
             }
+        }
+        if self.cluster.enabled() {
+            crate::engine::cluster::server_addrs(&self.cluster.nats_url).map_err(|reason| {
+                ConfigError::BadValue {
+                    key: "cluster.nats_url",
+                    reason,
+                }
+            })?;
         }
         let mut logins = std::collections::HashSet::new();
         for user in &self.auth.users {

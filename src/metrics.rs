@@ -68,6 +68,21 @@ pub mod names {
     pub const TOKEN_EXPIRIES_TOTAL: &str = "stompede_token_expiries_total";
     /// Counter: password logins answered from the cache of verified credentials.
     pub const AUTH_CACHE_HITS_TOTAL: &str = "stompede_auth_cache_hits_total";
+    /// Gauge (cluster nodes only): 1 while connected to NATS.
+    pub const CLUSTER_CONNECTED: &str = "stompede_cluster_connected";
+    /// Counter (cluster nodes only): reconnections to NATS after the first connect.
+    pub const CLUSTER_RECONNECTS_TOTAL: &str = "stompede_cluster_reconnects_total";
+    /// Counter (cluster nodes only): messages published to NATS.
+    pub const CLUSTER_MESSAGES_OUT_TOTAL: &str = "stompede_cluster_messages_out_total";
+    /// Counter (cluster nodes only): messages received from NATS.
+    pub const CLUSTER_MESSAGES_IN_TOTAL: &str = "stompede_cluster_messages_in_total";
+    /// Counter (cluster nodes only): messages NATS' client dropped for a full
+    /// subscription buffer (`cluster.subscription_capacity`).
+    pub const CLUSTER_SLOW_CONSUMER_TOTAL: &str = "stompede_cluster_slow_consumer_drops_total";
+    /// Counter (cluster nodes only): arrivals on cluster subjects no node wrote.
+    pub const CLUSTER_MALFORMED_TOTAL: &str = "stompede_cluster_malformed_total";
+    /// Counter (cluster nodes only): publishes NATS refused after the node took them.
+    pub const CLUSTER_PUBLISH_FAILURES_TOTAL: &str = "stompede_cluster_publish_failures_total";
     /// Histogram: seconds from a message's publication to its write to a subscriber.
     pub const PUBLISH_TO_WRITE_SECONDS: &str = "stompede_publish_to_write_seconds";
 }

@@ -97,8 +97,9 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
             Some((https, https_listener, stomps, stomps_listener))
         }
     };
-    let broker = Broker::start(config)?;
     let (http, http_addr) = http;
+    let node_name = config.cluster.node_name(http_addr.port());
+    let broker = Broker::start_node(config, node_name)?;
     let stomp_addr = tcp.as_ref().map(|(_, a)| *a);
     broker.tasks.spawn(listen::http::serve(
         http,

@@ -610,11 +610,24 @@ mod tests {
             self.record(format!("/user/{login}/queue/{queue}"), &body);
             Ok(0)
         }
-        fn subscribe_topic(&self, _: &str, _: Arc<crate::registry::Subscriber>) {}
+        fn subscribe_topic(
+            &self,
+            _: &str,
+            _: Arc<crate::registry::Subscriber>,
+        ) -> Result<(), crate::engine::Refused> {
+            Ok(())
+        }
         fn unsubscribe_topic(&self, _: &str, _: u64, _: &str) -> bool {
             false
         }
-        fn subscribe_user(&self, _: &str, _: &str, _: Arc<crate::registry::Subscriber>) {}
+        fn subscribe_user(
+            &self,
+            _: &str,
+            _: &str,
+            _: Arc<crate::registry::Subscriber>,
+        ) -> Result<(), crate::engine::Refused> {
+            Ok(())
+        }
         fn unsubscribe_user(&self, _: &str, _: &str, _: u64, _: &str) -> bool {
             false
         }

@@ -80,7 +80,7 @@ impl LocalEngine {
         }
     }
 
-    fn message_id(&self) -> String {
+    pub(super) fn message_id(&self) -> String {
         format!(
             "{:x}-{}",
             self.boot,
@@ -94,12 +94,14 @@ impl LocalEngine {
     /// their destination. Counts the publish.
     fn template(&self, shown: &str, headers: &Headers, body: Bytes) -> (MessageTemplate, String) {
         let message_id = self.message_id();
-        let shared = [("destination", shown), ("message-id", message_id.as_str())]
-            .into_iter()
-            .chain(headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
-        let template = MessageTemplate::new(shared, body);
+        let template = build_template(shown, &message_id, headers, body);
         self.metrics.published.increment(1);
         (template, message_id)
+    }
+
+    /// Counts a message taken for publishing elsewhere (a cluster engine).
+    pub(super) fn count_published(&self) {
+        self.metrics.published.increment(1);
     }
 
     /// Delivers to the topic subscribers of `destination`, keeping its last message
@@ -135,8 +137,27 @@ impl LocalEngine {
     }
 }
 
+/// The MESSAGE template of one message: `shown` as its destination, the sender's
+/// headers without the reserved ones.
+pub(super) fn build_template(
+    shown: &str,
+    message_id: &str,
+    headers: &Headers,
+    body: Bytes,
+) -> MessageTemplate {
+    let shared = [("destination", shown), ("message-id", message_id)]
+        .into_iter()
+        .chain(headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
+    MessageTemplate::new(shared, body)
+}
+
 /// Queues one delivery of `template` for `sub`.
-fn hand_to(sub: &Subscriber, template: &MessageTemplate, message_id: &str, published: Instant) {
+pub(super) fn hand_to(
+    sub: &Subscriber,
+    template: &MessageTemplate,
+    message_id: &str,
+    published: Instant,
+) {
     let message = match sub.ack {
         AckMode::Auto => template.deliver(&sub.header, &[]),
         // Topic messages need no ack to be kept; the header lets client-ack code
@@ -216,16 +237,23 @@ impl Engine for LocalEngine {
         }))
     }
 
-    fn subscribe_topic(&self, pattern: &str, subscriber: Arc<Subscriber>) {
+    fn subscribe_topic(&self, pattern: &str, subscriber: Arc<Subscriber>) -> Result<(), Refused> {
         self.subscribe_retained(pattern, subscriber);
+        Ok(())
     }
 
     fn unsubscribe_topic(&self, pattern: &str, session: u64, id: &str) -> bool {
         self.topics.unsubscribe(pattern, session, id)
     }
 
-    fn subscribe_user(&self, login: &str, queue: &str, subscriber: Arc<Subscriber>) {
+    fn subscribe_user(
+        &self,
+        login: &str,
+        queue: &str,
+        subscriber: Arc<Subscriber>,
+    ) -> Result<(), Refused> {
         self.users.subscribe(&user_key(login, queue), subscriber);
+        Ok(())
     }
 
     fn unsubscribe_user(&self, login: &str, queue: &str, session: u64, id: &str) -> bool {

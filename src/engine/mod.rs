@@ -25,8 +25,10 @@
 //! queue work is a command to the queue's actor. Topic history by offset (resume
 //! after a reconnect) joins this trait with the history issue.
 
+pub mod cluster;
 mod local;
 
+pub use cluster::{ClusterEngine, ClusterOptions};
 pub use local::LocalEngine;
 
 use crate::codec::Headers;
@@ -45,6 +47,26 @@ pub enum Refused {
     /// link is down or its outgoing buffer full).
     #[error("the broker cannot take messages right now: {0}")]
     Unavailable(String),
+    /// The destination is too long to be a cluster subject.
+    #[error(
+        "destination too long for the cluster: its NATS subject would be {bytes} bytes; at most {max} allowed"
+    )]
+    TooLong {
+        /// The subject's length.
+        bytes: usize,
+        /// The most a subject may have.
+        max: usize,
+    },
+}
+
+impl Refused {
+    /// A short, bounded label for `stompede_errors_sent_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refused::Unavailable(_) => "engine_unavailable",
+            Refused::TooLong { .. } => "destination_too_long",
+        }
+    }
 }
 
 /// What the engine holds, for `GET /api/stats`.
@@ -54,7 +76,8 @@ pub struct EngineStats {
     pub queues: Vec<crate::queue::QueueStats>,
     /// Topic destinations holding a retained message.
     pub retained_topics: usize,
-    /// `single` for one node on its own.
+    /// `single` for one node on its own; `connected` or `disconnected` (from
+    /// NATS) for a node of a cluster.
     pub cluster: &'static str,
 }
 
@@ -64,6 +87,9 @@ pub enum Unready {
     /// The queue store stopped writing (fail-stop after a failed commit).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A cluster node is not connected to NATS.
+    #[error("not connected to NATS ({0})")]
+    Cluster(String),
 }
 
 /// Where sessions, application handlers and backends publish and subscribe.
@@ -91,13 +117,18 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
 
     /// Subscribes to a topic destination or pattern (`/topic/...`, already checked
     /// against the topic limits), handing over matching retained values first.
-    fn subscribe_topic(&self, pattern: &str, subscriber: Arc<Subscriber>);
+    fn subscribe_topic(&self, pattern: &str, subscriber: Arc<Subscriber>) -> Result<(), Refused>;
 
     /// Removes a topic subscription; returns whether it existed.
     fn unsubscribe_topic(&self, pattern: &str, session: u64, id: &str) -> bool;
 
     /// Subscribes a session of `login` to its `/user/queue/{queue}`.
-    fn subscribe_user(&self, login: &str, queue: &str, subscriber: Arc<Subscriber>);
+    fn subscribe_user(
+        &self,
+        login: &str,
+        queue: &str,
+        subscriber: Arc<Subscriber>,
+    ) -> Result<(), Refused>;
 
     /// Removes a user destination subscription; returns whether it existed.
     fn unsubscribe_user(&self, login: &str, queue: &str, session: u64, id: &str) -> bool;

@@ -121,7 +121,7 @@ impl ProtocolError {
             ProtocolError::HandlerFailed(_) => "handler_failed",
             ProtocolError::Queue(crate::queue::QueueError::Store(_)) => "store_failed",
             ProtocolError::Queue(_) => "queue_refused",
-            ProtocolError::Engine(_) => "engine_unavailable",
+            ProtocolError::Engine(e) => e.reason(),
             ProtocolError::Transaction(_) => "transaction",
             ProtocolError::Topic(e) => e.reason(),
             ProtocolError::UnknownAck(_) => "unknown_ack",

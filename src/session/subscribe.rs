@@ -111,11 +111,11 @@ impl Session {
             filter,
         });
         match &target {
-            Target::Topic(t) => self.broker.engine.subscribe_topic(t, subscriber.clone()),
+            Target::Topic(t) => self.broker.engine.subscribe_topic(t, subscriber.clone())?,
             Target::User { login, queue } => {
                 self.broker
                     .engine
-                    .subscribe_user(login, queue, subscriber.clone())
+                    .subscribe_user(login, queue, subscriber.clone())?
             }
             Target::Queue(_) => {}
         }

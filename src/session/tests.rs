@@ -76,13 +76,22 @@ impl crate::engine::Engine for LinkDown {
     ) -> Result<usize, Refused> {
         Err(Refused::Unavailable("the NATS link is down".into()))
     }
-    fn subscribe_topic(&self, pattern: &str, s: Arc<crate::registry::Subscriber>) {
+    fn subscribe_topic(
+        &self,
+        pattern: &str,
+        s: Arc<crate::registry::Subscriber>,
+    ) -> Result<(), Refused> {
         self.0.subscribe_topic(pattern, s)
     }
     fn unsubscribe_topic(&self, pattern: &str, session: u64, id: &str) -> bool {
         self.0.unsubscribe_topic(pattern, session, id)
     }
-    fn subscribe_user(&self, login: &str, queue: &str, s: Arc<crate::registry::Subscriber>) {
+    fn subscribe_user(
+        &self,
+        login: &str,
+        queue: &str,
+        s: Arc<crate::registry::Subscriber>,
+    ) -> Result<(), Refused> {
         self.0.subscribe_user(login, queue, s)
     }
     fn unsubscribe_user(&self, login: &str, queue: &str, session: u64, id: &str) -> bool {

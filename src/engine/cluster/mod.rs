@@ -1,0 +1,393 @@
+//! The cluster engine: nodes of one cluster share topics and user destinations
+//! through NATS, and stay one broker to their clients.
+//!
+//! Every topic and user message goes out through NATS only, never straight to
+//! local subscribers, and comes back in through the node's own NATS
+//! subscriptions: one per distinct local pattern or user destination, shared by
+//! every local subscriber of it (reference counted, dropped [`LINGER`] after the
+//! last one goes). A message arriving through pattern P's subscription goes only
+//! to the local subscribers of exactly P, so a subscriber gets each message once
+//! even when several of the node's patterns match it.
+//!
+//! The NATS connection belongs to one task (the link, [`link`]); engine calls
+//! never wait on it. A publish is queued to the link in a bounded channel and is
+//! refused (an ERROR to the sender, never a silent loss) while the node is not
+//! connected or the channel is full. Queues stay with the local engine for now.
+
+mod link;
+mod subject;
+mod wire;
+
+use super::local::{build_template, hand_to};
+use super::{Engine, EngineStats, LocalEngine, Refused, Unready};
+use crate::codec::Headers;
+use crate::destination::RESERVED;
+use crate::destination::pattern::matches;
+use crate::queue::{QueueError, QueueHandle};
+use crate::registry::Subscriber;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+pub use link::LinkMetrics;
+
+/// How long a NATS subscription outlives its last local subscriber, so a client
+/// that resubscribes at once (a page reload) does not churn subscriptions.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// How a node joins its cluster (`[cluster]`).
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// NATS server URLs, comma separated (`cluster.nats_url`).
+    pub nats_url: String,
+    /// This node's name, in NATS' connection list and message ids
+    /// (`cluster.node_name`).
+    pub node_name: String,
+    /// Messages one NATS subscription may hold before NATS' client drops them
+    /// (`cluster.subscription_capacity`).
+    pub subscription_capacity: usize,
+    /// Publishes waiting for the NATS link before SENDs are refused
+    /// (`cluster.max_pending_publishes`).
+    pub max_pending_publishes: usize,
+}
+
+/// The NATS servers of `cluster.nats_url` (comma separated), or why one is not a
+/// server URL.
+pub fn server_addrs(nats_url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    nats_url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.parse().map_err(|e| format!("{u:?}: {e}")))
+        .collect()
+}
+
+/// What a NATS subscription of this node is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    /// A topic destination or pattern, as the clients wrote it.
+    Topic(String),
+    /// `/user/{login}/queue/{queue}`.
+    User { login: String, queue: String },
+}
+
+/// One NATS subscription (one or two subjects) and the local subscribers it
+/// feeds.
+#[derive(Debug)]
+struct Interest {
+    key: Key,
+    subjects: Vec<String>,
+    /// A topic pattern arrivals must still match (a `#` NATS cannot express).
+    filter: Option<String>,
+    /// Read by the interest's reader task on every arrival; written on
+    /// (un)subscribe. Never held across `.await`.
+    subs: RwLock<Vec<Arc<Subscriber>>>,
+}
+
+impl Interest {
+    /// Hands one arrival on `subject` to the local subscribers. A topic message
+    /// must name the destination its subject stands for: anything else on a
+    /// cluster subject was not published by a node, and is dropped.
+    fn deliver(&self, subject: &str, message: wire::Wire) -> Result<usize, wire::WireError> {
+        let shown = match &self.key {
+            Key::Topic(_) => {
+                if message
+                    .destination
+                    .starts_with(crate::destination::pattern::TOPIC)
+                    && subject::topic(&message.destination).is_ok_and(|s| s == subject)
+                {
+                    message.destination
+                } else {
+                    return Err(wire::WireError::Malformed);
+                }
+            }
+            Key::User { queue, .. } => format!("/user/queue/{queue}"),
+        };
+        let shown = shown.as_str();
+        if let Some(pattern) = &self.filter
+            && !matches(pattern, shown)
+        {
+            return Ok(0);
+        }
+        let template = build_template(shown, &message.message_id, &message.headers, message.body);
+        let published = Instant::now();
+        let subs = self.subs.read().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for sub in subs.iter() {
+            if matches!(self.key, Key::User { .. }) || sub.may_read(shown) {
+                hand_to(sub, &template, &message.message_id, published);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The interests of this node, by key. Locked only for map changes, never across
+/// `.await` and never on a publish.
+#[derive(Debug, Default)]
+struct Interests {
+    map: Mutex<HashMap<Key, Arc<Interest>>>,
+}
+
+/// A node of a cluster: topics and user destinations through NATS, queues as on
+/// one node.
+#[derive(Debug)]
+pub struct ClusterEngine {
+    local: Arc<LocalEngine>,
+    node: String,
+    link: Arc<link::Link>,
+    publishes: mpsc::Sender<link::Publish>,
+    control: mpsc::UnboundedSender<link::Control>,
+    interests: Arc<Interests>,
+}
+
+impl ClusterEngine {
+    /// Starts the link to NATS (connecting, and reconnecting, in the background)
+    /// and returns the engine at once; it refuses publishes until connected.
+    /// Must be called inside a Tokio runtime.
+    pub fn start(options: ClusterOptions, local: Arc<LocalEngine>) -> Arc<ClusterEngine> {
+        let (publishes, publish_rx) = mpsc::channel(options.max_pending_publishes.max(1));
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let link = link::Link::start(&options, publish_rx, control_rx);
+        Arc::new(ClusterEngine {
+            local,
+            node: options.node_name,
+            link,
+            publishes,
+            control,
+            interests: Arc::default(),
+        })
+    }
+
+    /// Queues a message for NATS, or says why it cannot be taken.
+    fn publish(
+        &self,
+        subject: Result<String, subject::TooLong>,
+        destination: &str,
+        headers: &Headers,
+        body: &Bytes,
+    ) -> Result<usize, Refused> {
+        let subject = subject.map_err(too_long)?;
+        self.link.check_connected()?;
+        let message_id = format!("{}-{}", self.node, self.local.message_id());
+        let payload = wire::encode(
+            destination,
+            &message_id,
+            headers.iter().filter(|(k, _)| !RESERVED.contains(k)),
+            body,
+        );
+        self.link.check_payload(payload.len())?;
+        self.publishes
+            .try_send(link::Publish { subject, payload })
+            .map_err(|e| {
+                match e {
+                mpsc::error::TrySendError::Full(_) => Refused::Unavailable(
+                    "too many messages waiting for the cluster link (cluster.max_pending_publishes)"
+                        .into(),
+                ),
+                mpsc::error::TrySendError::Closed(_) => {
+                    Refused::Unavailable("the cluster link has stopped".into())
+                }
+            }
+            })?;
+        self.local.count_published();
+        Ok(0)
+    }
+
+    /// Adds `sub` under `key`, opening the NATS subscription if it is the first.
+    fn join(
+        &self,
+        key: Key,
+        interest: impl FnOnce() -> Result<subject::Interest, subject::TooLong>,
+        sub: Arc<Subscriber>,
+    ) -> Result<(), Refused> {
+        let mut map = self.interests.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = map.get(&key) {
+            existing
+                .subs
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(sub);
+            return Ok(());
+        }
+        let wanted = interest().map_err(too_long)?;
+        let filter = match &key {
+            Key::Topic(pattern) if wanted.filter => Some(pattern.clone()),
+            _ => None,
+        };
+        let created = Arc::new(Interest {
+            key: key.clone(),
+            subjects: wanted.subjects,
+            filter,
+            subs: RwLock::new(vec![sub]),
+        });
+        map.insert(key, created.clone());
+        // Sent under the lock, so opens and closes of one key reach the link in
+        // the order the map saw them.
+        let _ = self.control.send(link::Control::Open(created));
+        Ok(())
+    }
+
+    /// Removes a subscriber; the NATS subscription goes [`LINGER`] after its last.
+    fn leave(&self, key: &Key, session: u64, id: &str) -> bool {
+        let map = self.interests.map.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(interest) = map.get(key).cloned() else {
+            return false;
+        };
+        drop(map);
+        let (found, empty) = {
+            let mut subs = interest.subs.write().unwrap_or_else(|p| p.into_inner());
+            let before = subs.len();
+            subs.retain(|s| !(s.session == session && s.id == id));
+            (subs.len() != before, subs.is_empty())
+        };
+        if found && empty {
+            let interests = self.interests.clone();
+            let control = self.control.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(LINGER).await;
+                let mut map = interests.map.lock().unwrap_or_else(|p| p.into_inner());
+                let idle = map.get(&key).is_some_and(|i| {
+                    Arc::ptr_eq(i, &interest)
+                        && i.subs.read().unwrap_or_else(|p| p.into_inner()).is_empty()
+                });
+                if idle {
+                    map.remove(&key);
+                    let _ = control.send(link::Control::Close(interest));
+                }
+            });
+        }
+        found
+    }
+}
+
+fn too_long(e: subject::TooLong) -> Refused {
+    Refused::TooLong {
+        bytes: e.bytes,
+        max: subject::MAX_SUBJECT_BYTES,
+    }
+}
+
+impl Engine for ClusterEngine {
+    fn publish_topic(
+        &self,
+        destination: &str,
+        headers: &Headers,
+        body: Bytes,
+    ) -> Result<usize, Refused> {
+        self.publish(subject::topic(destination), destination, headers, &body)
+    }
+
+    fn publish_user(
+        &self,
+        login: &str,
+        queue: &str,
+        headers: &Headers,
+        body: Bytes,
+    ) -> Result<usize, Refused> {
+        let shown = format!("/user/queue/{queue}");
+        self.publish(subject::user(login, queue), &shown, headers, &body)
+    }
+
+    fn subscribe_topic(&self, pattern: &str, subscriber: Arc<Subscriber>) -> Result<(), Refused> {
+        self.join(
+            Key::Topic(pattern.to_owned()),
+            || subject::topic_interest(pattern),
+            subscriber,
+        )
+    }
+
+    fn unsubscribe_topic(&self, pattern: &str, session: u64, id: &str) -> bool {
+        self.leave(&Key::Topic(pattern.to_owned()), session, id)
+    }
+
+    fn subscribe_user(
+        &self,
+        login: &str,
+        queue: &str,
+        subscriber: Arc<Subscriber>,
+    ) -> Result<(), Refused> {
+        let key = Key::User {
+            login: login.to_owned(),
+            queue: queue.to_owned(),
+        };
+        self.join(
+            key,
+            || {
+                Ok(subject::Interest {
+                    subjects: vec![subject::user(login, queue)?],
+                    filter: false,
+                })
+            },
+            subscriber,
+        )
+    }
+
+    fn unsubscribe_user(&self, login: &str, queue: &str, session: u64, id: &str) -> bool {
+        let key = Key::User {
+            login: login.to_owned(),
+            queue: queue.to_owned(),
+        };
+        self.leave(&key, session, id)
+    }
+
+    fn queue(&self, name: &str) -> Result<QueueHandle, QueueError> {
+        self.local.queue(name)
+    }
+
+    fn ready(&self) -> Result<(), Unready> {
+        self.local.ready()?;
+        self.link.ready()
+    }
+
+    fn topic_subscribers(&self, destination: &str) -> usize {
+        let map = self.interests.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter_map(|(key, interest)| match key {
+                Key::Topic(p) if matches(p, destination) => Some(
+                    interest
+                        .subs
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .iter()
+                        .filter(|s| s.may_read(destination))
+                        .count(),
+                ),
+                _ => None,
+            })
+            .sum()
+    }
+
+    fn queue_count(&self) -> usize {
+        self.local.queue_count()
+    }
+
+    fn set_retain(&self, patterns: Vec<String>) {
+        self.local.set_retain(patterns);
+    }
+
+    fn stats(&self) -> Pin<Box<dyn Future<Output = EngineStats> + Send + '_>> {
+        Box::pin(async move {
+            let mut stats = self.local.stats().await;
+            stats.cluster = if self.link.ready().is_ok() {
+                "connected"
+            } else {
+                "disconnected"
+            };
+            stats
+        })
+    }
+
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            self.link.close().await;
+            self.local.close().await;
+        })
+    }
+}

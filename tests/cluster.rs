@@ -1,0 +1,318 @@
+//! Three stompede nodes over three routed NATS servers, all on loopback: the nodes
+//! behave as one broker for topics and user destinations.
+//!
+//! Subscriptions spread across NATS routes asynchronously, so each test first
+//! publishes probes until one arrives (the positive control), and only then counts.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+#[path = "common/nats.rs"]
+mod nats;
+
+use common::{BrokerProcess, Client, http_get};
+use nats::NatsCluster;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use stompede::codec::{Command, Frame};
+
+/// NATS servers and stompede nodes; node `i` is given only NATS server `i` (it
+/// learns the others from the server, as NATS clients do).
+struct Cluster {
+    nats: NatsCluster,
+    nodes: Vec<BrokerProcess>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+fn start_cluster(extra: &str) -> Cluster {
+    let nats = NatsCluster::start();
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "[cluster]\nnats_url = \"{}\"\nnode_name = \"node-{name}\"\n[store]\npath = {:?}\n[quotes]\ninterval_ms = 60000\n{extra}",
+            nats.nodes[i].url(),
+            dir.path().join("store").display().to_string(),
+        );
+        nodes.push(BrokerProcess::start(dir.path(), &toml, &[]));
+        dirs.push(dir);
+    }
+    Cluster {
+        nats,
+        nodes,
+        _dirs: dirs,
+    }
+}
+
+/// Waits (at most 20 s) until `/readyz` of `node` answers `status`.
+async fn ready(node: &BrokerProcess, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (got, body) = http_get(node.http_addr, "/readyz").await;
+        if got == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed {got}: {body}; log: {:?}",
+            node.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn connected(node: &BrokerProcess, login: &str) -> Client {
+    let mut c = Client::tcp_at(node.stomp_addr).await;
+    c.connect_as(login, &format!("{login}-pw")).await;
+    c
+}
+
+/// The next MESSAGE within `wait`, if any.
+async fn message_within(c: &mut Client, wait: Duration) -> Option<Frame> {
+    let f = tokio::time::timeout(wait, c.next_frame()).await.ok()??;
+    assert_eq!(f.command, Command::Message, "{f:?}");
+    Some(f)
+}
+
+fn body(f: &Frame) -> String {
+    String::from_utf8(f.body.to_vec()).unwrap()
+}
+
+/// Publishes probes on `destination` through `publisher` until `subscriber` has
+/// one on each subscription in `ids` (at most 15 s): interest has spread.
+async fn until_routed(
+    publisher: &mut Client,
+    subscriber: &mut Client,
+    destination: &str,
+    ids: &[&str],
+) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen: Vec<&str> = Vec::new();
+    while seen.len() < ids.len() {
+        assert!(
+            Instant::now() < deadline,
+            "no probe on {ids:?} ({seen:?} seen)"
+        );
+        publisher.publish(destination, "probe").await;
+        while let Some(m) = message_within(subscriber, Duration::from_millis(200)).await {
+            assert_eq!(body(&m), "probe");
+            let id = m.headers.get("subscription").unwrap();
+            if let Some(i) = ids.iter().find(|i| **i == id)
+                && !seen.contains(i)
+            {
+                seen.push(i);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_message_reaches_each_subscription_on_another_node_once() {
+    let cluster = start_cluster("");
+    for node in &cluster.nodes {
+        ready(node, 200).await;
+    }
+    let mut sub = connected(&cluster.nodes[0], "alice").await;
+    // Three patterns of one session match `/topic/cluster.x`; each must get each
+    // message once, although the node holds three NATS subscriptions for them.
+    sub.subscribe("exact", "/topic/cluster.x").await;
+    sub.subscribe("star", "/topic/cluster.*").await;
+    sub.subscribe("hash", "/topic/#.x").await;
+    let mut publisher = connected(&cluster.nodes[1], "svc").await;
+    until_routed(
+        &mut publisher,
+        &mut sub,
+        "/topic/cluster.x",
+        &["exact", "star", "hash"],
+    )
+    .await;
+    // Late probes may still come: everything is read up to an end marker.
+    for i in 0..100 {
+        publisher
+            .publish("/topic/cluster.x", &format!("m{i}"))
+            .await;
+    }
+    publisher.publish("/topic/cluster.y", "only-star").await;
+    publisher.publish("/topic/other", "nobody").await;
+    publisher.publish("/topic/cluster.x", "end").await;
+    let mut got: HashMap<String, Vec<String>> = HashMap::new();
+    let mut ended = 0;
+    while ended < 3 {
+        let m = message_within(&mut sub, Duration::from_secs(5))
+            .await
+            .expect("a message");
+        let (id, text) = (m.headers.get("subscription").unwrap().to_owned(), body(&m));
+        assert!(
+            m.headers
+                .get("message-id")
+                .is_some_and(|v| v.starts_with("node-b-")),
+            "{m:?}"
+        );
+        if text == "end" {
+            ended += 1;
+        } else if text != "probe" {
+            got.entry(id).or_default().push(text);
+        }
+    }
+    let numbered: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    assert_eq!(got["exact"], numbered);
+    assert_eq!(got["hash"], numbered);
+    let mut star = numbered.clone();
+    star.push("only-star".into());
+    assert_eq!(got["star"], star);
+    assert_eq!(got.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trade_sent_through_one_node_is_confirmed_on_another() {
+    let cluster = start_cluster("");
+    for node in &cluster.nodes {
+        ready(node, 200).await;
+    }
+    let mut alice_c = connected(&cluster.nodes[2], "alice").await;
+    alice_c
+        .subscribe("conf", "/user/queue/trade-confirmation")
+        .await;
+    let mut bob_c = connected(&cluster.nodes[2], "bob").await;
+    bob_c
+        .subscribe("conf", "/user/queue/trade-confirmation")
+        .await;
+    let mut alice_a = connected(&cluster.nodes[0], "alice").await;
+    let mut bob_a = connected(&cluster.nodes[0], "bob").await;
+    // Until alice's interest has spread to node A's NATS server, confirmations
+    // published there reach nobody: orders are sent until one arrives.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let conf = loop {
+        assert!(Instant::now() < deadline, "no confirmation on node C");
+        alice_a
+            .trade(r#"{"symbol":"AAPL","quantity":7,"orderType":"BUY"}"#)
+            .await;
+        if let Some(m) = message_within(&mut alice_c, Duration::from_millis(300)).await {
+            break m;
+        }
+    };
+    assert_eq!(
+        conf.headers.get("destination"),
+        Some("/user/queue/trade-confirmation")
+    );
+    let json: serde_json::Value = serde_json::from_slice(&conf.body).unwrap();
+    assert_eq!(json["status"], "EXECUTED");
+    assert_eq!(json["symbol"], "AAPL");
+    assert_eq!(json["quantity"], 7);
+    // Bob's own order reaches bob on node C (the positive control), and none of
+    // alice's did.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let bobs = loop {
+        assert!(Instant::now() < deadline, "no confirmation for bob");
+        bob_a
+            .trade(r#"{"symbol":"MSFT","quantity":3,"orderType":"SELL"}"#)
+            .await;
+        if let Some(m) = message_within(&mut bob_c, Duration::from_millis(300)).await {
+            break m;
+        }
+    };
+    let json: serde_json::Value = serde_json::from_slice(&bobs.body).unwrap();
+    assert_eq!(
+        (json["symbol"].as_str(), json["quantity"].as_u64()),
+        (Some("MSFT"), Some(3))
+    );
+    while let Some(m) = message_within(&mut bob_c, Duration::from_millis(300)).await {
+        let json: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+        assert_eq!(json["symbol"], "MSFT", "bob got {json}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_keeps_working_when_a_nats_server_dies() {
+    let mut cluster = start_cluster("");
+    for node in &cluster.nodes {
+        ready(node, 200).await;
+    }
+    let mut sub = connected(&cluster.nodes[1], "alice").await;
+    sub.subscribe("s", "/topic/survive").await;
+    let mut publisher = connected(&cluster.nodes[0], "svc").await;
+    until_routed(&mut publisher, &mut sub, "/topic/survive", &["s"]).await;
+    // Node A knows NATS server 0 only from its configuration: it must move on to
+    // a server it learnt about.
+    cluster.nats.nodes[0].kill();
+    for node in &cluster.nodes {
+        ready(node, 200).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "nothing crossed after the NATS server died"
+        );
+        // A SEND may be refused while the node reconnects: a fresh client then.
+        publisher
+            .send(
+                Frame::new(Command::Send)
+                    .header("destination", "/topic/survive")
+                    .header("receipt", "r")
+                    .body("after"),
+            )
+            .await;
+        let answer = publisher.next_frame().await.expect("an answer");
+        if answer.command == Command::Error {
+            assert!(
+                answer
+                    .headers
+                    .get("message")
+                    .unwrap()
+                    .contains("cluster link"),
+                "{answer:?}"
+            );
+            publisher = connected(&cluster.nodes[0], "svc").await;
+            continue;
+        }
+        assert_eq!(answer.command, Command::Receipt);
+        if let Some(m) = message_within(&mut sub, Duration::from_millis(300)).await
+            && body(&m) == "after"
+        {
+            break;
+        }
+    }
+    let (_, metrics) = http_get(cluster.nodes[0].http_addr, "/metrics").await;
+    assert_eq!(
+        common::metric(&metrics, "stompede_cluster_connected"),
+        Some(1.0)
+    );
+    assert!(common::metric(&metrics, "stompede_cluster_messages_out_total").unwrap() >= 1.0);
+    assert!(common::metric(&metrics, "stompede_cluster_reconnects_total").unwrap() >= 1.0);
+}
+
+#[tokio::test]
+async fn a_node_without_nats_is_not_ready_and_refuses_sends() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[cluster]\nnats_url = \"nats://127.0.0.1:{port}\"\n[store]\npath = {:?}\n",
+        dir.path().join("store").display().to_string()
+    );
+    let node = BrokerProcess::start(dir.path(), &toml, &[]);
+    let (status, body) = http_get(node.http_addr, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("NATS"), "{body}");
+    let mut c = connected(&node, "svc").await;
+    c.send(
+        Frame::new(Command::Send)
+            .header("destination", "/topic/x")
+            .header("receipt", "r")
+            .body("lost?"),
+    )
+    .await;
+    let e = c.expect_error("the cluster link is down").await;
+    assert_eq!(e.headers.get("receipt-id"), Some("r"));
+    let (_, metrics) = http_get(node.http_addr, "/metrics").await;
+    assert_eq!(
+        common::metric(&metrics, "stompede_cluster_connected"),
+        Some(0.0)
+    );
+}
