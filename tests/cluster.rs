@@ -45,9 +45,10 @@ fn start_cluster(extra: &str) -> Cluster {
     }
 }
 
-/// Waits (at most 20 s) until `/readyz` of `node` answers `status`.
+/// Waits (at most 30 s: JetStream elects its leaders first) until `/readyz` of
+/// `node` answers `status`.
 async fn ready(node: &BrokerProcess, status: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (got, body) = http_get(node.http_addr, "/readyz").await;
         if got == status {
@@ -314,5 +315,96 @@ async fn a_node_without_nats_is_not_ready_and_refuses_sends() {
     assert_eq!(
         common::metric(&metrics, "stompede_cluster_connected"),
         Some(0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_value_published_on_one_node_is_handed_over_on_another() {
+    let cluster = start_cluster("[topics]\nretain = [\"/topic/kept.*\"]");
+    for node in &cluster.nodes {
+        ready(node, 200).await;
+    }
+    let mut publisher = connected(&cluster.nodes[1], "svc").await;
+    publisher.publish("/topic/kept.a", "v1").await;
+    publisher.publish("/topic/kept.a", "v2").await;
+    // Node C learns retained values from the cluster's store shortly after: a
+    // subscriber is made until it is handed the newest.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut sub = connected(&cluster.nodes[2], "alice").await;
+    let mut n = 0;
+    let retained = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no retained value on node C: {:?}",
+            cluster.nodes[2]
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains("retained") || l.contains("NATS"))
+                .collect::<Vec<_>>()
+        );
+        n += 1;
+        sub.subscribe(&format!("s{n}"), "/topic/kept.*").await;
+        // Node C's copy lags the store by the time a message takes to cross: an
+        // older value may be handed over first, never anything else.
+        if let Some(m) = message_within(&mut sub, Duration::from_millis(300)).await {
+            assert!(["v1", "v2"].contains(&body(&m).as_str()), "{m:?}");
+            if body(&m) == "v2" {
+                break m;
+            }
+        }
+        sub.send(Frame::new(Command::Unsubscribe).header("id", format!("s{n}")))
+            .await;
+    };
+    assert_eq!(body(&retained), "v2");
+    assert_eq!(retained.headers.get("retained"), Some("true"));
+    assert_eq!(retained.headers.get("destination"), Some("/topic/kept.a"));
+    // Then live messages: v3 once, after the retained value, never v2 again.
+    until_routed(
+        &mut publisher,
+        &mut sub,
+        "/topic/kept.probe",
+        &[&format!("s{n}")],
+    )
+    .await;
+    publisher.publish("/topic/kept.a", "v3").await;
+    publisher.publish("/topic/kept.b", "end").await;
+    let mut live = Vec::new();
+    loop {
+        let m = message_within(&mut sub, Duration::from_secs(5))
+            .await
+            .expect("a message");
+        match body(&m).as_str() {
+            "end" => break,
+            "probe" => {}
+            other => live.push(other.to_owned()),
+        }
+    }
+    assert_eq!(live, ["v3"]);
+    // A second subscriber on the same node gets the newest value once.
+    let mut second = connected(&cluster.nodes[2], "bob").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "retained value did not become v3"
+        );
+        second.subscribe("x", "/topic/kept.a").await;
+        let m = message_within(&mut second, Duration::from_secs(2))
+            .await
+            .expect("retained");
+        assert_eq!(m.headers.get("retained"), Some("true"));
+        if body(&m) == "v3" {
+            break;
+        }
+        second
+            .send(Frame::new(Command::Unsubscribe).header("id", "x"))
+            .await;
+    }
+    assert!(
+        message_within(&mut second, Duration::from_millis(300))
+            .await
+            .is_none()
     );
 }

@@ -115,18 +115,8 @@ impl LocalEngine {
     ) -> usize {
         let _order = retain.then(|| self.retain_order.read().unwrap_or_else(|p| p.into_inner()));
         let (template, message_id) = self.template(destination, headers, body.clone());
-        if retain
-            && (self.retained.len() < self.max_retained || self.retained.contains_key(destination))
-        {
-            self.retained.insert(
-                destination.to_owned(),
-                Retained {
-                    message_id: message_id.clone(),
-                    headers: headers.clone(),
-                    body,
-                },
-            );
-            self.metrics.retained.set(self.retained.len() as f64);
+        if retain {
+            self.store_retained(destination, &message_id, headers.clone(), body);
         }
         let published = Instant::now();
         self.topics.for_each_match(destination, |sub| {
@@ -177,7 +167,19 @@ impl LocalEngine {
         if !self.topics.subscribe(destination, sub.clone()) {
             return;
         }
-        let hand_over = |dest: &str, r: &Retained| {
+        self.hand_over_retained(destination, &sub, |_, _| {});
+    }
+
+    /// Hands `sub` the retained message of every destination `pattern` matches
+    /// that it may read, marked `retained: true`; tells `handed` each destination
+    /// and message id. The caller orders this against live deliveries.
+    pub(super) fn hand_over_retained(
+        &self,
+        pattern: &str,
+        sub: &Subscriber,
+        mut handed: impl FnMut(&str, &str),
+    ) {
+        let mut hand_over = |dest: &str, r: &Retained| {
             if !sub.may_read(dest) {
                 return;
             }
@@ -193,17 +195,55 @@ impl LocalEngine {
                     .filter(|(k, _)| !RESERVED.contains(k) && *k != "retained"),
             );
             let template = MessageTemplate::new(shared, r.body.clone());
-            hand_to(&sub, &template, &r.message_id, Instant::now());
+            hand_to(sub, &template, &r.message_id, Instant::now());
+            handed(dest, &r.message_id);
         };
-        if is_pattern(destination) {
+        if is_pattern(pattern) {
             for entry in self.retained.iter() {
-                if matches(destination, entry.key()) {
+                if matches(pattern, entry.key()) {
                     hand_over(entry.key(), entry.value());
                 }
             }
-        } else if let Some(r) = self.retained.get(destination) {
-            hand_over(destination, &r);
+        } else if let Some(r) = self.retained.get(pattern) {
+            hand_over(pattern, &r);
         }
+    }
+
+    /// Whether `destination` matches a `topics.retain` pattern.
+    pub(super) fn retains(&self, destination: &str) -> bool {
+        self.retain
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|p| matches(p, destination))
+    }
+
+    /// Keeps a message as the retained value of `destination` (at most
+    /// `topics.max_retained` destinations); a cluster node stores what its
+    /// cluster's shared store holds.
+    pub(super) fn store_retained(
+        &self,
+        destination: &str,
+        message_id: &str,
+        headers: Headers,
+        body: Bytes,
+    ) {
+        if self.retained.len() < self.max_retained || self.retained.contains_key(destination) {
+            self.retained.insert(
+                destination.to_owned(),
+                Retained {
+                    message_id: message_id.to_owned(),
+                    headers,
+                    body,
+                },
+            );
+            self.metrics.retained.set(self.retained.len() as f64);
+        }
+    }
+
+    /// `topics.max_retained`.
+    pub(super) fn max_retained(&self) -> usize {
+        self.max_retained
     }
 }
 
@@ -214,13 +254,7 @@ impl Engine for LocalEngine {
         headers: &Headers,
         body: Bytes,
     ) -> Result<usize, Refused> {
-        let retain = self
-            .retain
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|p| matches(p, destination));
-        Ok(self.deliver_topic(destination, headers, body, retain))
+        Ok(self.deliver_topic(destination, headers, body, self.retains(destination)))
     }
 
     fn publish_user(

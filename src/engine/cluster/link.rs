@@ -6,7 +6,7 @@
 //! itself and resubscribes; the link watches its events to keep `/readyz`, the
 //! metrics and the log honest about the connection.
 
-use super::{ClusterOptions, Interest, Refused, Unready, wire};
+use super::{ClusterOptions, Interest, LocalEngine, Refused, Unready, retained, wire};
 use crate::metrics::names;
 use async_nats::connection::State;
 use bytes::Bytes;
@@ -91,6 +91,9 @@ pub(super) struct Link {
     metrics: LinkMetrics,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
     stop: CancellationToken,
+    /// Whether this node follows the cluster's retained values (the stream
+    /// exists and is read).
+    retained: Arc<AtomicBool>,
 }
 
 impl Link {
@@ -99,14 +102,22 @@ impl Link {
         options: &ClusterOptions,
         publishes: mpsc::Receiver<Publish>,
         control: mpsc::UnboundedReceiver<Control>,
+        local: Arc<LocalEngine>,
     ) -> Arc<Link> {
         let link = Arc::new(Link {
             client: OnceLock::new(),
             metrics: LinkMetrics::new(),
             task: std::sync::Mutex::new(None),
             stop: CancellationToken::new(),
+            retained: Arc::default(),
         });
-        let task = tokio::spawn(run(link.clone(), options.clone(), publishes, control));
+        let task = tokio::spawn(run(
+            link.clone(),
+            options.clone(),
+            publishes,
+            control,
+            local,
+        ));
         *link.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         link
     }
@@ -117,12 +128,30 @@ impl Link {
             .is_some_and(|c| c.connection_state() == State::Connected)
     }
 
-    /// `Ok` while connected to a NATS server.
+    /// `Ok` while connected to a NATS server and following the retained values.
     pub(super) fn ready(&self) -> Result<(), Unready> {
-        if self.connected() {
+        if !self.connected() {
+            Err(Unready::Cluster(self.state()))
+        } else if !self.retained.load(Ordering::Relaxed) {
+            Err(Unready::Cluster(format!(
+                "JetStream stream {} not ready",
+                retained::STREAM
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Refuses a retained publish while the cluster's retained store cannot be
+    /// relied on to keep it.
+    pub(super) fn check_retained(&self) -> Result<(), Refused> {
+        if self.retained.load(Ordering::Relaxed) {
             Ok(())
         } else {
-            Err(Unready::Cluster(self.state()))
+            Err(Refused::Unavailable(format!(
+                "the cluster's retained store (JetStream stream {}) is not ready",
+                retained::STREAM
+            )))
         }
     }
 
@@ -173,6 +202,7 @@ async fn run(
     options: ClusterOptions,
     mut publishes: mpsc::Receiver<Publish>,
     mut control: mpsc::UnboundedReceiver<Control>,
+    local: Arc<LocalEngine>,
 ) {
     let metrics = link.metrics.clone();
     let node = options.node_name.clone();
@@ -196,6 +226,12 @@ async fn run(
         }
     };
     let _ = link.client.set(client.clone());
+    let mirror = tokio::spawn(retained::mirror(
+        client.clone(),
+        local,
+        link.retained.clone(),
+        link.stop.clone(),
+    ));
     let mut readers: HashMap<usize, JoinHandle<()>> = HashMap::new();
     loop {
         tokio::select! {
@@ -231,6 +267,7 @@ async fn run(
     for (_, reader) in readers {
         reader.abort();
     }
+    let _ = mirror.await;
 }
 
 async fn send(client: &async_nats::Client, metrics: &LinkMetrics, message: Publish) {

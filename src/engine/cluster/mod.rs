@@ -15,6 +15,7 @@
 //! connected or the channel is full. Queues stay with the local engine for now.
 
 mod link;
+mod retained;
 mod subject;
 mod wire;
 
@@ -85,7 +86,40 @@ struct Interest {
     filter: Option<String>,
     /// Read by the interest's reader task on every arrival; written on
     /// (un)subscribe. Never held across `.await`.
-    subs: RwLock<Vec<Arc<Subscriber>>>,
+    subs: RwLock<Vec<Entry>>,
+}
+
+/// One local subscriber of an interest.
+#[derive(Debug)]
+struct Entry {
+    sub: Arc<Subscriber>,
+    /// The retained values it was handed when it subscribed.
+    handed: Option<Box<Handed>>,
+}
+
+/// Retained values handed to a new subscriber, by destination. The node's copy
+/// of the retained store and its live subscriptions are fed by separate NATS
+/// streams, so for a short while a live message may arrive that the subscriber
+/// already got as its retained value, or an older one: those are skipped.
+#[derive(Debug)]
+struct Handed {
+    /// Past this, live messages are far behind anything handed over.
+    until: Instant,
+    ids: HashMap<String, String>,
+}
+
+/// How long after subscribing live messages are checked against what was handed.
+const HANDED_WINDOW: Duration = Duration::from_secs(10);
+
+/// Whether message `id` is the same as, or older than, `than` from the same
+/// publisher (ids are `NODE-BOOT-N`, counting up per publishing node run).
+fn not_newer(id: &str, than: &str) -> bool {
+    match (id.rsplit_once('-'), than.rsplit_once('-')) {
+        (Some((p, n)), Some((q, m))) if p == q => {
+            matches!((n.parse::<u64>(), m.parse::<u64>()), (Ok(n), Ok(m)) if n <= m)
+        }
+        _ => false,
+    }
 }
 
 impl Interest {
@@ -117,9 +151,18 @@ impl Interest {
         let published = Instant::now();
         let subs = self.subs.read().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
-        for sub in subs.iter() {
-            if matches!(self.key, Key::User { .. }) || sub.may_read(shown) {
-                hand_to(sub, &template, &message.message_id, published);
+        for entry in subs.iter() {
+            if let Some(handed) = &entry.handed
+                && published < handed.until
+                && handed
+                    .ids
+                    .get(shown)
+                    .is_some_and(|id| not_newer(&message.message_id, id))
+            {
+                continue;
+            }
+            if matches!(self.key, Key::User { .. }) || entry.sub.may_read(shown) {
+                hand_to(&entry.sub, &template, &message.message_id, published);
                 n += 1;
             }
         }
@@ -153,7 +196,7 @@ impl ClusterEngine {
     pub fn start(options: ClusterOptions, local: Arc<LocalEngine>) -> Arc<ClusterEngine> {
         let (publishes, publish_rx) = mpsc::channel(options.max_pending_publishes.max(1));
         let (control, control_rx) = mpsc::unbounded_channel();
-        let link = link::Link::start(&options, publish_rx, control_rx);
+        let link = link::Link::start(&options, publish_rx, control_rx, local.clone());
         Arc::new(ClusterEngine {
             local,
             node: options.node_name,
@@ -173,7 +216,17 @@ impl ClusterEngine {
         body: &Bytes,
     ) -> Result<usize, Refused> {
         let subject = subject.map_err(too_long)?;
+        // A retained topic also goes to the cluster's retained store.
+        let keep = match destination.starts_with(crate::destination::pattern::TOPIC)
+            && self.local.retains(destination)
+        {
+            true => Some(subject::retained(destination).map_err(too_long)?),
+            false => None,
+        };
         self.link.check_connected()?;
+        if keep.is_some() {
+            self.link.check_retained()?;
+        }
         let message_id = format!("{}-{}", self.node, self.local.message_id());
         let payload = wire::encode(
             destination,
@@ -182,19 +235,29 @@ impl ClusterEngine {
             body,
         );
         self.link.check_payload(payload.len())?;
-        self.publishes
-            .try_send(link::Publish { subject, payload })
+        // Both or neither: room for the retained copy is taken with the message's.
+        let mut permits = self
+            .publishes
+            .try_reserve_many(1 + usize::from(keep.is_some()))
             .map_err(|e| {
                 match e {
-                mpsc::error::TrySendError::Full(_) => Refused::Unavailable(
+                mpsc::error::TrySendError::Full(()) => Refused::Unavailable(
                     "too many messages waiting for the cluster link (cluster.max_pending_publishes)"
                         .into(),
                 ),
-                mpsc::error::TrySendError::Closed(_) => {
+                mpsc::error::TrySendError::Closed(()) => {
                     Refused::Unavailable("the cluster link has stopped".into())
                 }
             }
             })?;
+        for subject in std::iter::once(subject).chain(keep) {
+            if let Some(permit) = permits.next() {
+                permit.send(link::Publish {
+                    subject,
+                    payload: payload.clone(),
+                });
+            }
+        }
         self.local.count_published();
         Ok(0)
     }
@@ -208,14 +271,15 @@ impl ClusterEngine {
     ) -> Result<(), Refused> {
         let mut map = self.interests.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = map.get(&key) {
-            existing
-                .subs
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(sub);
+            // Handed over under the write lock: no live message reaches the new
+            // subscriber before its retained values.
+            let mut subs = existing.subs.write().unwrap_or_else(|p| p.into_inner());
+            let entry = self.entry(&key, sub);
+            subs.push(entry);
             return Ok(());
         }
         let wanted = interest().map_err(too_long)?;
+        let entry = self.entry(&key, sub);
         let filter = match &key {
             Key::Topic(pattern) if wanted.filter => Some(pattern.clone()),
             _ => None,
@@ -224,13 +288,32 @@ impl ClusterEngine {
             key: key.clone(),
             subjects: wanted.subjects,
             filter,
-            subs: RwLock::new(vec![sub]),
+            subs: RwLock::new(vec![entry]),
         });
         map.insert(key, created.clone());
         // Sent under the lock, so opens and closes of one key reach the link in
         // the order the map saw them.
         let _ = self.control.send(link::Control::Open(created));
         Ok(())
+    }
+
+    /// A new subscriber's entry, after handing it the retained values it matches
+    /// (topics only).
+    fn entry(&self, key: &Key, sub: Arc<Subscriber>) -> Entry {
+        let Key::Topic(pattern) = key else {
+            return Entry { sub, handed: None };
+        };
+        let mut ids = HashMap::new();
+        self.local.hand_over_retained(pattern, &sub, |dest, id| {
+            ids.insert(dest.to_owned(), id.to_owned());
+        });
+        let handed = (!ids.is_empty()).then(|| {
+            Box::new(Handed {
+                until: Instant::now() + HANDED_WINDOW,
+                ids,
+            })
+        });
+        Entry { sub, handed }
     }
 
     /// Removes a subscriber; the NATS subscription goes [`LINGER`] after its last.
@@ -243,7 +326,7 @@ impl ClusterEngine {
         let (found, empty) = {
             let mut subs = interest.subs.write().unwrap_or_else(|p| p.into_inner());
             let before = subs.len();
-            subs.retain(|s| !(s.session == session && s.id == id));
+            subs.retain(|e| !(e.sub.session == session && e.sub.id == id));
             (subs.len() != before, subs.is_empty())
         };
         if found && empty {
@@ -356,7 +439,7 @@ impl Engine for ClusterEngine {
                         .read()
                         .unwrap_or_else(|p| p.into_inner())
                         .iter()
-                        .filter(|s| s.may_read(destination))
+                        .filter(|e| e.sub.may_read(destination))
                         .count(),
                 ),
                 _ => None,

@@ -17,6 +17,10 @@ pub const MAX_SUBJECT_BYTES: usize = 3072;
 
 /// Every topic subject starts with this.
 const TOPIC_PREFIX: &str = "stompede.t";
+/// Every retained value's subject starts with this (the retained stream's).
+const RETAINED_PREFIX: &str = "stompede.r";
+/// The subjects of the retained stream.
+pub const RETAINED_SUBJECTS: &str = "stompede.r.>";
 /// Every user destination subject starts with this.
 const USER_PREFIX: &str = "stompede.u";
 
@@ -56,9 +60,18 @@ fn bounded(subject: String) -> Result<String, TooLong> {
 
 /// The subject of a concrete topic destination (`/topic/...`, no wildcard).
 pub fn topic(destination: &str) -> Result<String, TooLong> {
+    topic_under(TOPIC_PREFIX, destination)
+}
+
+/// The subject that keeps a topic destination's retained value.
+pub fn retained(destination: &str) -> Result<String, TooLong> {
+    topic_under(RETAINED_PREFIX, destination)
+}
+
+fn topic_under(prefix: &str, destination: &str) -> Result<String, TooLong> {
     let name = destination.strip_prefix(TOPIC).unwrap_or(destination);
-    let mut out = String::with_capacity(TOPIC_PREFIX.len() + name.len() + 8);
-    out.push_str(TOPIC_PREFIX);
+    let mut out = String::with_capacity(prefix.len() + name.len() + 8);
+    out.push_str(prefix);
     for word in name.split('.') {
         push_token(&mut out, word);
     }
@@ -180,6 +193,7 @@ mod tests {
         assert_eq!(topic("/topic/.").unwrap(), "stompede.t.~.~");
         assert_eq!(topic("/topic/~41").unwrap(), "stompede.t.~7e3431");
         assert_eq!(topic("/topic/é").unwrap(), "stompede.t.~c3a9");
+        assert_eq!(retained("/topic/a.b c").unwrap(), "stompede.r.a.~622063");
         assert_eq!(
             user("alice", "trade-confirmation").unwrap(),
             "stompede.u.alice.trade-confirmation"
