@@ -74,6 +74,14 @@ impl Broker {
             node_name,
             subscription_capacity: config.cluster.subscription_capacity,
             max_pending_publishes: config.cluster.max_pending_publishes,
+            queues: crate::engine::cluster::QueueSettings {
+                max_depth: config.queues.max_depth,
+                max_redeliveries: config.queues.max_redeliveries,
+                max_queues: config.queues.max_queues,
+                idle_reclaim: std::time::Duration::from_millis(config.queues.idle_reclaim_ms),
+                ack_wait: std::time::Duration::from_secs(config.cluster.ack_wait_s),
+                max_ack_pending: config.cluster.max_ack_pending,
+            },
         };
         Self::start_with(config, move |local| {
             crate::engine::ClusterEngine::start(options, local)

@@ -74,6 +74,12 @@ pub struct ClusterConfig {
     pub subscription_capacity: usize,
     /// Publishes waiting for the NATS connection before SENDs get an ERROR.
     pub max_pending_publishes: usize,
+    /// Seconds JetStream waits for a queue message's ack before giving it to a
+    /// consumer on another node (when the node holding it died).
+    pub ack_wait_s: u64,
+    /// Unacked messages of one queue across the cluster (JetStream's
+    /// max-ack-pending): bounds prefetch windows together.
+    pub max_ack_pending: usize,
 }
 
 impl Default for ClusterConfig {
@@ -83,6 +89,8 @@ impl Default for ClusterConfig {
             node_name: String::new(),
             subscription_capacity: 65_536,
             max_pending_publishes: 8192,
+            ack_wait_s: 30,
+            max_ack_pending: 10_000,
         }
     }
 }
@@ -625,7 +633,7 @@ impl Config {
                 },
             )?;
         }
-        let positive: [(&'static str, u64); 19] = [
+        let positive: [(&'static str, u64); 21] = [
             ("limits.max_topic_words", self.limits.max_topic_words as u64),
             ("limits.max_frame_bytes", self.limits.max_frame_bytes as u64),
             (
@@ -681,6 +689,11 @@ impl Config {
             (
                 "cluster.max_pending_publishes",
                 self.cluster.max_pending_publishes as u64,
+            ),
+            ("cluster.ack_wait_s", self.cluster.ack_wait_s),
+            (
+                "cluster.max_ack_pending",
+                self.cluster.max_ack_pending as u64,
             ),
         ];
         for (key, value) in positive {

@@ -25,6 +25,11 @@ struct Cluster {
 }
 
 fn start_cluster(extra: &str) -> Cluster {
+    start_cluster_with(extra, &[])
+}
+
+/// [`start_cluster`] with environment variables for every node.
+fn start_cluster_with(extra: &str, env: &[(&str, &str)]) -> Cluster {
     let nats = NatsCluster::start();
     let mut nodes = Vec::new();
     let mut dirs = Vec::new();
@@ -35,7 +40,7 @@ fn start_cluster(extra: &str) -> Cluster {
             nats.nodes[i].url(),
             dir.path().join("store").display().to_string(),
         );
-        nodes.push(BrokerProcess::start(dir.path(), &toml, &[]));
+        nodes.push(BrokerProcess::start(dir.path(), &toml, env));
         dirs.push(dir);
     }
     Cluster {
@@ -404,6 +409,164 @@ async fn a_retained_value_published_on_one_node_is_handed_over_on_another() {
     }
     assert!(
         message_within(&mut second, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}
+
+/// ACKs a MESSAGE by its `ack` header, without a receipt.
+async fn ack(c: &mut Client, m: &Frame) {
+    let id = m.headers.get("ack").expect("an ack header").to_owned();
+    c.send(Frame::new(Command::Ack).header("id", id)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_consumers_on_two_nodes_share_a_queue_with_nothing_lost_or_doubled() {
+    let cluster = start_cluster("");
+    for node in &cluster.nodes {
+        ready(node, 200).await;
+    }
+    let mut a = connected(&cluster.nodes[0], "alice").await;
+    a.subscribe_with(
+        "qa",
+        "/queue/jobs",
+        &[("ack", "client-individual"), ("prefetch-count", "5")],
+    )
+    .await;
+    let mut b = connected(&cluster.nodes[1], "bob").await;
+    b.subscribe_with(
+        "qb",
+        "/queue/jobs",
+        &[("ack", "client-individual"), ("prefetch-count", "5")],
+    )
+    .await;
+    let mut sender = connected(&cluster.nodes[2], "svc").await;
+    for i in 0..200 {
+        // Each receipt means JetStream holds the message.
+        sender.publish("/queue/jobs", &format!("job-{i}")).await;
+    }
+    let mut got: Vec<(usize, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 200 arrived",
+            got.len()
+        );
+        for (k, c) in [&mut a, &mut b].into_iter().enumerate() {
+            while let Some(m) = message_within(c, Duration::from_millis(50)).await {
+                assert_eq!(m.headers.get("destination"), Some("/queue/jobs"));
+                ack(c, &m).await;
+                got.push((k, body(&m)));
+            }
+        }
+    }
+    // Nothing more comes once all are acked.
+    sender.publish("/queue/jobs", "last").await;
+    let mut last = 0;
+    for c in [&mut a, &mut b] {
+        while let Some(m) = message_within(c, Duration::from_millis(500)).await {
+            assert_eq!(body(&m), "last", "a duplicate: {m:?}");
+            ack(c, &m).await;
+            last += 1;
+        }
+    }
+    assert_eq!(last, 1);
+    let mut bodies: Vec<String> = got.iter().map(|(_, b)| b.clone()).collect();
+    bodies.sort();
+    let mut want: Vec<String> = (0..200).map(|i| format!("job-{i}")).collect();
+    want.sort();
+    assert_eq!(bodies, want);
+    for k in 0..2 {
+        assert!(got.iter().any(|(n, _)| *n == k), "consumer {k} got nothing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_unacked_messages_go_to_a_consumer_on_another_node() {
+    let mut cluster = start_cluster_with("", &[("STOMPEDE__CLUSTER__ACK_WAIT_S", "2")]);
+    for node in &cluster.nodes {
+        ready(node, 200).await;
+    }
+    let mut sender = connected(&cluster.nodes[2], "svc").await;
+    for i in 0..20 {
+        sender.publish("/queue/work", &format!("w{i}")).await;
+    }
+    // Node A's consumer takes messages and acks none; B's has no room yet.
+    let mut a = connected(&cluster.nodes[0], "alice").await;
+    a.subscribe_with(
+        "qa",
+        "/queue/work",
+        &[("ack", "client"), ("prefetch-count", "20")],
+    )
+    .await;
+    let mut held = Vec::new();
+    while held.len() < 20 {
+        let m = message_within(&mut a, Duration::from_secs(10))
+            .await
+            .expect("a delivery on A");
+        held.push(body(&m));
+    }
+    cluster.nodes[0].kill_9();
+    let mut b = connected(&cluster.nodes[1], "bob").await;
+    b.subscribe_with(
+        "qb",
+        "/queue/work",
+        &[("ack", "client-individual"), ("prefetch-count", "50")],
+    )
+    .await;
+    let mut again = Vec::new();
+    while again.len() < 20 {
+        let m = message_within(&mut b, Duration::from_secs(15))
+            .await
+            .expect("redelivery on B");
+        assert_eq!(m.headers.get("redelivered"), Some("true"), "{m:?}");
+        ack(&mut b, &m).await;
+        again.push(body(&m));
+    }
+    held.sort();
+    again.sort();
+    assert_eq!(again, held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_nacked_too_often_moves_to_the_dlq_on_any_node() {
+    let cluster = start_cluster("[queues]\nmax_redeliveries = 1");
+    for node in &cluster.nodes {
+        ready(node, 200).await;
+    }
+    let mut a = connected(&cluster.nodes[0], "alice").await;
+    a.subscribe_with("qa", "/queue/flaky", &[("ack", "client-individual")])
+        .await;
+    let mut dlq = connected(&cluster.nodes[1], "bob").await;
+    dlq.subscribe("d", "/queue/flaky.dlq").await;
+    let mut sender = connected(&cluster.nodes[2], "svc").await;
+    sender.publish("/queue/flaky", "poison").await;
+    for attempt in 1..=2 {
+        let m = message_within(&mut a, Duration::from_secs(10))
+            .await
+            .expect("a delivery");
+        assert_eq!(body(&m), "poison");
+        assert_eq!(m.headers.get("redelivered").is_some(), attempt > 1, "{m:?}");
+        let id = m.headers.get("ack").unwrap().to_owned();
+        a.send(Frame::new(Command::Nack).header("id", id)).await;
+    }
+    let dead = message_within(&mut dlq, Duration::from_secs(10))
+        .await
+        .expect("a dead letter");
+    assert_eq!(body(&dead), "poison");
+    assert_eq!(dead.headers.get("destination"), Some("/queue/flaky.dlq"));
+    assert_eq!(
+        dead.headers.get("original-destination"),
+        Some("/queue/flaky")
+    );
+    assert!(
+        dead.headers
+            .get("dlq-reason")
+            .is_some_and(|r| r.contains("max_redeliveries"))
+    );
+    assert!(
+        message_within(&mut a, Duration::from_millis(500))
             .await
             .is_none()
     );

@@ -99,6 +99,11 @@ impl LocalEngine {
         (template, message_id)
     }
 
+    /// The broker's metric handles.
+    pub(super) fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// Counts a message taken for publishing elsewhere (a cluster engine).
     pub(super) fn count_published(&self) {
         self.metrics.published.increment(1);

@@ -14,8 +14,9 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// A message held by a single-node queue.
 #[derive(Debug, Clone)]
-pub(super) struct QueuedMessage {
+pub(crate) struct QueuedMessage {
     /// Past this (ms since the Unix epoch) the message is dropped, not delivered.
     pub(super) expires_at: Option<u64>,
     pub(super) id: String,
@@ -411,7 +412,7 @@ impl QueueActor {
 /// returns it: with `cumulative` (`client` acks) every delivery up to and including
 /// it, otherwise that one. One binary search and one drain: linear at worst, where
 /// a cumulative ack over 60,000 unacked messages was once quadratic.
-fn take_covered(in_flight: &mut Vec<u64>, delivery: u64, cumulative: bool) -> Vec<u64> {
+pub(crate) fn take_covered(in_flight: &mut Vec<u64>, delivery: u64, cumulative: bool) -> Vec<u64> {
     if cumulative {
         let end = in_flight.partition_point(|d| *d <= delivery);
         in_flight.drain(..end).collect()
@@ -423,7 +424,7 @@ fn take_covered(in_flight: &mut Vec<u64>, delivery: u64, cumulative: bool) -> Ve
     }
 }
 
-pub(super) fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -432,7 +433,7 @@ pub(super) fn now_ms() -> u64 {
 
 /// When a message expires: the `expires` header (ms since the epoch, as in ActiveMQ;
 /// 0 means never) or `ttl` (ms from now), whichever comes first.
-pub(super) fn expiry(headers: &Headers, now: u64) -> Option<u64> {
+pub(crate) fn expiry(headers: &Headers, now: u64) -> Option<u64> {
     let expires = headers
         .get("expires")
         .and_then(|v| v.trim().parse::<u64>().ok())

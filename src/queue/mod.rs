@@ -23,7 +23,8 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::registry::AckMode;
 use crate::store::{Recovered, Store, StoreError};
-use actor::{QueueActor, QueuedMessage};
+use actor::QueueActor;
+pub(crate) use actor::{QueuedMessage, expiry, now_ms, take_covered};
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::collections::{HashMap, VecDeque};
@@ -52,13 +53,22 @@ pub enum QueueError {
     /// A durable message could not be stored, or its deletion could not be.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Where the queue lives cannot be reached (a cluster node without NATS).
+    #[error("queue {queue} is not available: {reason}")]
+    Unavailable {
+        /// The queue's destination.
+        queue: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The answer to a SEND or a receipted ACK: `Ok` once the queue holds the message
 /// (durably, for a durable one) or the ack has taken effect.
 pub type Answer = oneshot::Receiver<Result<(), QueueError>>;
 
-type Reply = oneshot::Sender<Result<(), QueueError>>;
+/// Where a queue sends an [`Answer`].
+pub(crate) type Reply = oneshot::Sender<Result<(), QueueError>>;
 
 /// Waits for an [`Answer`]; a queue that stopped without answering is an error.
 pub async fn answered(answer: &mut Answer) -> Result<(), QueueError> {
@@ -97,10 +107,16 @@ pub struct Consumer {
     pub outbox: Outbox,
 }
 
-enum Cmd {
+/// What a queue's task is asked to do. The single-node actor and a cluster
+/// node's JetStream-backed one both speak it, behind the same [`QueueHandle`].
+pub(crate) enum Cmd {
+    /// Enqueue a message.
     Send {
+        /// The SEND's headers.
         headers: Headers,
+        /// The SEND's body.
         body: Bytes,
+        /// Answered once the queue holds it.
         reply: Reply,
         /// Takes room reserved beforehand by [`Cmd::Reserve`].
         reserved: bool,
@@ -108,25 +124,37 @@ enum Cmd {
     /// Holds room for `n` messages (a COMMIT checks every queue has room before
     /// it applies anything).
     Reserve {
+        /// Messages.
         n: usize,
+        /// Answered with the room, or why not.
         reply: Reply,
     },
     /// Gives back room reserved and not used.
     Release {
+        /// Messages.
         n: usize,
     },
     /// A message moved here by another queue (dead-lettering), already stored if
     /// it is durable.
     Take(QueuedMessage),
+    /// Adds a consumer.
     Subscribe(Consumer),
+    /// Removes a consumer; its unacked messages go back.
     Unsubscribe {
+        /// Its session.
         session: u64,
+        /// Its subscription id.
         id: String,
     },
+    /// ACK or NACK of a delivery.
     Ack {
+        /// The acking session.
         session: u64,
+        /// The delivery number from the ack id.
         delivery: u64,
+        /// NACK rather than ACK.
         nack: bool,
+        /// Answered once it took effect, for a receipt.
         reply: Option<Reply>,
     },
     /// Reports the queue's counts.
@@ -154,9 +182,22 @@ pub struct QueueHandle {
 }
 
 impl QueueHandle {
+    /// A handle speaking to the task that reads `tx` (another engine's queue).
+    pub(crate) fn new(name: &str, tx: mpsc::UnboundedSender<Cmd>) -> QueueHandle {
+        QueueHandle {
+            name: name.into(),
+            tx,
+        }
+    }
+
     /// The queue's name (the part after `/queue/`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Asks for the queue's counts.
+    pub(crate) fn stats(&self, reply: oneshot::Sender<QueueStats>) {
+        let _ = self.tx.send(Cmd::Stats(reply));
     }
 }
 
@@ -460,7 +501,7 @@ impl Queues {
             .iter()
             .map(|q| {
                 let (tx, rx) = oneshot::channel();
-                let _ = q.value().tx.send(Cmd::Stats(tx));
+                q.value().stats(tx);
                 rx
             })
             .collect();

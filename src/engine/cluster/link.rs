@@ -91,8 +91,8 @@ pub(super) struct Link {
     metrics: LinkMetrics,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
     stop: CancellationToken,
-    /// Whether this node follows the cluster's retained values (the stream
-    /// exists and is read).
+    /// Whether the cluster's streams exist and this node follows the retained
+    /// values.
     retained: Arc<AtomicBool>,
 }
 
@@ -134,23 +134,25 @@ impl Link {
             Err(Unready::Cluster(self.state()))
         } else if !self.retained.load(Ordering::Relaxed) {
             Err(Unready::Cluster(format!(
-                "JetStream stream {} not ready",
-                retained::STREAM
+                "JetStream streams {} and {} not ready",
+                retained::STREAM,
+                super::queue::STREAM
             )))
         } else {
             Ok(())
         }
     }
 
-    /// Refuses a retained publish while the cluster's retained store cannot be
-    /// relied on to keep it.
-    pub(super) fn check_retained(&self) -> Result<(), Refused> {
+    /// Refuses work that needs the cluster's streams (retained values, queues)
+    /// until the node has found or made them and follows the retained values.
+    pub(super) fn check_streams(&self) -> Result<(), Refused> {
         if self.retained.load(Ordering::Relaxed) {
             Ok(())
         } else {
             Err(Refused::Unavailable(format!(
-                "the cluster's retained store (JetStream stream {}) is not ready",
-                retained::STREAM
+                "the cluster's JetStream streams ({} and {}) are not ready",
+                retained::STREAM,
+                super::queue::STREAM
             )))
         }
     }
@@ -161,6 +163,13 @@ impl Link {
             Some(State::Disconnected) => "disconnected, reconnecting".into(),
             Some(State::Connected) => "connected".into(),
         }
+    }
+
+    /// A JetStream context over the node's connection, once there is one.
+    pub(super) fn jetstream(&self) -> Option<async_nats::jetstream::Context> {
+        self.client
+            .get()
+            .map(|c| async_nats::jetstream::new(c.clone()))
     }
 
     /// Refuses a publish while not connected.
@@ -229,6 +238,7 @@ async fn run(
     let mirror = tokio::spawn(retained::mirror(
         client.clone(),
         local,
+        options.queues.clone(),
         link.retained.clone(),
         link.stop.clone(),
     ));

@@ -15,6 +15,7 @@
 //! connected or the channel is full. Queues stay with the local engine for now.
 
 mod link;
+mod queue;
 mod retained;
 mod subject;
 mod wire;
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 pub use link::LinkMetrics;
+pub use queue::QueueSettings;
 
 /// How long a NATS subscription outlives its last local subscriber, so a client
 /// that resubscribes at once (a page reload) does not churn subscriptions.
@@ -54,6 +56,8 @@ pub struct ClusterOptions {
     /// Publishes waiting for the NATS link before SENDs are refused
     /// (`cluster.max_pending_publishes`).
     pub max_pending_publishes: usize,
+    /// How queues behave on JetStream.
+    pub queues: QueueSettings,
 }
 
 /// The NATS servers of `cluster.nats_url` (comma separated), or why one is not a
@@ -187,6 +191,7 @@ pub struct ClusterEngine {
     publishes: mpsc::Sender<link::Publish>,
     control: mpsc::UnboundedSender<link::Control>,
     interests: Arc<Interests>,
+    queues: Arc<queue::ClusterQueues>,
 }
 
 impl ClusterEngine {
@@ -197,9 +202,12 @@ impl ClusterEngine {
         let (publishes, publish_rx) = mpsc::channel(options.max_pending_publishes.max(1));
         let (control, control_rx) = mpsc::unbounded_channel();
         let link = link::Link::start(&options, publish_rx, control_rx, local.clone());
+        let queues =
+            queue::ClusterQueues::new(options.queues.clone(), link.clone(), local.metrics());
         Arc::new(ClusterEngine {
             local,
             node: options.node_name,
+            queues,
             link,
             publishes,
             control,
@@ -225,7 +233,7 @@ impl ClusterEngine {
         };
         self.link.check_connected()?;
         if keep.is_some() {
-            self.link.check_retained()?;
+            self.link.check_streams()?;
         }
         let message_id = format!("{}-{}", self.node, self.local.message_id());
         let payload = wire::encode(
@@ -421,7 +429,7 @@ impl Engine for ClusterEngine {
     }
 
     fn queue(&self, name: &str) -> Result<QueueHandle, QueueError> {
-        self.local.queue(name)
+        self.queues.get(name)
     }
 
     fn ready(&self) -> Result<(), Unready> {
@@ -448,7 +456,7 @@ impl Engine for ClusterEngine {
     }
 
     fn queue_count(&self) -> usize {
-        self.local.queue_count()
+        self.queues.len()
     }
 
     fn set_retain(&self, patterns: Vec<String>) {
@@ -458,6 +466,7 @@ impl Engine for ClusterEngine {
     fn stats(&self) -> Pin<Box<dyn Future<Output = EngineStats> + Send + '_>> {
         Box::pin(async move {
             let mut stats = self.local.stats().await;
+            stats.queues = self.queues.stats().await;
             stats.cluster = if self.link.ready().is_ok() {
                 "connected"
             } else {
@@ -469,6 +478,7 @@ impl Engine for ClusterEngine {
 
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
+            self.queues.close().await;
             self.link.close().await;
             self.local.close().await;
         })

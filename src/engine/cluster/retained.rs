@@ -1,4 +1,5 @@
-//! Retained values shared by the nodes of a cluster.
+//! Retained values shared by the nodes of a cluster, and the streams a node
+//! needs before it is ready.
 //!
 //! A retained topic's message is also published to `stompede.r.<subject>`, which
 //! the JetStream stream `STOMPEDE_RETAINED` keeps (the last message per subject,
@@ -7,6 +8,7 @@
 //! starts with the last message of every subject and then follows new ones, so a
 //! subscribe hands retained values over from memory, as on one node.
 
+use super::queue::QueueSettings;
 use super::{LocalEngine, subject, wire};
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
@@ -44,6 +46,7 @@ pub(super) async fn connected(client: &async_nats::Client, stop: &CancellationTo
 pub(super) async fn mirror(
     client: async_nats::Client,
     local: Arc<LocalEngine>,
+    queues: QueueSettings,
     following: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
@@ -52,7 +55,7 @@ pub(super) async fn mirror(
         if !connected(&client, &stop).await {
             return;
         }
-        let follow = follow(&js, &client, &local, &following);
+        let follow = follow(&js, &client, &local, &queues, &following);
         tokio::select! {
             () = stop.cancelled() => return,
             result = follow => {
@@ -74,6 +77,7 @@ async fn follow(
     js: &jetstream::Context,
     client: &async_nats::Client,
     local: &LocalEngine,
+    queues: &QueueSettings,
     following: &AtomicBool,
 ) -> Result<(), async_nats::Error> {
     let config = stream::Config {
@@ -89,6 +93,11 @@ async fn follow(
     // Short attempts: right after a NATS cluster starts, JetStream answers only
     // once it has elected a leader, and a long wait would delay readiness.
     let stream = tokio::time::timeout(ATTEMPT, js.get_or_create_stream(config)).await??;
+    tokio::time::timeout(
+        ATTEMPT,
+        js.get_or_create_stream(super::queue::stream_config(queues, replicas(client))),
+    )
+    .await??;
     let consumer = tokio::time::timeout(
         ATTEMPT,
         stream.create_consumer(consumer::pull::OrderedConfig {

@@ -69,7 +69,14 @@ pub fn retained(destination: &str) -> Result<String, TooLong> {
 }
 
 fn topic_under(prefix: &str, destination: &str) -> Result<String, TooLong> {
-    let name = destination.strip_prefix(TOPIC).unwrap_or(destination);
+    under(
+        prefix,
+        destination.strip_prefix(TOPIC).unwrap_or(destination),
+    )
+}
+
+/// `prefix` and the dot-separated words of `name`, each one safe token.
+pub fn under(prefix: &str, name: &str) -> Result<String, TooLong> {
     let mut out = String::with_capacity(prefix.len() + name.len() + 8);
     out.push_str(prefix);
     for word in name.split('.') {
