@@ -252,3 +252,54 @@ export async function tcpClient(address) {
   await client.expect('CONNECTED');
   return client;
 }
+
+/** A free loopback port (asked of the kernel, then released). */
+async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/**
+ * One nats-server with JetStream on a loopback port, for cluster tests: the binary
+ * installed by the project's scripts/nats-server (STOMPEDE_NATS_SERVER names it
+ * when the test command has installed it already). Resolves once it takes clients.
+ */
+export async function startNats() {
+  const binary = process.env.STOMPEDE_NATS_SERVER
+    ?? execFileSync(path.join(here, '..', '..', 'scripts', 'nats-server')).toString().trim();
+  const port = await freePort();
+  const store = mkdtempSync(path.join(os.tmpdir(), 'stompede-nats-'));
+  const child = spawn(binary, ['--addr', '127.0.0.1', '--port', String(port), '--jetstream', '--store_dir', store], {
+    stdio: 'ignore',
+  });
+  await within(10000, 'nats-server start', (async () => {
+    for (;;) {
+      const up = await new Promise((resolve) => {
+        const s = net.connect({ host: '127.0.0.1', port }, () => { s.end(); resolve(true); });
+        s.once('error', () => resolve(false));
+      });
+      if (up) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })());
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    stop() {
+      child.kill('SIGKILL');
+    },
+  };
+}
+
+/** Waits (at most 30 s) until the broker's /readyz answers 200. */
+export async function ready(broker) {
+  await within(30000, `readyz of ${broker.http}`, (async () => {
+    for (;;) {
+      const res = await fetch(`http://${broker.http}/readyz`).catch(() => null);
+      if (res?.status === 200) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })());
+}
