@@ -480,6 +480,26 @@ async fn queue_consumers_on_two_nodes_share_a_queue_with_nothing_lost_or_doubled
     for k in 0..2 {
         assert!(got.iter().any(|(n, _)| *n == k), "consumer {k} got nothing");
     }
+    // What node A says of itself and the queue.
+    let auth = common::basic("svc", "svc-pw");
+    let (status, stats) = common::http_request(
+        cluster.nodes[0].http_addr,
+        "GET",
+        "/api/stats",
+        &[("Authorization", auth.as_str())],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{stats}");
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(
+        stats["cluster"],
+        serde_json::json!({"mode": "cluster", "node": "node-a", "nats": "connected"})
+    );
+    assert_eq!(
+        stats["queues"],
+        serde_json::json!([{"name": "jobs", "depth": 0, "consumers": 1, "unacked": 0}])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

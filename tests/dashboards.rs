@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "common/nats.rs"]
+mod nats;
 
 use common::{Client, broker, http_get};
 use std::collections::BTreeSet;
@@ -50,8 +52,19 @@ async fn every_metric_the_dashboard_and_the_alerts_name_is_served() {
         .chain(metric_names(&alerts))
         .collect();
     assert!(named.len() >= 20, "{named:?}");
-    // A broker that has sent one ERROR (labelled series appear with their first event).
-    let b = broker("");
+    // A cluster node (the cluster link's metrics exist only there) that has sent
+    // one ERROR (labelled series appear with their first event).
+    let store = tempfile::tempdir().unwrap();
+    let nats = nats::one(store.path());
+    let b = broker(&format!("[cluster]\nnats_url = \"{}\"", nats.url()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while http_get(b.http_addr, "/readyz").await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never became ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let mut c = Client::tcp(&b).await;
     c.send_raw(b"NONSENSE\n\n\0").await;
     c.expect(stompede::codec::Command::Error).await;

@@ -652,7 +652,8 @@ mod tests {
                 crate::engine::EngineStats {
                     queues: Vec::new(),
                     retained_topics: 0,
-                    cluster: "single",
+                    cluster: Default::default(),
+                    store_failed: false,
                 }
             })
         }

@@ -327,7 +327,11 @@ impl Engine for LocalEngine {
             EngineStats {
                 queues: self.queues.stats().await,
                 retained_topics: self.retained.len(),
-                cluster: "single",
+                cluster: super::ClusterStats {
+                    mode: "single",
+                    ..Default::default()
+                },
+                store_failed: self.queues.store_failure().is_some(),
             }
         })
     }

@@ -76,9 +76,23 @@ pub struct EngineStats {
     pub queues: Vec<crate::queue::QueueStats>,
     /// Topic destinations holding a retained message.
     pub retained_topics: usize,
-    /// `single` for one node on its own; `connected` or `disconnected` (from
-    /// NATS) for a node of a cluster.
-    pub cluster: &'static str,
+    /// Whether the node is on its own or in a cluster, and its link.
+    pub cluster: ClusterStats,
+    /// Whether the queue store failed a commit and stopped writing.
+    pub store_failed: bool,
+}
+
+/// The `cluster` part of [`EngineStats`].
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ClusterStats {
+    /// `single` for one node on its own, `cluster` for a node of a cluster.
+    pub mode: &'static str,
+    /// The node's name (`cluster.node_name`), in a cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// `connected` or `disconnected` (from NATS), in a cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats: Option<&'static str>,
 }
 
 /// Why the engine cannot take work right now (`/readyz` answers 503 with it).

@@ -89,8 +89,8 @@ pub async fn stats(
             "subscriptions": broker.subscription_count(),
             "queues": engine.queues,
             "retained_topics": engine.retained_topics,
-            "store": {"bytes": store_bytes, "failed": broker.engine.ready().is_err()},
-            "cluster": {"mode": engine.cluster},
+            "store": {"bytes": store_bytes, "failed": engine.store_failed},
+            "cluster": engine.cluster,
         }),
     )
 }

@@ -58,6 +58,32 @@ impl Drop for NatsNode {
     }
 }
 
+/// One `nats-server` with JetStream on its own (storing in `store`), once it
+/// takes clients (at most 10 s).
+pub fn one(store: &std::path::Path) -> NatsNode {
+    let port = free_port();
+    let child = Command::new(nats_server_binary())
+        .args(["--addr", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .args(["--jetstream", "--store_dir"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server starts");
+    let node = NatsNode {
+        child,
+        client_addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        name: "single".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(node.client_addr).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    node
+}
+
 /// Three `nats-server`s with JetStream, routed into one cluster; each stores in a
 /// temporary directory removed with the cluster.
 pub struct NatsCluster {

@@ -12,7 +12,8 @@
 //! The NATS connection belongs to one task (the link, [`link`]); engine calls
 //! never wait on it. A publish is queued to the link in a bounded channel and is
 //! refused (an ERROR to the sender, never a silent loss) while the node is not
-//! connected or the channel is full. Queues stay with the local engine for now.
+//! connected or the channel is full. Retained values and queues live in
+//! JetStream ([`retained`], [`queue`]).
 
 mod link;
 mod queue;
@@ -181,8 +182,8 @@ struct Interests {
     map: Mutex<HashMap<Key, Arc<Interest>>>,
 }
 
-/// A node of a cluster: topics and user destinations through NATS, queues as on
-/// one node.
+/// A node of a cluster: topics and user destinations through NATS, queues and
+/// retained values on JetStream.
 #[derive(Debug)]
 pub struct ClusterEngine {
     local: Arc<LocalEngine>,
@@ -467,10 +468,14 @@ impl Engine for ClusterEngine {
         Box::pin(async move {
             let mut stats = self.local.stats().await;
             stats.queues = self.queues.stats().await;
-            stats.cluster = if self.link.ready().is_ok() {
-                "connected"
-            } else {
-                "disconnected"
+            stats.cluster = super::ClusterStats {
+                mode: "cluster",
+                node: Some(self.node.clone()),
+                nats: Some(if self.link.ready().is_ok() {
+                    "connected"
+                } else {
+                    "disconnected"
+                }),
             };
             stats
         })
