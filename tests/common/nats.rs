@@ -3,6 +3,9 @@
 //! `scripts/nats-server` (a pinned package; `STOMPEDE_NATS_SERVER` names it when
 //! the test command has installed it already).
 
+// Each test binary uses a part of these helpers.
+#![allow(dead_code)]
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
