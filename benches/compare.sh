@@ -3,7 +3,7 @@
 # the same load generator, in one run. Loopback only; every step is bounded in time.
 #
 #   benches/compare.sh                 # all scenarios
-#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: wildcard, latency, queue, durable, logins, idle, api
+#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: wildcard, latency, queue, durable, logins, idle, api, cluster
 #   BASELINE=<git rev> benches/compare.sh fanout   # also an earlier stompede, side by side
 #   FANOUT_SUBSCRIBERS="100" benches/compare.sh fanout  # only some fan-out widths
 #
@@ -77,7 +77,17 @@ start_broker() { # fresh processes, so one scenario's memory does not colour the
     wait_port $((port + 1))
   fi
 }
+cluster_pid=
+cluster_dir=
+stop_cluster() {
+  [ -n "$cluster_pid" ] || return 0
+  kill "$cluster_pid" 2>/dev/null || true
+  wait "$cluster_pid" 2>/dev/null || true
+  rm -rf "$cluster_dir"
+  cluster_pid=
+}
 cleanup() {
+  stop_cluster
   stop "$broker"
   stop "$base_broker"
   rm -rf "$store" "$base_store"
@@ -144,6 +154,32 @@ if [ "$what" = all ] || [ "$what" = api ]; then
     echo "wrk not installed (apt-get install wrk): HTTP publishing not measured"
   fi
   run stompede ws://127.0.0.1:$port/ws fanout --subscribers 1 --seconds "$secs" "${stompede_login[@]}"
+fi
+if [ "$what" = all ] || [ "$what" = cluster ]; then
+  # One node against a three-node cluster on this same machine (scripts/cluster:
+  # three nats-server with JetStream and routes, three nodes), the same load
+  # generator: the publisher on node a, subscribers spread over a, b and c. On a
+  # small machine the cluster's six processes share the cores with the load
+  # generator: read the ratio, and the loss and order counts.
+  cluster_dir=$(mktemp -d)
+  HTTP_PORT=18181 NATS_PORT=14222 STOMP_PORT=18191 CLUSTER_DIR=$cluster_dir STOMPEDE_BIN=target/release/stompede LOG_FILTER=warn \
+    STOMPEDE__LIMITS__MAX_CONNECTIONS_PER_IP=$((idle_conns + 2000)) scripts/cluster >&2 &
+  cluster_pid=$!
+  for p in 18181 18182 18183; do
+    for _ in $(seq 600); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$p" && printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3 && head -1 <&3 | grep -q ' 200 ') 2>/dev/null; then break; fi
+      sleep 0.1
+    done
+  done
+  nodes=ws://127.0.0.1:18181/ws,ws://127.0.0.1:18182/ws,ws://127.0.0.1:18183/ws
+  for rate in max 100; do
+    rate_arg=()
+    [ $rate = max ] || rate_arg=(--rate $rate)
+    run stompede-1-node ws://127.0.0.1:$port/ws fanout --subscribers 100 --seconds "$secs" "${rate_arg[@]}" "${stompede_login[@]}"
+    run stompede-3-nodes ws://127.0.0.1:18181/ws fanout --subscribers 100 --seconds "$secs" "${rate_arg[@]}" \
+      --subscriber-urls "$nodes" "${stompede_login[@]}"
+  done
+  stop_cluster
 fi
 if [ "$what" = all ] || [ "$what" = logins ]; then
   # A reconnect storm: 200 password logins at once (the demo account, real argon2id

@@ -94,6 +94,10 @@ enum Mode {
         /// wildcard pattern matching it, to measure pattern matching.
         #[arg(long)]
         subscribe_to: Option<String>,
+        /// Comma-separated WebSocket URLs the subscribers spread over, round-robin
+        /// (default: --url); publishers use --url. For a cluster's nodes.
+        #[arg(long)]
+        subscriber_urls: Option<String>,
     },
     /// Producers to one queue, competing consumers acking each message
     /// (client-individual); reports consumed msgs/s and checks none is lost.
@@ -311,8 +315,11 @@ async fn fanout(
     seconds: u64,
     window: u64,
     (destination, subscribe_to): (String, String),
+    subscriber_urls: Vec<String>,
 ) {
     let size = size.max(40);
+    // Messages a subscriber saw twice, or before one it had seen (per publisher).
+    let disordered = Arc::new(AtomicU64::new(0));
     let delivered = Arc::new(AtomicU64::new(0));
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -322,7 +329,11 @@ async fn fanout(
     let subscribed = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for i in 0..subscribers {
-        let t = t.clone();
+        let mut t = t.clone();
+        if !subscriber_urls.is_empty() {
+            t.url = subscriber_urls[i % subscriber_urls.len()].clone();
+        }
+        let disordered = disordered.clone();
         let d = subscribe_to.clone();
         let delivered = delivered.clone();
         let measuring = measuring.clone();
@@ -337,11 +348,22 @@ async fn fanout(
             subscribed.fetch_add(1, Ordering::Release);
             let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).unwrap();
             let mut counted = 0u64;
+            let mut last: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
             loop {
                 let Some(f) = c.next_message(&stop).await else {
                     break;
                 };
                 delivered.fetch_add(1, Ordering::Relaxed);
+                if let Some((seq, _)) = parse_body(&f.body) {
+                    let (publisher, n) = (seq >> 40, seq & ((1 << 40) - 1));
+                    match last.insert(publisher, n) {
+                        Some(before) if before >= n => {
+                            disordered.fetch_add(1, Ordering::Relaxed);
+                            last.insert(publisher, before);
+                        }
+                        _ => {}
+                    }
+                }
                 if let Some((_, sent)) =
                     parse_body(&f.body).filter(|_| measuring.load(Ordering::Relaxed))
                 {
@@ -367,7 +389,7 @@ async fn fanout(
     );
     let published = Arc::new(AtomicU64::new(0));
     let mut pubs = Vec::new();
-    for _ in 0..publishers {
+    for publisher in 0..publishers as u64 {
         let t = t.clone();
         let d = destination.clone();
         let published = published.clone();
@@ -376,7 +398,8 @@ async fn fanout(
         let n_subs = subscribers as u64;
         pubs.push(tokio::spawn(async move {
             let mut c = Conn::open(&t).await;
-            let mut seq = 0u64;
+            // The publisher in the high bits: subscribers check order per publisher.
+            let mut seq = publisher << 40;
             let mut tick =
                 rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r as f64)));
             while !stop.load(Ordering::Acquire) {
@@ -436,13 +459,14 @@ async fn fanout(
     let got = delivered.load(Ordering::Relaxed);
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1e6;
     println!(
-        "{} fanout pubs={publishers} subs={subscribers} size={size} rate={} : published {:.0} msg/s, delivered {:.0} msg/s, lost {} of {}, latency ms p50={:.3} p99={:.3} p99.9={:.3} max={:.3} (n={samples})",
+        "{} fanout pubs={publishers} subs={subscribers} size={size} rate={} : published {:.0} msg/s, delivered {:.0} msg/s, lost {} of {}, duplicated or out of order {}, latency ms p50={:.3} p99={:.3} p99.9={:.3} max={:.3} (n={samples})",
         t.label,
         rate.map(|r| r.to_string()).unwrap_or_else(|| "max".into()),
         (p1 - p0) as f64 / elapsed,
         (d1 - d0) as f64 / elapsed,
         expected.saturating_sub(got),
         expected,
+        disordered.load(Ordering::Relaxed),
         ms(0.5),
         ms(0.99),
         ms(0.999),
@@ -833,8 +857,15 @@ fn main() {
                 window,
                 destination,
                 subscribe_to,
+                subscriber_urls,
             } => {
                 check_loopback(&target.url);
+                let subscriber_urls: Vec<String> = subscriber_urls
+                    .iter()
+                    .flat_map(|u| u.split(','))
+                    .map(str::to_owned)
+                    .collect();
+                subscriber_urls.iter().for_each(|u| check_loopback(u));
                 assert!(seconds <= 600, "runs are bounded: at most 600 s");
                 fanout(
                     target,
@@ -845,6 +876,7 @@ fn main() {
                     seconds,
                     window,
                     (destination.clone(), subscribe_to.unwrap_or(destination)),
+                    subscriber_urls,
                 )
                 .await
             }
