@@ -101,7 +101,9 @@ impl crate::engine::Engine for LinkDown {
         self.0.queue(name)
     }
     fn ready(&self) -> Result<(), crate::engine::Unready> {
-        self.0.ready()
+        Err(crate::engine::Unready::Cluster(
+            "the NATS link is down".into(),
+        ))
     }
     fn topic_subscribers(&self, destination: &str) -> usize {
         self.0.topic_subscribers(destination)
@@ -505,6 +507,34 @@ async fn huge_heart_beats_never_cut_a_session_off_early() {
     ));
     let r = c.expect(Command::Receipt).await;
     assert_eq!(r.headers.get("receipt-id"), Some("still-here"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_while_the_link_is_down_applies_nothing() {
+    let mut c = Client::on(broker_with("", |local| Arc::new(LinkDown(local))));
+    c.connect_as("svc", &["service"]).await;
+    c.send(with(Frame::new(Command::Begin), &[("transaction", "t")]));
+    // A queue SEND the local queue could take, then a topic SEND the link cannot.
+    for destination in ["/queue/jobs", "/topic/news"] {
+        c.send(with(
+            Frame::new(Command::Send),
+            &[("destination", destination), ("transaction", "t")],
+        ));
+    }
+    c.send(with(
+        Frame::new(Command::Commit),
+        &[("transaction", "t"), ("receipt", "c")],
+    ));
+    let e = c
+        .expect_error("the broker cannot take messages right now: the NATS link is down")
+        .await;
+    assert_eq!(e.headers.get("receipt-id"), Some("c"));
+    let stats = c._broker.engine.stats().await;
+    assert!(
+        stats.queues.iter().all(|q| q.depth == 0),
+        "a part of the transaction was applied: {:?}",
+        stats.queues
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -125,6 +125,12 @@ impl Session {
             let queue = self.broker.engine.queue(&name)?;
             reservations.insert(name, queue.reserve(n).await?);
         }
+        // A cluster node that cannot reach NATS would refuse some frames midway:
+        // refuse the whole COMMIT before anything takes effect. (The link may still
+        // drop during the few microseconds below; then the ERROR names the frame.)
+        if let Err(crate::engine::Unready::Cluster(why)) = self.broker.engine.ready() {
+            return Err(crate::engine::Refused::Unavailable(why).into());
+        }
         // 3. Apply in order. Everything is handed over first, then the answers are
         // awaited, so durable SENDs of one transaction share group commits.
         let mut answers = Vec::new();
