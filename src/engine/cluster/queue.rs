@@ -81,12 +81,20 @@ fn queue_subject(name: &str) -> Result<String, subject::TooLong> {
     subject::under("stompede.q", name)
 }
 
-/// The durable consumer's name for queue `name` (its bytes in hex: consumer
-/// names may not hold `.`, `*`, `>` or spaces).
+/// The durable consumer's name for queue `name`: its bytes in hex (consumer
+/// names may not hold `.`, `*`, `>` or spaces), or for a name longer than 64
+/// bytes its first 64 bytes in hex and a 64-bit FNV-1a hash of the whole, so a
+/// client's long queue name cannot make a name NATS refuses.
 fn consumer_name(name: &str) -> String {
     let mut out = String::from("q-");
-    for b in name.bytes() {
+    for b in name.bytes().take(64) {
         out.push_str(&format!("{b:02x}"));
+    }
+    if name.len() > 64 {
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        out.push_str(&format!("-{hash:016x}"));
     }
     out
 }
@@ -718,5 +726,23 @@ async fn create_consumer(
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_names_are_safe_and_bounded() {
+        assert_eq!(consumer_name("jobs.a b"), "q-6a6f62732e612062");
+        let long = "x".repeat(5000);
+        let name = consumer_name(&long);
+        assert_eq!(name.len(), 2 + 128 + 17);
+        assert_ne!(name, consumer_name(&"x".repeat(5001)));
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'q')
+        );
     }
 }
