@@ -242,14 +242,12 @@ impl QueueActor {
     /// Hands waiting messages to consumers with room, round-robin.
     fn dispatch(&mut self) {
         while !self.waiting.is_empty() && !self.consumers.is_empty() {
-            let n = self.consumers.len();
-            let Some(pick) = (0..n)
-                .map(|k| (self.next_consumer + k) % n)
-                .find(|&i| self.consumers[i].in_flight.len() < self.consumers[i].consumer.prefetch)
-            else {
+            let Some(pick) = round_robin(self.next_consumer, self.consumers.len(), |i| {
+                self.consumers[i].in_flight.len() < self.consumers[i].consumer.prefetch
+            }) else {
                 return;
             };
-            self.next_consumer = (pick + 1) % n;
+            self.next_consumer = (pick + 1) % self.consumers.len();
             let Some(message) = self.waiting.pop_front() else {
                 return;
             };
@@ -406,6 +404,16 @@ impl QueueActor {
             stored,
         });
     }
+}
+
+/// The first of `n` consumers, starting at `next` and wrapping around, that
+/// `has_room` (room in its prefetch window).
+pub(crate) fn round_robin(
+    next: usize,
+    n: usize,
+    has_room: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    (0..n).map(|k| (next + k) % n).find(|&i| has_room(i))
 }
 
 /// Removes from `in_flight` (ascending) what an ACK/NACK of `delivery` covers and

@@ -24,7 +24,7 @@ use crate::outbox::Outbox;
 use crate::registry::AckMode;
 use crate::store::{Recovered, Store, StoreError};
 use actor::QueueActor;
-pub(crate) use actor::{QueuedMessage, expiry, now_ms, take_covered};
+pub(crate) use actor::{QueuedMessage, expiry, now_ms, round_robin, take_covered};
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::collections::{HashMap, VecDeque};

@@ -254,7 +254,7 @@ export async function tcpClient(address) {
 }
 
 /** A free loopback port (asked of the kernel, then released). */
-async function freePort() {
+export async function freePort() {
   const server = net.createServer();
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address();

@@ -6,9 +6,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import net from 'node:net';
 import { chromium } from 'playwright-core';
-import { startBroker } from './helpers.mjs';
+import { startBroker, freePort } from './helpers.mjs';
 
 const docs = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'docs');
 let broker;
@@ -103,14 +102,6 @@ test('the page fits a phone-width screen and can watch anonymously', async () =>
   await page.screenshot({ path: path.join(docs, 'screenshot-phone.png'), fullPage: true });
   await context.close();
 });
-
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 test('the page shows reconnecting and recovers by itself when the broker restarts', async () => {
   const port = await freePort();

@@ -18,7 +18,8 @@ use crate::codec::{Headers, MessageTemplate};
 use crate::metrics::Metrics;
 use crate::outbox::Outgoing;
 use crate::queue::{
-    Cmd, Consumer, QueueError, QueueHandle, QueueStats, Reply, ack_id, expiry, now_ms, take_covered,
+    Cmd, Consumer, QueueError, QueueHandle, QueueStats, Reply, ack_id, expiry, now_ms, round_robin,
+    take_covered,
 };
 use crate::registry::AckMode;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
@@ -471,14 +472,12 @@ impl JetQueue {
     fn dispatch(&mut self) {
         let destination = self.destination();
         while !self.waiting.is_empty() && !self.consumers.is_empty() {
-            let n = self.consumers.len();
-            let Some(pick) = (0..n)
-                .map(|k| (self.next_consumer + k) % n)
-                .find(|&i| self.consumers[i].in_flight.len() < self.consumers[i].consumer.prefetch)
-            else {
+            let Some(pick) = round_robin(self.next_consumer, self.consumers.len(), |i| {
+                self.consumers[i].in_flight.len() < self.consumers[i].consumer.prefetch
+            }) else {
                 return;
             };
-            self.next_consumer = (pick + 1) % n;
+            self.next_consumer = (pick + 1) % self.consumers.len();
             let Some(message) = self.waiting.pop_front() else {
                 return;
             };
