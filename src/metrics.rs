@@ -79,6 +79,9 @@ pub mod names {
     /// Counter (cluster nodes only): messages NATS' client dropped for a full
     /// subscription buffer (`cluster.subscription_capacity`).
     pub const CLUSTER_SLOW_CONSUMER_TOTAL: &str = "stompede_cluster_slow_consumer_drops_total";
+    /// Gauge (cluster nodes only): NATS subscriptions held for clients' patterns
+    /// and user destinations (one per distinct pattern; two for a trailing `#`).
+    pub const CLUSTER_SUBSCRIPTIONS: &str = "stompede_cluster_subscriptions";
     /// Counter (cluster nodes only): arrivals on cluster subjects no node wrote.
     pub const CLUSTER_MALFORMED_TOTAL: &str = "stompede_cluster_malformed_total";
     /// Counter (cluster nodes only): publishes NATS refused after the node took them.

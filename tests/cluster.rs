@@ -16,20 +16,27 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use stompede::codec::{Command, Frame};
 
+/// One cluster test at a time: each runs six processes, and on a small machine
+/// several at once starve each other past the tests' time bounds.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// NATS servers and stompede nodes; node `i` is given only NATS server `i` (it
 /// learns the others from the server, as NATS clients do).
 struct Cluster {
     nats: NatsCluster,
     nodes: Vec<BrokerProcess>,
     _dirs: Vec<tempfile::TempDir>,
+    /// Dropped last: the next test starts once these processes are gone.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
-fn start_cluster(extra: &str) -> Cluster {
-    start_cluster_with(extra, &[])
+async fn start_cluster(extra: &str) -> Cluster {
+    start_cluster_with(extra, &[]).await
 }
 
 /// [`start_cluster`] with environment variables for every node.
-fn start_cluster_with(extra: &str, env: &[(&str, &str)]) -> Cluster {
+async fn start_cluster_with(extra: &str, env: &[(&str, &str)]) -> Cluster {
+    let turn = ONE_AT_A_TIME.lock().await;
     let nats = NatsCluster::start();
     let mut nodes = Vec::new();
     let mut dirs = Vec::new();
@@ -47,6 +54,7 @@ fn start_cluster_with(extra: &str, env: &[(&str, &str)]) -> Cluster {
         nats,
         nodes,
         _dirs: dirs,
+        _turn: turn,
     }
 }
 
@@ -115,7 +123,7 @@ async fn until_routed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_message_reaches_each_subscription_on_another_node_once() {
-    let cluster = start_cluster("");
+    let cluster = start_cluster("").await;
     for node in &cluster.nodes {
         ready(node, 200).await;
     }
@@ -172,7 +180,7 @@ async fn a_topic_message_reaches_each_subscription_on_another_node_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trade_sent_through_one_node_is_confirmed_on_another() {
-    let cluster = start_cluster("");
+    let cluster = start_cluster("").await;
     for node in &cluster.nodes {
         ready(node, 200).await;
     }
@@ -231,7 +239,7 @@ async fn a_trade_sent_through_one_node_is_confirmed_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_keeps_working_when_a_nats_server_dies() {
-    let mut cluster = start_cluster("");
+    let mut cluster = start_cluster("").await;
     for node in &cluster.nodes {
         ready(node, 200).await;
     }
@@ -325,7 +333,7 @@ async fn a_node_without_nats_is_not_ready_and_refuses_sends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retained_value_published_on_one_node_is_handed_over_on_another() {
-    let cluster = start_cluster("[topics]\nretain = [\"/topic/kept.*\"]");
+    let cluster = start_cluster("[topics]\nretain = [\"/topic/kept.*\"]").await;
     for node in &cluster.nodes {
         ready(node, 200).await;
     }
@@ -422,7 +430,7 @@ async fn ack(c: &mut Client, m: &Frame) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_consumers_on_two_nodes_share_a_queue_with_nothing_lost_or_doubled() {
-    let cluster = start_cluster("");
+    let cluster = start_cluster("").await;
     for node in &cluster.nodes {
         ready(node, 200).await;
     }
@@ -504,7 +512,7 @@ async fn queue_consumers_on_two_nodes_share_a_queue_with_nothing_lost_or_doubled
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_s_unacked_messages_go_to_a_consumer_on_another_node() {
-    let mut cluster = start_cluster_with("", &[("STOMPEDE__CLUSTER__ACK_WAIT_S", "2")]);
+    let mut cluster = start_cluster_with("", &[("STOMPEDE__CLUSTER__ACK_WAIT_S", "2")]).await;
     for node in &cluster.nodes {
         ready(node, 200).await;
     }
@@ -551,7 +559,7 @@ async fn a_killed_node_s_unacked_messages_go_to_a_consumer_on_another_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_nacked_too_often_moves_to_the_dlq_on_any_node() {
-    let cluster = start_cluster("[queues]\nmax_redeliveries = 1");
+    let cluster = start_cluster("[queues]\nmax_redeliveries = 1").await;
     for node in &cluster.nodes {
         ready(node, 200).await;
     }
@@ -590,4 +598,60 @@ async fn a_message_nacked_too_often_moves_to_the_dlq_on_any_node() {
             .await
             .is_none()
     );
+}
+
+/// `stompede_cluster_subscriptions` of `node`.
+async fn nats_subscriptions(node: &BrokerProcess) -> f64 {
+    let (_, metrics) = http_get(node.http_addr, "/metrics").await;
+    common::metric(&metrics, "stompede_cluster_subscriptions").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_holds_one_nats_subscription_per_pattern_until_shortly_after_its_last_subscriber() {
+    let cluster = start_cluster("").await;
+    let node = &cluster.nodes[1];
+    ready(node, 200).await;
+    assert_eq!(nats_subscriptions(node).await, 0.0);
+    let mut a = connected(node, "alice").await;
+    let mut b = connected(node, "bob").await;
+    a.subscribe("1", "/topic/rc.*").await;
+    // After the receipt, a message published through the same node (so the same
+    // NATS connection and server) arrives, with no retry.
+    let mut publisher = connected(node, "svc").await;
+    publisher.publish("/topic/rc.now", "at once").await;
+    let m = message_within(&mut a, Duration::from_secs(5))
+        .await
+        .expect("the first message");
+    assert_eq!(body(&m), "at once");
+    b.subscribe("1", "/topic/rc.*").await;
+    // A trailing `#` is two subjects: the prefix and everything below it.
+    b.subscribe("2", "/topic/rc.#").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while nats_subscriptions(node).await != 3.0 {
+        assert!(Instant::now() < deadline, "not 3 NATS subscriptions");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One of two subscribers of a pattern goes: its NATS subscription stays.
+    a.send(
+        Frame::new(Command::Unsubscribe)
+            .header("id", "1")
+            .header("receipt", "u"),
+    )
+    .await;
+    a.expect(Command::Receipt).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(nats_subscriptions(node).await, 3.0);
+    // The last ones go: the subscriptions stay for a moment, then are dropped.
+    b.send(Frame::new(Command::Disconnect).header("receipt", "bye"))
+        .await;
+    b.expect(Command::Receipt).await;
+    assert_eq!(nats_subscriptions(node).await, 3.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nats_subscriptions(node).await != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "NATS subscriptions kept after their last subscriber"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -614,8 +614,8 @@ mod tests {
             &self,
             _: &str,
             _: Arc<crate::registry::Subscriber>,
-        ) -> Result<(), crate::engine::Refused> {
-            Ok(())
+        ) -> Result<crate::engine::Subscribed, crate::engine::Refused> {
+            Ok(None)
         }
         fn unsubscribe_topic(&self, _: &str, _: u64, _: &str) -> bool {
             false
@@ -625,8 +625,8 @@ mod tests {
             _: &str,
             _: &str,
             _: Arc<crate::registry::Subscriber>,
-        ) -> Result<(), crate::engine::Refused> {
-            Ok(())
+        ) -> Result<crate::engine::Subscribed, crate::engine::Refused> {
+            Ok(None)
         }
         fn unsubscribe_user(&self, _: &str, _: &str, _: u64, _: &str) -> bool {
             false

@@ -1,7 +1,7 @@
 //! The single-node engine: topic and user registries, retained values and the
 //! queue actors of this process.
 
-use super::{Engine, EngineStats, Refused, Unready};
+use super::{Engine, EngineStats, Refused, Subscribed, Unready};
 use crate::codec::{Headers, MessageTemplate};
 use crate::destination::pattern::{is_pattern, matches};
 use crate::destination::{RESERVED, user_key};
@@ -276,9 +276,13 @@ impl Engine for LocalEngine {
         }))
     }
 
-    fn subscribe_topic(&self, pattern: &str, subscriber: Arc<Subscriber>) -> Result<(), Refused> {
+    fn subscribe_topic(
+        &self,
+        pattern: &str,
+        subscriber: Arc<Subscriber>,
+    ) -> Result<Subscribed, Refused> {
         self.subscribe_retained(pattern, subscriber);
-        Ok(())
+        Ok(None)
     }
 
     fn unsubscribe_topic(&self, pattern: &str, session: u64, id: &str) -> bool {
@@ -290,9 +294,9 @@ impl Engine for LocalEngine {
         login: &str,
         queue: &str,
         subscriber: Arc<Subscriber>,
-    ) -> Result<(), Refused> {
+    ) -> Result<Subscribed, Refused> {
         self.users.subscribe(&user_key(login, queue), subscriber);
-        Ok(())
+        Ok(None)
     }
 
     fn unsubscribe_user(&self, login: &str, queue: &str, session: u64, id: &str) -> bool {

@@ -95,6 +95,11 @@ pub struct ClusterStats {
     pub nats: Option<&'static str>,
 }
 
+/// What a subscribe leaves to wait for: nothing when it is in effect at once, or
+/// an answer that comes once it is (a cluster node: when its NATS subscription
+/// has reached NATS). The SUBSCRIBE's receipt waits for it.
+pub type Subscribed = Option<crate::queue::Answer>;
+
 /// Why the engine cannot take work right now (`/readyz` answers 503 with it).
 #[derive(Debug, thiserror::Error)]
 pub enum Unready {
@@ -131,7 +136,11 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
 
     /// Subscribes to a topic destination or pattern (`/topic/...`, already checked
     /// against the topic limits), handing over matching retained values first.
-    fn subscribe_topic(&self, pattern: &str, subscriber: Arc<Subscriber>) -> Result<(), Refused>;
+    fn subscribe_topic(
+        &self,
+        pattern: &str,
+        subscriber: Arc<Subscriber>,
+    ) -> Result<Subscribed, Refused>;
 
     /// Removes a topic subscription; returns whether it existed.
     fn unsubscribe_topic(&self, pattern: &str, session: u64, id: &str) -> bool;
@@ -142,7 +151,7 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
         login: &str,
         queue: &str,
         subscriber: Arc<Subscriber>,
-    ) -> Result<(), Refused>;
+    ) -> Result<Subscribed, Refused>;
 
     /// Removes a user destination subscription; returns whether it existed.
     fn unsubscribe_user(&self, login: &str, queue: &str, session: u64, id: &str) -> bool;

@@ -53,18 +53,20 @@ pub enum QueueError {
     /// A durable message could not be stored, or its deletion could not be.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Where the queue lives cannot be reached (a cluster node without NATS).
-    #[error("queue {queue} is not available: {reason}")]
+    /// Where the destination lives cannot be reached (a cluster node without
+    /// NATS).
+    #[error("{destination} is not available: {reason}")]
     Unavailable {
-        /// The queue's destination.
-        queue: String,
+        /// The destination (`/queue/NAME`, or what a subscription waits for).
+        destination: String,
         /// Why.
         reason: String,
     },
 }
 
 /// The answer to a SEND or a receipted ACK: `Ok` once the queue holds the message
-/// (durably, for a durable one) or the ack has taken effect.
+/// (durably, for a durable one) or the ack has taken effect. A cluster node's
+/// SUBSCRIBE answers with it too, once its NATS subscription is in place.
 pub type Answer = oneshot::Receiver<Result<(), QueueError>>;
 
 /// Where a queue sends an [`Answer`].

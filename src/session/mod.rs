@@ -400,7 +400,7 @@ impl Session {
                 Some(t) => self.enlist(Enlisted::Ack(a), &t),
                 None => return self.ack(&a),
             },
-            ClientCommand::Subscribe(s) => self.subscribe(s),
+            ClientCommand::Subscribe(s) => return self.subscribe(s),
             ClientCommand::Unsubscribe(u) => self.unsubscribe(u),
             ClientCommand::Begin(t) => self.begin(t),
             ClientCommand::Commit(t) => self.commit(t).await,

@@ -35,7 +35,9 @@ pub(super) struct Owned {
 }
 
 impl Session {
-    pub(super) fn subscribe(&mut self, subscribe: Subscribe) -> Result<(), ProtocolError> {
+    /// SUBSCRIBE; pending while the engine puts the subscription in place (a
+    /// cluster node), so its receipt says that it is.
+    pub(super) fn subscribe(&mut self, subscribe: Subscribe) -> Result<Flow, ProtocolError> {
         let Subscribe {
             id,
             destination,
@@ -90,7 +92,9 @@ impl Session {
                 }
             }
             Destination::Queue(name) => {
-                return self.subscribe_queue(id, name, ack, *prefetch, bytes);
+                return self
+                    .subscribe_queue(id, name, ack, *prefetch, bytes)
+                    .map(|()| Flow::Continue);
             }
             Destination::App(_) => return Err(forbidden()),
         };
@@ -110,15 +114,15 @@ impl Session {
             outbox: self.outbox.clone(),
             filter,
         });
-        match &target {
+        let subscribed = match &target {
             Target::Topic(t) => self.broker.engine.subscribe_topic(t, subscriber.clone())?,
             Target::User { login, queue } => {
                 self.broker
                     .engine
                     .subscribe_user(login, queue, subscriber.clone())?
             }
-            Target::Queue(_) => {}
-        }
+            Target::Queue(_) => None,
+        };
         self.broker.subscription_added();
         tracing::debug!(session = self.id, destination, id, "subscribed");
         self.subscription_bytes += bytes;
@@ -130,7 +134,7 @@ impl Session {
                 bytes,
             },
         );
-        Ok(())
+        Ok(subscribed.map_or(Flow::Continue, Flow::Pending))
     }
 
     pub(super) fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), ProtocolError> {

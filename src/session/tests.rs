@@ -80,7 +80,7 @@ impl crate::engine::Engine for LinkDown {
         &self,
         pattern: &str,
         s: Arc<crate::registry::Subscriber>,
-    ) -> Result<(), Refused> {
+    ) -> Result<crate::engine::Subscribed, Refused> {
         self.0.subscribe_topic(pattern, s)
     }
     fn unsubscribe_topic(&self, pattern: &str, session: u64, id: &str) -> bool {
@@ -91,7 +91,7 @@ impl crate::engine::Engine for LinkDown {
         login: &str,
         queue: &str,
         s: Arc<crate::registry::Subscriber>,
-    ) -> Result<(), Refused> {
+    ) -> Result<crate::engine::Subscribed, Refused> {
         self.0.subscribe_user(login, queue, s)
     }
     fn unsubscribe_user(&self, login: &str, queue: &str, session: u64, id: &str) -> bool {

@@ -96,8 +96,20 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
-    /// Starts three servers and waits (at most 10 s) until each takes clients.
+    /// Starts three servers and waits (at most 30 s) until each takes clients.
+    /// A port picked free can be taken by another test before the server binds
+    /// it; a server that exits is started again, with the others, on new ports
+    /// (three attempts).
     pub fn start() -> NatsCluster {
+        for _ in 0..2 {
+            if let Some(cluster) = Self::try_start() {
+                return cluster;
+            }
+        }
+        Self::try_start().expect("three nats-server did not start (three attempts)")
+    }
+
+    fn try_start() -> Option<NatsCluster> {
         let binary = nats_server_binary();
         let store = tempfile::tempdir().expect("temporary directory");
         let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -129,16 +141,20 @@ impl NatsCluster {
                 }
             })
             .collect::<Vec<_>>();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut nodes = nodes;
+        for node in &mut nodes {
             while std::net::TcpStream::connect(node.client_addr).is_err() {
                 assert!(Instant::now() < deadline, "{} did not start", node.name);
+                if node.child.try_wait().ok().flatten().is_some() {
+                    return None;
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        NatsCluster {
+        Some(NatsCluster {
             nodes,
             _store: store,
-        }
+        })
     }
 }

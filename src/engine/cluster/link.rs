@@ -20,6 +20,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How long a SUBSCRIBE's receipt waits for NATS to confirm the subscription
+/// (while reconnecting it may not); past it, the receipt comes anyway.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One message for NATS.
 #[derive(Debug)]
 pub(super) struct Publish {
@@ -53,6 +57,9 @@ pub struct LinkMetrics {
     pub malformed: Counter,
     /// Publishes NATS' client refused after the engine took them.
     pub publish_failures: Counter,
+    /// NATS subscriptions the node holds for its clients' patterns and user
+    /// destinations.
+    pub subscriptions: Gauge,
     /// Whether the link has been connected before (so the next connect is a
     /// reconnect).
     ever_connected: Arc<AtomicBool>,
@@ -73,6 +80,11 @@ impl LinkMetrics {
             messages_in: zero(counter!(names::CLUSTER_MESSAGES_IN_TOTAL)),
             slow_consumer_drops: zero(counter!(names::CLUSTER_SLOW_CONSUMER_TOTAL)),
             malformed: zero(counter!(names::CLUSTER_MALFORMED_TOTAL)),
+            subscriptions: {
+                let g = gauge!(names::CLUSTER_SUBSCRIPTIONS);
+                g.set(0.0);
+                g
+            },
             publish_failures: zero(counter!(names::CLUSTER_PUBLISH_FAILURES_TOTAL)),
             ever_connected: Arc::default(),
         }
@@ -242,7 +254,7 @@ async fn run(
         link.retained.clone(),
         link.stop.clone(),
     ));
-    let mut readers: HashMap<usize, JoinHandle<()>> = HashMap::new();
+    let mut readers: HashMap<usize, (JoinHandle<()>, usize)> = HashMap::new();
     loop {
         tokio::select! {
             biased;
@@ -251,16 +263,32 @@ async fn run(
                     let key = Arc::as_ptr(&interest) as usize;
                     match subscribe(&client, &interest).await {
                         Ok(subscription) => {
+                            // In place once the server has it: NATS answers a PING
+                            // after the SUB before it. Awaited aside, bounded.
+                            let (flushing, settled) = (client.clone(), interest.clone());
+                            tokio::spawn(async move {
+                                let flushed = tokio::time::timeout(FLUSH_WAIT, flushing.flush()).await;
+                                if !matches!(flushed, Ok(Ok(()))) {
+                                    tracing::warn!(subjects = ?settled.subjects, "NATS did not confirm a subscription in time");
+                                }
+                                settled.settle(Ok(()));
+                            });
+                            metrics.subscriptions.increment(interest.subjects.len() as f64);
+                            let subjects = interest.subjects.len();
                             let reader = tokio::spawn(read(interest, subscription, metrics.clone()));
-                            readers.insert(key, reader);
+                            readers.insert(key, (reader, subjects));
                         }
-                        Err(e) => tracing::error!(error = %e, subjects = ?interest.subjects, "cannot subscribe in NATS"),
+                        Err(e) => {
+                            tracing::error!(error = %e, subjects = ?interest.subjects, "cannot subscribe in NATS");
+                            interest.settle(Err(format!("NATS refused the subscription: {e}")));
+                        }
                     }
                 }
                 Control::Close(interest) => {
                     // Dropping the subscription unsubscribes it.
-                    if let Some(reader) = readers.remove(&(Arc::as_ptr(&interest) as usize)) {
+                    if let Some((reader, subjects)) = readers.remove(&(Arc::as_ptr(&interest) as usize)) {
                         reader.abort();
+                        metrics.subscriptions.decrement(subjects as f64);
                     }
                 }
             },
@@ -274,7 +302,7 @@ async fn run(
         send(&client, &metrics, message).await;
     }
     let _ = client.flush().await;
-    for (_, reader) in readers {
+    for (_, (reader, _)) in readers {
         reader.abort();
     }
     let _ = mirror.await;

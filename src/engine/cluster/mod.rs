@@ -22,7 +22,7 @@ mod subject;
 mod wire;
 
 use super::local::{build_template, hand_to};
-use super::{Engine, EngineStats, LocalEngine, Refused, Unready};
+use super::{Engine, EngineStats, LocalEngine, Refused, Subscribed, Unready};
 use crate::codec::Headers;
 use crate::destination::RESERVED;
 use crate::destination::pattern::matches;
@@ -92,6 +92,46 @@ struct Interest {
     /// Read by the interest's reader task on every arrival; written on
     /// (un)subscribe. Never held across `.await`.
     subs: RwLock<Vec<Entry>>,
+    /// Subscribers waiting for the NATS subscription to be in place.
+    waiting: Mutex<Waiting>,
+}
+
+/// Whether an interest's NATS subscription is in place, and who waits for it.
+#[derive(Debug, Default)]
+struct Waiting {
+    in_place: bool,
+    replies: Vec<crate::queue::Reply>,
+}
+
+impl Interest {
+    /// An answer for a new subscriber: none when the NATS subscription is in
+    /// place already.
+    fn wait(&self) -> Subscribed {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting.in_place {
+            return None;
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        waiting.replies.push(reply);
+        Some(answer)
+    }
+
+    /// The NATS subscription is in place (or could not be made): answers every
+    /// subscriber waiting for it.
+    fn settle(&self, result: Result<(), String>) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        waiting.in_place = result.is_ok();
+        let destination = match &self.key {
+            Key::Topic(pattern) => pattern.clone(),
+            Key::User { queue, .. } => format!("/user/queue/{queue}"),
+        };
+        for reply in waiting.replies.drain(..) {
+            let _ = reply.send(result.clone().map_err(|reason| QueueError::Unavailable {
+                destination: destination.clone(),
+                reason,
+            }));
+        }
+    }
 }
 
 /// One local subscriber of an interest.
@@ -277,7 +317,7 @@ impl ClusterEngine {
         key: Key,
         interest: impl FnOnce() -> Result<subject::Interest, subject::TooLong>,
         sub: Arc<Subscriber>,
-    ) -> Result<(), Refused> {
+    ) -> Result<Subscribed, Refused> {
         let mut map = self.interests.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = map.get(&key) {
             // Handed over under the write lock: no live message reaches the new
@@ -285,7 +325,7 @@ impl ClusterEngine {
             let mut subs = existing.subs.write().unwrap_or_else(|p| p.into_inner());
             let entry = self.entry(&key, sub);
             subs.push(entry);
-            return Ok(());
+            return Ok(existing.wait());
         }
         let wanted = interest().map_err(too_long)?;
         let entry = self.entry(&key, sub);
@@ -298,12 +338,14 @@ impl ClusterEngine {
             subjects: wanted.subjects,
             filter,
             subs: RwLock::new(vec![entry]),
+            waiting: Mutex::default(),
         });
+        let subscribed = created.wait();
         map.insert(key, created.clone());
         // Sent under the lock, so opens and closes of one key reach the link in
         // the order the map saw them.
         let _ = self.control.send(link::Control::Open(created));
-        Ok(())
+        Ok(subscribed)
     }
 
     /// A new subscriber's entry, after handing it the retained values it matches
@@ -387,7 +429,11 @@ impl Engine for ClusterEngine {
         self.publish(subject::user(login, queue), &shown, headers, &body)
     }
 
-    fn subscribe_topic(&self, pattern: &str, subscriber: Arc<Subscriber>) -> Result<(), Refused> {
+    fn subscribe_topic(
+        &self,
+        pattern: &str,
+        subscriber: Arc<Subscriber>,
+    ) -> Result<Subscribed, Refused> {
         self.join(
             Key::Topic(pattern.to_owned()),
             || subject::topic_interest(pattern),
@@ -404,7 +450,7 @@ impl Engine for ClusterEngine {
         login: &str,
         queue: &str,
         subscriber: Arc<Subscriber>,
-    ) -> Result<(), Refused> {
+    ) -> Result<Subscribed, Refused> {
         let key = Key::User {
             login: login.to_owned(),
             queue: queue.to_owned(),

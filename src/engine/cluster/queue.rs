@@ -134,7 +134,7 @@ impl ClusterQueues {
             return Err(QueueError::TooManyQueues);
         }
         let subject = queue_subject(name).map_err(|e| QueueError::Unavailable {
-            queue: format!("/queue/{name}"),
+            destination: format!("/queue/{name}"),
             reason: format!(
                 "its NATS subject would be {} bytes; at most {} allowed",
                 e.bytes,
@@ -238,7 +238,7 @@ impl JetQueue {
 
     fn unavailable(&self, reason: impl Into<String>) -> QueueError {
         QueueError::Unavailable {
-            queue: self.destination(),
+            destination: self.destination(),
             reason: reason.into(),
         }
     }
@@ -399,7 +399,7 @@ impl JetQueue {
                             QueueError::Full(queue.clone())
                         } else {
                             QueueError::Unavailable {
-                                queue: queue.clone(),
+                                destination: queue.clone(),
                                 reason: text,
                             }
                         }
@@ -409,7 +409,7 @@ impl JetQueue {
             }
             Err(e) => {
                 let _ = reply.send(Err(QueueError::Unavailable {
-                    queue,
+                    destination: queue,
                     reason: e.to_string(),
                 }));
             }
@@ -671,7 +671,7 @@ fn settle(m: jetstream::Message, kind: AckKind, reply: Option<Reply>) {
                     .double_ack_with(kind)
                     .await
                     .map_err(|e| QueueError::Unavailable {
-                        queue: m.subject.to_string(),
+                        destination: m.subject.to_string(),
                         reason: e.to_string(),
                     });
                 let _ = reply.send(done);
