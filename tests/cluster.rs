@@ -58,10 +58,10 @@ async fn start_cluster_with(extra: &str, env: &[(&str, &str)]) -> Cluster {
     }
 }
 
-/// Waits (at most 30 s: JetStream elects its leaders first) until `/readyz` of
-/// `node` answers `status`.
+/// Waits (at most 60 s: a fresh NATS cluster elects its JetStream leaders first,
+/// slowly on a loaded machine) until `/readyz` of `node` answers `status`.
 async fn ready(node: &BrokerProcess, status: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (got, body) = http_get(node.http_addr, "/readyz").await;
         if got == status {
@@ -654,4 +654,72 @@ async fn a_node_holds_one_nats_subscription_per_pattern_until_shortly_after_its_
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_browser_is_cut_off_and_never_holds_up_the_node_s_nats_link() {
+    use tokio::io::AsyncWriteExt;
+    const MESSAGES: usize = 5_000;
+    const BODY: usize = 4096;
+    const WINDOW: usize = 64;
+    let cluster =
+        start_cluster_with("", &[("STOMPEDE__LIMITS__MAX_OUTBOX_BYTES", "1048576")]).await;
+    for node in &cluster.nodes {
+        ready(node, 200).await;
+    }
+    let node_a = &cluster.nodes[0];
+    // Subscribes over raw TCP, then never reads again.
+    let mut stalled = tokio::net::TcpStream::connect(node_a.stomp_addr)
+        .await
+        .unwrap();
+    stalled
+        .write_all(
+            b"CONNECT\naccept-version:1.2\nlogin:bob\npasscode:bob-pw\n\n\0SUBSCRIBE\nid:0\ndestination:/topic/flood\nreceipt:r\n\n\0",
+        )
+        .await
+        .unwrap();
+    let mut fast = connected(node_a, "alice").await;
+    fast.subscribe("0", "/topic/flood").await;
+    let mut publisher = connected(&cluster.nodes[1], "svc").await;
+    until_routed(&mut publisher, &mut fast, "/topic/flood", &["0"]).await;
+    // 20 MiB through node A, far past the stalled client's socket buffers and its
+    // 1 MiB outbox; the publisher stays at most WINDOW messages ahead of the fast
+    // subscriber.
+    let body = vec![b'f'; BODY];
+    let mut received = 0;
+    for i in 0..MESSAGES {
+        publisher
+            .send(
+                Frame::new(Command::Send)
+                    .header("destination", "/topic/flood")
+                    .header("seq", i.to_string())
+                    .body(body.clone()),
+            )
+            .await;
+        while i >= received + WINDOW {
+            let m = message_within(&mut fast, Duration::from_secs(10))
+                .await
+                .expect("flood");
+            if m.body.len() == BODY {
+                assert_eq!(m.headers.get("seq"), Some(received.to_string().as_str()));
+                received += 1;
+            }
+        }
+    }
+    while received < MESSAGES {
+        let m = message_within(&mut fast, Duration::from_secs(10))
+            .await
+            .expect("flood");
+        if m.body.len() == BODY {
+            assert_eq!(m.headers.get("seq"), Some(received.to_string().as_str()));
+            received += 1;
+        }
+    }
+    let (_, metrics) = http_get(node_a.http_addr, "/metrics").await;
+    assert!(common::metric(&metrics, "stompede_slow_consumer_disconnects_total").unwrap() >= 1.0);
+    assert_eq!(
+        common::metric(&metrics, "stompede_cluster_slow_consumer_drops_total"),
+        Some(0.0)
+    );
+    drop(stalled);
 }

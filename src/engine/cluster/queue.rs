@@ -715,7 +715,7 @@ async fn create_consumer(
                     .await
                     .map_err(async_nats::Error::from)
             };
-            match tokio::time::timeout(Duration::from_secs(2), made).await {
+            match tokio::time::timeout(Duration::from_secs(5), made).await {
                 Ok(Ok(consumer)) => {
                     let _ = events.send(Event::Ready(Box::new(consumer)));
                     return;
