@@ -118,6 +118,12 @@ impl Broker {
             queues,
             config.topics.retain.clone(),
             config.topics.max_retained,
+            crate::engine::history::HistoryLimits {
+                patterns: config.topics.history.clone(),
+                max_messages: config.topics.history_max_messages,
+                max_age: std::time::Duration::from_secs(config.topics.history_max_age_s),
+                max_destinations: config.topics.history_max_destinations,
+            },
         )));
         let mut apps = crate::app::Apps::new();
         if config.trading.enabled {
@@ -409,6 +415,23 @@ impl Broker {
             (
                 "topics.max_retained",
                 old.topics.max_retained != new.topics.max_retained,
+            ),
+            (
+                "topics.history",
+                differs(
+                    &(
+                        &old.topics.history,
+                        old.topics.history_max_messages,
+                        old.topics.history_max_age_s,
+                        old.topics.history_max_destinations,
+                    ),
+                    &(
+                        &new.topics.history,
+                        new.topics.history_max_messages,
+                        new.topics.history_max_age_s,
+                        new.topics.history_max_destinations,
+                    ),
+                ),
             ),
             ("quotes", differs(&old.quotes, &new.quotes)),
             ("trading", differs(&old.trading, &new.trading)),

@@ -252,6 +252,15 @@ pub struct TopicsConfig {
     pub retain: Vec<String>,
     /// Most destinations with a retained message; past it, new ones are not retained.
     pub max_retained: usize,
+    /// Topic destinations or patterns that keep their recent messages, numbered by
+    /// `x-stream-offset`, for a SUBSCRIBE to replay.
+    pub history: Vec<String>,
+    /// Messages kept per history destination.
+    pub history_max_messages: usize,
+    /// Seconds a history message is kept.
+    pub history_max_age_s: u64,
+    /// Destinations with a history; past it, new destinations keep none.
+    pub history_max_destinations: usize,
 }
 
 impl Default for TopicsConfig {
@@ -262,6 +271,10 @@ impl Default for TopicsConfig {
                 "/topic/stock-quotes.*".to_owned(),
             ],
             max_retained: 10_000,
+            history: Vec::new(),
+            history_max_messages: 1000,
+            history_max_age_s: 3600,
+            history_max_destinations: 10_000,
         }
     }
 }
@@ -553,7 +566,12 @@ impl Default for LogConfig {
 }
 
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: &[&str] = &["server.allowed_origins", "queues.durable", "topics.retain"];
+const LIST_KEYS: &[&str] = &[
+    "server.allowed_origins",
+    "queues.durable",
+    "topics.retain",
+    "topics.history",
+];
 
 impl Config {
     /// The bounds on password logins (`[limits]`) and the credential cache (`[auth]`).
@@ -633,7 +651,7 @@ impl Config {
                 },
             )?;
         }
-        let positive: [(&'static str, u64); 21] = [
+        let positive: [(&'static str, u64); 23] = [
             ("limits.max_topic_words", self.limits.max_topic_words as u64),
             ("limits.max_frame_bytes", self.limits.max_frame_bytes as u64),
             (
@@ -691,6 +709,14 @@ impl Config {
                 self.cluster.max_pending_publishes as u64,
             ),
             ("cluster.ack_wait_s", self.cluster.ack_wait_s),
+            (
+                "topics.history_max_messages",
+                self.topics.history_max_messages as u64,
+            ),
+            (
+                "topics.history_max_destinations",
+                self.topics.history_max_destinations as u64,
+            ),
             (
                 "cluster.max_ack_pending",
                 self.cluster.max_ack_pending as u64,

@@ -614,6 +614,7 @@ mod tests {
             &self,
             _: &str,
             _: Arc<crate::registry::Subscriber>,
+            _: crate::command::StreamOffset,
         ) -> Result<crate::engine::Subscribed, crate::engine::Refused> {
             Ok(None)
         }

@@ -13,7 +13,7 @@ pub mod transaction;
 
 pub use connect::Connect;
 pub use send::Send;
-pub use subscribe::{Ack, AckMode, Subscribe, Unsubscribe};
+pub use subscribe::{Ack, AckMode, StreamOffset, Subscribe, Unsubscribe};
 pub use transaction::Transaction;
 
 use crate::codec::{Command, Frame, Headers, Version};
@@ -42,6 +42,9 @@ pub enum CommandError {
     /// `prefetch-count` is not a positive integer.
     #[error("invalid prefetch-count {0:?}")]
     BadPrefetch(String),
+    /// `x-stream-offset` is none of the values RabbitMQ's stream support uses.
+    #[error("invalid x-stream-offset {0:?}: use next, last, first, offset=N or timestamp=SECONDS")]
+    BadStreamOffset(String),
     /// A server frame sent by a client.
     #[error("{0} frames are sent by servers, not clients")]
     ServerFrame(Command),
@@ -55,7 +58,8 @@ impl CommandError {
             CommandError::UnsupportedVersion => "unsupported_version",
             CommandError::BadHeartBeat(_)
             | CommandError::BadAckMode(_)
-            | CommandError::BadPrefetch(_) => "bad_header",
+            | CommandError::BadPrefetch(_)
+            | CommandError::BadStreamOffset(_) => "bad_header",
             CommandError::ServerFrame(_) => "unexpected_frame",
         }
     }

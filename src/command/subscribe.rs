@@ -26,6 +26,44 @@ impl AckMode {
     }
 }
 
+/// Where a topic subscription with history starts (the SUBSCRIBE
+/// `x-stream-offset` header, as in RabbitMQ's STOMP stream support).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamOffset {
+    /// Only messages published from now on (the default).
+    #[default]
+    Next,
+    /// The last kept message of each destination, then new ones.
+    Last,
+    /// Every kept message, then new ones.
+    First,
+    /// From offset N on.
+    Offset(u64),
+    /// From the first message kept at or after this time (seconds since the
+    /// Unix epoch).
+    Timestamp(u64),
+}
+
+impl StreamOffset {
+    /// Parses the header value.
+    pub fn parse(v: &str) -> Option<StreamOffset> {
+        match v {
+            "next" => Some(StreamOffset::Next),
+            "last" => Some(StreamOffset::Last),
+            "first" => Some(StreamOffset::First),
+            _ => {
+                let (kind, n) = v.split_once('=')?;
+                let n: u64 = n.parse().ok()?;
+                match kind {
+                    "offset" => Some(StreamOffset::Offset(n)),
+                    "timestamp" => Some(StreamOffset::Timestamp(n)),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
 /// A SUBSCRIBE frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribe {
@@ -37,6 +75,8 @@ pub struct Subscribe {
     pub ack: AckMode,
     /// `prefetch-count`, a positive integer, when given.
     pub prefetch: Option<usize>,
+    /// `x-stream-offset`: where a topic subscription with history starts.
+    pub offset: StreamOffset,
 }
 
 impl Subscribe {
@@ -60,11 +100,18 @@ impl Subscribe {
                     .ok_or_else(|| CommandError::BadPrefetch(v.to_owned()))
             })
             .transpose()?;
+        let offset = match h.optional("x-stream-offset") {
+            Some(v) => {
+                StreamOffset::parse(v).ok_or_else(|| CommandError::BadStreamOffset(v.to_owned()))?
+            }
+            None => StreamOffset::Next,
+        };
         Ok(Subscribe {
             id: id.to_owned(),
             destination: destination.to_owned(),
             ack,
             prefetch,
+            offset,
         })
     }
 }

@@ -156,6 +156,58 @@ fn subscribe_checks_ack_mode_and_prefetch() {
 }
 
 #[test]
+fn subscribe_reads_the_stream_offset() {
+    let sub = |v: &str| {
+        parse(
+            Command::Subscribe,
+            &[
+                ("id", "1"),
+                ("destination", "/topic/a"),
+                ("x-stream-offset", v),
+            ],
+            Version::V1_2,
+        )
+    };
+    for (v, want) in [
+        ("next", StreamOffset::Next),
+        ("last", StreamOffset::Last),
+        ("first", StreamOffset::First),
+        ("offset=42", StreamOffset::Offset(42)),
+        (
+            "timestamp=1764547200",
+            StreamOffset::Timestamp(1_764_547_200),
+        ),
+    ] {
+        let Ok(ClientCommand::Subscribe(s)) = sub(v) else {
+            panic!("{v}")
+        };
+        assert_eq!(s.offset, want, "{v}");
+    }
+    for bad in [
+        "",
+        "offset=",
+        "offset=-1",
+        "offset=1x",
+        "stamp=5",
+        "LAST",
+        "offset=99999999999999999999",
+    ] {
+        assert_eq!(
+            sub(bad).unwrap_err(),
+            CommandError::BadStreamOffset(bad.into())
+        );
+    }
+    let Ok(ClientCommand::Subscribe(s)) = parse(
+        Command::Subscribe,
+        &[("id", "1"), ("destination", "/topic/a")],
+        Version::V1_2,
+    ) else {
+        panic!()
+    };
+    assert_eq!(s.offset, StreamOffset::Next);
+}
+
+#[test]
 fn unsubscribe_by_destination_only_in_1_0() {
     let h = [("destination", "/topic/a")];
     let Ok(ClientCommand::Unsubscribe(u)) = parse(Command::Unsubscribe, &h, Version::V1_0) else {

@@ -43,6 +43,8 @@ pub const RESERVED: &[&str] = &[
     "receipt",
     "transaction",
     "content-length",
+    "x-stream-offset",
+    "x-stream-gap",
 ];
 
 /// The registry key of a user destination. Only the broker builds these: clients

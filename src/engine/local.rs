@@ -1,8 +1,10 @@
 //! The single-node engine: topic and user registries, retained values and the
 //! queue actors of this process.
 
+use super::history::{HistoryLimits, Log};
 use super::{Engine, EngineStats, Refused, Subscribed, Unready};
 use crate::codec::{Headers, MessageTemplate};
+use crate::command::StreamOffset;
 use crate::destination::pattern::{is_pattern, matches};
 use crate::destination::{RESERVED, user_key};
 use crate::metrics::Metrics;
@@ -39,6 +41,9 @@ pub struct LocalEngine {
     retain: RwLock<Arc<Vec<String>>>,
     max_retained: usize,
     retained: DashMap<String, Retained>,
+    /// Recent messages of `topics.history` destinations, by destination.
+    history: DashMap<String, Log>,
+    history_limits: HistoryLimits,
     /// Orders retained delivery against live delivery: publishers to retained
     /// destinations hold it shared from storing to fan-out, a subscribe holds it
     /// exclusively from registering to handing over retained messages. So a new
@@ -61,6 +66,7 @@ impl LocalEngine {
         queues: Arc<Queues>,
         retain: Vec<String>,
         max_retained: usize,
+        history_limits: HistoryLimits,
     ) -> Self {
         let boot = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -72,6 +78,8 @@ impl LocalEngine {
             retain: RwLock::new(Arc::new(retain)),
             max_retained,
             retained: DashMap::new(),
+            history: DashMap::new(),
+            history_limits,
             retain_order: RwLock::new(()),
             metrics,
             queues,
@@ -110,7 +118,8 @@ impl LocalEngine {
     }
 
     /// Delivers to the topic subscribers of `destination`, keeping its last message
-    /// when `retain`.
+    /// when `retain`, and keeping it in the destination's history (with its offset
+    /// on every MESSAGE) when it matches `topics.history`.
     fn deliver_topic(
         &self,
         destination: &str,
@@ -118,8 +127,32 @@ impl LocalEngine {
         body: Bytes,
         retain: bool,
     ) -> usize {
-        let _order = retain.then(|| self.retain_order.read().unwrap_or_else(|p| p.into_inner()));
-        let (template, message_id) = self.template(destination, headers, body.clone());
+        let history = self.keeps_history(destination);
+        let _order = (retain || history)
+            .then(|| self.retain_order.read().unwrap_or_else(|p| p.into_inner()));
+        // Held from numbering to fan-out, so publishers to one destination hand
+        // over their messages in offset order.
+        let mut log = history.then(|| self.log(destination)).flatten();
+        let message_id = self.message_id();
+        self.metrics.published.increment(1);
+        let offset = log.as_mut().map(|log| {
+            log.push(
+                now_ms(),
+                &message_id,
+                headers,
+                body.clone(),
+                &self.history_limits,
+            )
+            .to_string()
+        });
+        let shared = [
+            ("destination", destination),
+            ("message-id", message_id.as_str()),
+        ]
+        .into_iter()
+        .chain(offset.as_deref().map(|o| ("x-stream-offset", o)))
+        .chain(headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
+        let template = MessageTemplate::new(shared, body.clone());
         if retain {
             self.store_retained(destination, &message_id, headers.clone(), body);
         }
@@ -130,6 +163,39 @@ impl LocalEngine {
             }
         })
     }
+
+    /// Whether `destination` matches a `topics.history` pattern.
+    fn keeps_history(&self, destination: &str) -> bool {
+        self.history_limits
+            .patterns
+            .iter()
+            .any(|p| matches(p, destination))
+    }
+
+    /// The history log of `destination`, made if there is room for another.
+    fn log(&self, destination: &str) -> Option<dashmap::mapref::one::RefMut<'_, String, Log>> {
+        if let Some(log) = self.history.get_mut(destination) {
+            return Some(log);
+        }
+        if self.history.len() >= self.history_limits.max_destinations {
+            return None;
+        }
+        // Offsets of a log made in this run start past any of an earlier run.
+        let first = now_ms().saturating_mul(1000);
+        Some(
+            self.history
+                .entry(destination.to_owned())
+                .or_insert_with(|| Log::new(first)),
+        )
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The MESSAGE template of one message: `shown` as its destination, the sender's
@@ -167,12 +233,52 @@ impl LocalEngine {
     /// Subscribes to a topic destination or pattern and hands the subscriber, at
     /// once, the retained message of every destination it matches, marked
     /// `retained: true`, ahead of anything newer.
-    fn subscribe_retained(&self, destination: &str, sub: Arc<Subscriber>) {
+    fn subscribe_retained(&self, destination: &str, sub: Arc<Subscriber>, from: StreamOffset) {
         let _order = self.retain_order.write().unwrap_or_else(|p| p.into_inner());
         if !self.topics.subscribe(destination, sub.clone()) {
             return;
         }
-        self.hand_over_retained(destination, &sub, |_, _| {});
+        let replayed = self.replay(destination, &sub, from);
+        self.hand_over_retained_except(destination, &sub, &replayed, |_, _| {});
+    }
+
+    /// Hands `sub` the kept history of every destination `pattern` matches, from
+    /// where `from` says; returns the destinations replayed (their retained value
+    /// is part of the replay). The caller holds `retain_order` exclusively, so no
+    /// live message comes between a replay and what follows it.
+    fn replay(&self, pattern: &str, sub: &Subscriber, from: StreamOffset) -> Vec<String> {
+        if from == StreamOffset::Next || self.history.is_empty() {
+            return Vec::new();
+        }
+        let now = now_ms();
+        let mut replayed = Vec::new();
+        for mut entry in self.history.iter_mut() {
+            let dest = entry.key().clone();
+            if !matches(pattern, &dest) || !sub.may_read(&dest) {
+                continue;
+            }
+            let log = entry.value_mut();
+            log.expire(now, self.history_limits.max_age);
+            let Some(start) = log.start(from) else {
+                continue;
+            };
+            for (i, kept) in log.from(start.index).enumerate() {
+                let offset = kept.offset.to_string();
+                let gap = (i == 0 && start.gap).then_some(("x-stream-gap", "true"));
+                let shared = [
+                    ("destination", dest.as_str()),
+                    ("message-id", kept.message_id.as_str()),
+                    ("x-stream-offset", offset.as_str()),
+                ]
+                .into_iter()
+                .chain(gap)
+                .chain(kept.headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
+                let template = MessageTemplate::new(shared, kept.body.clone());
+                hand_to(sub, &template, &kept.message_id, Instant::now());
+            }
+            replayed.push(dest);
+        }
+        replayed
     }
 
     /// Hands `sub` the retained message of every destination `pattern` matches
@@ -182,10 +288,22 @@ impl LocalEngine {
         &self,
         pattern: &str,
         sub: &Subscriber,
+        handed: impl FnMut(&str, &str),
+    ) {
+        self.hand_over_retained_except(pattern, sub, &[], handed);
+    }
+
+    /// [`LocalEngine::hand_over_retained`], leaving out the destinations in
+    /// `replayed`.
+    fn hand_over_retained_except(
+        &self,
+        pattern: &str,
+        sub: &Subscriber,
+        replayed: &[String],
         mut handed: impl FnMut(&str, &str),
     ) {
         let mut hand_over = |dest: &str, r: &Retained| {
-            if !sub.may_read(dest) {
+            if !sub.may_read(dest) || replayed.iter().any(|d| d == dest) {
                 return;
             }
             let shared = [
@@ -280,8 +398,9 @@ impl Engine for LocalEngine {
         &self,
         pattern: &str,
         subscriber: Arc<Subscriber>,
+        from: StreamOffset,
     ) -> Result<Subscribed, Refused> {
-        self.subscribe_retained(pattern, subscriber);
+        self.subscribe_retained(pattern, subscriber, from);
         Ok(None)
     }
 

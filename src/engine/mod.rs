@@ -26,12 +26,14 @@
 //! after a reconnect) joins this trait with the history issue.
 
 pub mod cluster;
+pub mod history;
 mod local;
 
 pub use cluster::{ClusterEngine, ClusterOptions};
 pub use local::LocalEngine;
 
 use crate::codec::Headers;
+use crate::command::StreamOffset;
 use crate::queue::{QueueError, QueueHandle};
 use crate::registry::Subscriber;
 use bytes::Bytes;
@@ -136,10 +138,14 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
 
     /// Subscribes to a topic destination or pattern (`/topic/...`, already checked
     /// against the topic limits), handing over matching retained values first.
+    /// `from` says where a destination with history starts (SUBSCRIBE
+    /// `x-stream-offset`): kept messages are replayed first, then live ones, with
+    /// no gap and no duplicate between them.
     fn subscribe_topic(
         &self,
         pattern: &str,
         subscriber: Arc<Subscriber>,
+        from: StreamOffset,
     ) -> Result<Subscribed, Refused>;
 
     /// Removes a topic subscription; returns whether it existed.

@@ -43,6 +43,7 @@ impl Session {
             destination,
             ack,
             prefetch,
+            offset,
         } = &subscribe;
         let (id, destination, ack) = (id.as_str(), destination.as_str(), *ack);
         if self.subscriptions.contains_key(id) {
@@ -115,7 +116,11 @@ impl Session {
             filter,
         });
         let subscribed = match &target {
-            Target::Topic(t) => self.broker.engine.subscribe_topic(t, subscriber.clone())?,
+            Target::Topic(t) => {
+                self.broker
+                    .engine
+                    .subscribe_topic(t, subscriber.clone(), *offset)?
+            }
             Target::User { login, queue } => {
                 self.broker
                     .engine

@@ -80,8 +80,9 @@ impl crate::engine::Engine for LinkDown {
         &self,
         pattern: &str,
         s: Arc<crate::registry::Subscriber>,
+        from: crate::command::StreamOffset,
     ) -> Result<crate::engine::Subscribed, Refused> {
-        self.0.subscribe_topic(pattern, s)
+        self.0.subscribe_topic(pattern, s, from)
     }
     fn unsubscribe_topic(&self, pattern: &str, session: u64, id: &str) -> bool {
         self.0.unsubscribe_topic(pattern, session, id)

@@ -429,10 +429,13 @@ impl Engine for ClusterEngine {
         self.publish(subject::user(login, queue), &shown, headers, &body)
     }
 
+    /// Topic history is not shared by a cluster yet: `from` is not used and no
+    /// message carries an offset (docs/cluster.md).
     fn subscribe_topic(
         &self,
         pattern: &str,
         subscriber: Arc<Subscriber>,
+        _from: crate::command::StreamOffset,
     ) -> Result<Subscribed, Refused> {
         self.join(
             Key::Topic(pattern.to_owned()),

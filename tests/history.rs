@@ -1,0 +1,236 @@
+//! Topic history on one node: SUBSCRIBE `x-stream-offset` replays what a client
+//! missed, then live messages, with no gap and no duplicate at the seam.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Client, broker};
+use std::time::Duration;
+use stompede::codec::{Command, Frame};
+
+const HISTORY: &str =
+    "[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_messages = 50\nretain = [\"/topic/h.kept\"]";
+
+async fn subscribe_from(c: &mut Client, id: &str, destination: &str, offset: &str) {
+    c.subscribe_with(id, destination, &[("x-stream-offset", offset)])
+        .await;
+}
+
+/// The next MESSAGE: (body, x-stream-offset, x-stream-gap present).
+async fn next(c: &mut Client) -> (String, u64, bool) {
+    let m = c.expect(Command::Message).await;
+    (
+        String::from_utf8(m.body.to_vec()).unwrap(),
+        m.headers
+            .get("x-stream-offset")
+            .expect("an offset")
+            .parse()
+            .unwrap(),
+        m.headers.get("x-stream-gap") == Some("true"),
+    )
+}
+
+#[tokio::test]
+async fn a_reconnecting_subscriber_gets_exactly_what_it_missed_then_live_messages() {
+    let b = broker(HISTORY);
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    let mut sub = Client::tcp(&b).await;
+    sub.connect_as("alice", "alice-pw").await;
+    sub.subscribe("s", "/topic/h.news").await;
+    publisher.publish("/topic/h.news", "m0").await;
+    let (body, seen, _) = next(&mut sub).await;
+    assert_eq!(body, "m0");
+    drop(sub);
+    for i in 1..=5 {
+        publisher.publish("/topic/h.news", &format!("m{i}")).await;
+    }
+    let mut back = Client::tcp(&b).await;
+    back.connect_as("alice", "alice-pw").await;
+    subscribe_from(
+        &mut back,
+        "s",
+        "/topic/h.news",
+        &format!("offset={}", seen + 1),
+    )
+    .await;
+    publisher.publish("/topic/h.news", "live").await;
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.push(next(&mut back).await);
+    }
+    let want: Vec<(String, u64, bool)> = (1..=5)
+        .map(|i| (format!("m{i}"), seen + i, false))
+        .chain([("live".to_owned(), seen + 6, false)])
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seam_has_no_gap_and_no_duplicate_while_publishes_keep_coming() {
+    let b = broker("[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_messages = 100000");
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    // Publishing all the time, numbered and paced (1 ms every 50 messages, so it
+    // lasts a while); the subscriber joins in the middle.
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let progress = sent.clone();
+    let writer = tokio::spawn(async move {
+        for i in 0..3000 {
+            publisher
+                .send(
+                    Frame::new(Command::Send)
+                        .header("destination", "/topic/h.seq")
+                        .body(i.to_string()),
+                )
+                .await;
+            progress.store(i + 1, std::sync::atomic::Ordering::Release);
+            if i % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        publisher.publish("/topic/h.seq", "end").await;
+    });
+    while sent.load(std::sync::atomic::Ordering::Acquire) < 500 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut sub = Client::tcp(&b).await;
+    sub.connect_as("alice", "alice-pw").await;
+    subscribe_from(&mut sub, "s", "/topic/h.seq", "first").await;
+    let joined_at = sent.load(std::sync::atomic::Ordering::Acquire);
+    assert!(
+        joined_at < 3000,
+        "the publisher finished before the subscriber joined"
+    );
+    let mut bodies = Vec::new();
+    let mut offsets = Vec::new();
+    loop {
+        let (body, offset, gap) = next(&mut sub).await;
+        assert!(!gap);
+        offsets.push(offset);
+        if body == "end" {
+            break;
+        }
+        bodies.push(body.parse::<u32>().unwrap());
+    }
+    writer.await.unwrap();
+    assert_eq!(bodies, (0..3000).collect::<Vec<_>>());
+    assert!(
+        offsets.windows(2).all(|w| w[1] == w[0] + 1),
+        "offsets not contiguous"
+    );
+}
+
+#[tokio::test]
+async fn asking_for_more_than_is_kept_starts_at_the_oldest_with_a_gap_flag() {
+    let b = broker("[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_messages = 3");
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    let mut probe = Client::tcp(&b).await;
+    probe.connect().await;
+    probe.subscribe("p", "/topic/h.small").await;
+    for i in 0..10 {
+        publisher.publish("/topic/h.small", &format!("m{i}")).await;
+    }
+    let (_, first, _) = next(&mut probe).await;
+    let mut sub = Client::tcp(&b).await;
+    sub.connect().await;
+    subscribe_from(&mut sub, "s", "/topic/h.small", &format!("offset={first}")).await;
+    let got = [
+        next(&mut sub).await,
+        next(&mut sub).await,
+        next(&mut sub).await,
+    ];
+    assert_eq!(
+        got,
+        [
+            ("m7".to_owned(), first + 7, true),
+            ("m8".to_owned(), first + 8, false),
+            ("m9".to_owned(), first + 9, false)
+        ]
+    );
+    // last: the newest only; then nothing more until the next publish.
+    subscribe_from(&mut sub, "l", "/topic/h.small", "last").await;
+    assert_eq!(next(&mut sub).await, ("m9".to_owned(), first + 9, false));
+    publisher.publish("/topic/h.small", "m10").await;
+    assert_eq!(next(&mut sub).await, ("m10".to_owned(), first + 10, false));
+    assert_eq!(next(&mut sub).await, ("m10".to_owned(), first + 10, false));
+}
+
+#[tokio::test]
+async fn a_wildcard_replays_each_destination_with_its_own_offsets_and_replaces_the_retained_value()
+{
+    let b = broker(HISTORY);
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    for (d, body) in [("a", "a0"), ("kept", "k0"), ("a", "a1"), ("kept", "k1")] {
+        publisher.publish(&format!("/topic/h.{d}"), body).await;
+    }
+    let mut sub = Client::tcp(&b).await;
+    sub.connect().await;
+    subscribe_from(&mut sub, "s", "/topic/h.*", "first").await;
+    let mut by_destination: std::collections::BTreeMap<String, Vec<(String, u64)>> =
+        Default::default();
+    for _ in 0..4 {
+        let m = sub.expect(Command::Message).await;
+        // A replayed retained destination comes once, from its history.
+        assert_eq!(m.headers.get("retained"), None, "{m:?}");
+        by_destination
+            .entry(m.headers.get("destination").unwrap().to_owned())
+            .or_default()
+            .push((
+                String::from_utf8(m.body.to_vec()).unwrap(),
+                m.headers.get("x-stream-offset").unwrap().parse().unwrap(),
+            ));
+    }
+    for (d, bodies) in [
+        ("/topic/h.a", ["a0", "a1"]),
+        ("/topic/h.kept", ["k0", "k1"]),
+    ] {
+        let got = &by_destination[d];
+        assert_eq!(
+            got.iter().map(|(b, _)| b.as_str()).collect::<Vec<_>>(),
+            bodies
+        );
+        assert_eq!(got[1].1, got[0].1 + 1, "{d}");
+    }
+    // Without x-stream-offset: the retained value, as before, and no replay.
+    let mut plain = Client::tcp(&b).await;
+    plain.connect().await;
+    plain.subscribe("p", "/topic/h.*").await;
+    let m = plain.expect(Command::Message).await;
+    assert_eq!(m.headers.get("retained"), Some("true"));
+    assert_eq!(&m.body[..], b"k1");
+    publisher.publish("/topic/h.a", "a2").await;
+    let m = plain.expect(Command::Message).await;
+    assert_eq!(&m.body[..], b"a2");
+}
+
+#[tokio::test]
+async fn a_bad_offset_is_refused_and_a_sender_cannot_forge_offsets() {
+    let b = broker(HISTORY);
+    let mut c = Client::tcp(&b).await;
+    c.connect().await;
+    c.subscribe("ok", "/topic/other").await;
+    c.send(
+        Frame::new(Command::Send)
+            .header("destination", "/topic/other")
+            .header("x-stream-offset", "42")
+            .header("x-stream-gap", "true")
+            .body("forged"),
+    )
+    .await;
+    let m = c.expect(Command::Message).await;
+    assert_eq!(m.headers.get("x-stream-offset"), None);
+    assert_eq!(m.headers.get("x-stream-gap"), None);
+    c.send(
+        Frame::new(Command::Subscribe)
+            .header("id", "bad")
+            .header("destination", "/topic/h.x")
+            .header("x-stream-offset", "offset=-1"),
+    )
+    .await;
+    c.expect_error("invalid x-stream-offset \"offset=-1\"")
+        .await;
+}
