@@ -97,6 +97,11 @@ impl Broker {
         let metrics = Arc::new(Metrics::new());
         let storage = RedbStorage::open(&config.store.path)?;
         let (store, recovered) = Store::start(Box::new(storage), metrics.clone())?;
+        // Kept topic history goes to the engine, the rest to the queues.
+        let (kept, recovered): (Vec<_>, Vec<_>) = recovered
+            .into_iter()
+            .partition(crate::engine::history::is_history_record);
+        let history_store = store.clone();
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let queues = crate::queue::Queues::new(
@@ -124,6 +129,7 @@ impl Broker {
                 max_age: std::time::Duration::from_secs(config.topics.history_max_age_s),
                 max_destinations: config.topics.history_max_destinations,
             },
+            (history_store, kept),
         )));
         let mut apps = crate::app::Apps::new();
         if config.trading.enabled {

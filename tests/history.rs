@@ -234,3 +234,60 @@ async fn a_bad_offset_is_refused_and_a_sender_cannot_forge_offsets() {
     c.expect_error("invalid x-stream-offset \"offset=-1\"")
         .await;
 }
+
+#[tokio::test]
+async fn a_restarted_broker_resumes_from_the_offset_a_client_saw() {
+    let store = tempfile::tempdir().unwrap();
+    let on_store = || {
+        broker(&format!(
+            "[store]\npath = {:?}\n{HISTORY}",
+            store.path().display().to_string()
+        ))
+    };
+    let b = on_store();
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    let mut sub = Client::tcp(&b).await;
+    sub.connect().await;
+    sub.subscribe("s", "/topic/h.deploy").await;
+    publisher.publish("/topic/h.deploy", "before-0").await;
+    let (_, seen, _) = next(&mut sub).await;
+    for i in 1..=3 {
+        publisher
+            .publish("/topic/h.deploy", &format!("before-{i}"))
+            .await;
+    }
+    drop((sub, publisher));
+    assert!(b.shutdown(Duration::from_secs(5)).await);
+    drop(b);
+    // Back up: what the client missed before the restart, then what comes after,
+    // numbered on.
+    let b = on_store();
+    let mut back = Client::tcp(&b).await;
+    back.connect().await;
+    subscribe_from(
+        &mut back,
+        "s",
+        "/topic/h.deploy",
+        &format!("offset={}", seen + 1),
+    )
+    .await;
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    publisher.publish("/topic/h.deploy", "after").await;
+    let got = [
+        next(&mut back).await,
+        next(&mut back).await,
+        next(&mut back).await,
+        next(&mut back).await,
+    ];
+    assert_eq!(
+        got,
+        [
+            ("before-1".to_owned(), seen + 1, false),
+            ("before-2".to_owned(), seen + 2, false),
+            ("before-3".to_owned(), seen + 3, false),
+            ("after".to_owned(), seen + 4, false),
+        ]
+    );
+}

@@ -5,13 +5,19 @@
 //! A destination's log keeps at most `topics.history_max_messages` messages, none
 //! older than `topics.history_max_age_s`; at most `topics.history_max_destinations`
 //! destinations have one (past it, new destinations get no history and no
-//! offsets). Offsets grow by one per message on a destination. A log made in this
-//! run starts at the clock's milliseconds times 1000, so offsets do not go back
-//! when the broker restarts (the history itself does not survive a restart yet).
+//! offsets). Offsets grow by one per message on a destination.
+//!
+//! Kept messages are also written to the embedded store (without waiting for the
+//! disk: a publisher is never held up), and deleted from it when they leave the
+//! log, so a restarted broker has its history and goes on counting where it
+//! stopped. A log made new starts at the clock's milliseconds times 1000, so even
+//! a destination whose history had all expired never sees its offsets go back.
 
 use crate::codec::Headers;
 use crate::command::StreamOffset;
+use crate::store::{Record, Recovered};
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -28,9 +34,20 @@ pub struct HistoryLimits {
     pub max_destinations: usize,
 }
 
+/// What the store's record of a kept message names instead of a queue: NUL
+/// cannot be in a destination, so no queue can have it.
+const RECORD_PREFIX: &str = "\0history:";
+
+/// Whether a stored record is a kept history message.
+pub fn is_history_record(r: &Recovered) -> bool {
+    r.record.queue.starts_with(RECORD_PREFIX)
+}
+
 /// One kept message.
 #[derive(Debug, Clone)]
 pub(super) struct Kept {
+    /// Its key in the store.
+    pub(super) key: u64,
     pub(super) offset: u64,
     pub(super) at_ms: u64,
     pub(super) message_id: String,
@@ -45,6 +62,8 @@ pub(super) struct Log {
     kept: VecDeque<Kept>,
     /// Whether a message was ever dropped (to the bound or for age).
     dropped: bool,
+    /// Store keys of dropped messages, for the caller to delete.
+    dropped_keys: Vec<u64>,
 }
 
 /// Where a replay starts.
@@ -63,12 +82,34 @@ impl Log {
             next: first,
             kept: VecDeque::new(),
             dropped: false,
+            dropped_keys: Vec::new(),
         }
+    }
+
+    /// Store keys of messages dropped since the last call.
+    pub(super) fn take_dropped(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.dropped_keys)
+    }
+
+    /// The store record of the newest kept message of `destination`.
+    pub(super) fn record_of_last(&self, destination: &str) -> Option<Vec<u8>> {
+        let k = self.kept.back()?;
+        let mut headers = k.headers.clone();
+        headers.push("\0offset", k.offset.to_string());
+        headers.push("\0at", k.at_ms.to_string());
+        headers.push("\0id", k.message_id.clone());
+        Some(Record::encode(
+            &format!("{RECORD_PREFIX}{destination}"),
+            None,
+            &headers,
+            &k.body,
+        ))
     }
 
     /// Keeps a message; returns its offset.
     pub(super) fn push(
         &mut self,
+        key: u64,
         at_ms: u64,
         message_id: &str,
         headers: &Headers,
@@ -78,6 +119,7 @@ impl Log {
         let offset = self.next;
         self.next += 1;
         self.kept.push_back(Kept {
+            key,
             offset,
             at_ms,
             message_id: message_id.to_owned(),
@@ -85,8 +127,7 @@ impl Log {
             body,
         });
         while self.kept.len() > limits.max_messages.max(1) {
-            self.kept.pop_front();
-            self.dropped = true;
+            self.drop_oldest();
         }
         self.expire(at_ms, limits.max_age);
         offset
@@ -96,8 +137,14 @@ impl Log {
     pub(super) fn expire(&mut self, now_ms: u64, max_age: Duration) {
         let oldest = now_ms.saturating_sub(max_age.as_millis() as u64);
         while self.kept.front().is_some_and(|k| k.at_ms < oldest) {
-            self.kept.pop_front();
+            self.drop_oldest();
+        }
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some(k) = self.kept.pop_front() {
             self.dropped = true;
+            self.dropped_keys.push(k.key);
         }
     }
 
@@ -143,6 +190,66 @@ impl Log {
     }
 }
 
+/// The logs a restarted broker had, from the store's history records (in key
+/// order), trimmed to `limits` at `now_ms`; and the keys of records to delete
+/// (trimmed, or unreadable).
+pub(super) fn restore(
+    records: Vec<Recovered>,
+    limits: &HistoryLimits,
+    now_ms: u64,
+) -> (HashMap<String, Log>, Vec<u64>) {
+    let mut logs: HashMap<String, Log> = HashMap::new();
+    let mut delete = Vec::new();
+    for r in records {
+        let Some(destination) = r.record.queue.strip_prefix(RECORD_PREFIX) else {
+            continue;
+        };
+        let mut headers = Headers::with_capacity(r.record.headers.len());
+        let (mut offset, mut at, mut id) = (None, None, None);
+        for (k, v) in r.record.headers.iter() {
+            match k {
+                "\0offset" => offset = v.parse::<u64>().ok(),
+                "\0at" => at = v.parse::<u64>().ok(),
+                "\0id" => id = Some(v.to_owned()),
+                _ => headers.push(k, v),
+            }
+        }
+        let (Some(offset), Some(at_ms), Some(message_id)) = (offset, at, id) else {
+            delete.push(r.key);
+            continue;
+        };
+        if !logs.contains_key(destination) && logs.len() >= limits.max_destinations {
+            delete.push(r.key);
+            continue;
+        }
+        let log = logs
+            .entry(destination.to_owned())
+            .or_insert_with(|| Log::new(offset));
+        if offset < log.next {
+            // Out of order or repeated: never let offsets go back.
+            delete.push(r.key);
+            continue;
+        }
+        log.next = offset + 1;
+        log.kept.push_back(Kept {
+            key: r.key,
+            offset,
+            at_ms,
+            message_id,
+            headers,
+            body: r.record.body,
+        });
+        while log.kept.len() > limits.max_messages.max(1) {
+            log.drop_oldest();
+        }
+    }
+    for log in logs.values_mut() {
+        log.expire(now_ms, limits.max_age);
+        delete.extend(log.take_dropped());
+    }
+    (logs, delete)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +267,7 @@ mod tests {
         let mut log = Log::new(100);
         for i in 0..n {
             log.push(
+                i,
                 1_000_000 + i * 1000,
                 &format!("m{i}"),
                 &Headers::new(),
@@ -244,5 +352,45 @@ mod tests {
         log.expire(1_000_000 + 9000 + 60_000 - 2500, Duration::from_secs(60));
         let offsets: Vec<u64> = log.from(0).map(|k| k.offset).collect();
         assert_eq!(offsets, [107, 108, 109]);
+    }
+
+    #[test]
+    fn a_restart_restores_the_logs_trims_them_and_names_what_to_delete() {
+        let mut log = Log::new(500);
+        let mut records = Vec::new();
+        for i in 0..5u64 {
+            log.push(
+                10 + i,
+                1_000_000 + i,
+                &format!("m{i}"),
+                &Headers::new(),
+                Bytes::from(format!("b{i}")),
+                &limits(100),
+            );
+            records.push(Recovered {
+                key: 10 + i,
+                record: Record::decode(&log.record_of_last("/topic/a").unwrap()).unwrap(),
+            });
+        }
+        // A record without its offset is deleted.
+        records.push(Recovered {
+            key: 99,
+            record: Record {
+                queue: format!("{RECORD_PREFIX}/topic/b"),
+                expires_at: None,
+                headers: Headers::new(),
+                body: Bytes::new(),
+            },
+        });
+        let (logs, delete) = restore(records, &limits(3), 1_000_010);
+        let a = &logs["/topic/a"];
+        let kept: Vec<(u64, &str)> = a
+            .from(0)
+            .map(|k| (k.offset, std::str::from_utf8(&k.body).unwrap()))
+            .collect();
+        assert_eq!(kept, [(502, "b2"), (503, "b3"), (504, "b4")]);
+        assert_eq!(a.next, 505);
+        assert_eq!(delete, [99, 10, 11]);
+        assert!(!logs.contains_key("/topic/b"));
     }
 }

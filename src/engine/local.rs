@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Outgoing;
 use crate::queue::{QueueError, QueueHandle, Queues};
 use crate::registry::{AckMode, ExactRegistry, Subscriber, TopicRegistry};
+use crate::store::{Recovered, Store};
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::future::Future;
@@ -44,6 +45,8 @@ pub struct LocalEngine {
     /// Recent messages of `topics.history` destinations, by destination.
     history: DashMap<String, Log>,
     history_limits: HistoryLimits,
+    /// Where kept history messages are written, to survive a restart.
+    store: Store,
     /// Orders retained delivery against live delivery: publishers to retained
     /// destinations hold it shared from storing to fan-out, a subscribe holds it
     /// exclusively from registering to handing over retained messages. So a new
@@ -67,7 +70,15 @@ impl LocalEngine {
         retain: Vec<String>,
         max_retained: usize,
         history_limits: HistoryLimits,
+        (store, kept): (Store, Vec<Recovered>),
     ) -> Self {
+        let (logs, stale) = super::history::restore(kept, &history_limits, now_ms());
+        for key in stale {
+            store.delete(key);
+        }
+        if !logs.is_empty() {
+            tracing::info!(destinations = logs.len(), "recovered topic history");
+        }
         let boot = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -78,8 +89,9 @@ impl LocalEngine {
             retain: RwLock::new(Arc::new(retain)),
             max_retained,
             retained: DashMap::new(),
-            history: DashMap::new(),
+            history: logs.into_iter().collect(),
             history_limits,
+            store,
             retain_order: RwLock::new(()),
             metrics,
             queues,
@@ -136,14 +148,22 @@ impl LocalEngine {
         let message_id = self.message_id();
         self.metrics.published.increment(1);
         let offset = log.as_mut().map(|log| {
-            log.push(
+            let key = self.store.next_key();
+            let offset = log.push(
+                key,
                 now_ms(),
                 &message_id,
                 headers,
                 body.clone(),
                 &self.history_limits,
-            )
-            .to_string()
+            );
+            if let Some(record) = log.record_of_last(destination) {
+                self.store.put(key, record);
+            }
+            for dropped in log.take_dropped() {
+                self.store.delete(dropped);
+            }
+            offset.to_string()
         });
         let shared = [
             ("destination", destination),
@@ -259,6 +279,9 @@ impl LocalEngine {
             }
             let log = entry.value_mut();
             log.expire(now, self.history_limits.max_age);
+            for dropped in log.take_dropped() {
+                self.store.delete(dropped);
+            }
             let Some(start) = log.start(from) else {
                 continue;
             };
