@@ -916,7 +916,7 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_broker_toml_is_the_defaults_plus_demo_users() {
+    fn the_shipped_broker_toml_is_the_defaults_plus_demo_users_and_history() {
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/broker.toml")).unwrap();
         let mut c = Config::from_toml(&text).unwrap();
@@ -924,6 +924,12 @@ mod tests {
         let logins: Vec<&str> = c.auth.users.iter().map(|u| u.login.as_str()).collect();
         assert_eq!(logins, ["alice", "bob", "market-feed"]);
         c.auth.users.clear();
+        // So is the history of the demo's topics, which its page resumes.
+        assert_eq!(
+            c.topics.history,
+            ["/topic/stock-quotes", "/topic/market-activity"]
+        );
+        c.topics.history.clear();
         let d = Config::default();
         assert_eq!(format!("{c:?}"), format!("{d:?}"));
     }

@@ -11,6 +11,30 @@ const orders = new Map(); // tradeId -> <tr>
 const SPARK_POINTS = 30;
 let client = null;
 let who = null;
+// The last x-stream-offset seen per destination: after a reconnect the page
+// subscribes from the next one and gets what it missed (topics.history).
+const lastOffset = new Map();
+
+/** SUBSCRIBE headers that resume `destination` where this page stopped. */
+function resumeFrom(destination) {
+  return lastOffset.has(destination) ? { 'x-stream-offset': `offset=${lastOffset.get(destination) + 1}` } : {};
+}
+
+/** Notes a message's offset; false for one this page has shown already. */
+function fresh(m) {
+  const raw = m.headers['x-stream-offset'];
+  if (raw !== undefined) {
+    const offset = Number(raw);
+    const last = lastOffset.get(m.headers.destination);
+    if (last !== undefined && offset <= last) return false;
+    lastOffset.set(m.headers.destination, offset);
+  }
+  if (m.headers['x-stream-gap'] === 'true') {
+    $('gap').hidden = false;
+    $('gap').textContent = `missed some updates while offline (${m.headers.destination.replace('/topic/', '')})`;
+  }
+  return true;
+}
 
 function setStatus(state, text) {
   const el = $('status');
@@ -98,12 +122,15 @@ function connect(login, passcode) {
     $('t-anon').hidden = !!who;
     document.querySelector('.blotter').hidden = !who;
     client.subscribe('/topic/stock-quotes', (m) => {
+      if (!fresh(m)) return;
       const quotes = JSON.parse(m.body);
       quotes.forEach(showQuote);
       $('last-tick').textContent = quotes.length ? `last tick ${time(quotes[0].timestamp)}` : '';
       $('last-tick').dataset.ticks = String(Number($('last-tick').dataset.ticks ?? 0) + 1);
-    });
-    client.subscribe('/topic/market-activity', (m) => showTape(JSON.parse(m.body)));
+    }, resumeFrom('/topic/stock-quotes'));
+    client.subscribe('/topic/market-activity', (m) => {
+      if (fresh(m)) showTape(JSON.parse(m.body));
+    }, resumeFrom('/topic/market-activity'));
     if (who) {
       client.subscribe('/user/queue/trade-confirmation', (m) => showConfirmation(JSON.parse(m.body)));
       client.subscribe('/user/queue/errors', (m) => { $('t-error').textContent = JSON.parse(m.body).message; });

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { startBroker, freePort } from './helpers.mjs';
+import { startBroker, freePort, stompClient, publishConfirmed } from './helpers.mjs';
 
 const docs = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'docs');
 let broker;
@@ -101,6 +101,49 @@ test('the page fits a phone-width screen and can watch anonymously', async () =>
   assert.ok(overflow <= 0, `page is ${overflow}px wider than the phone`);
   await page.screenshot({ path: path.join(docs, 'screenshot-phone.png'), fullPage: true });
   await context.close();
+});
+
+test('after losing its connection the page shows what it missed on the tape', async () => {
+  const own = await startBroker(
+    { STOMPEDE__QUOTES__INTERVAL_MS: '60000' },
+    '[topics]\nhistory = ["/topic/stock-quotes", "/topic/market-activity"]\nhistory_max_messages = 3',
+  );
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const backend = await stompClient(own, {}, 'svc');
+  const trade = (quantity) => publishConfirmed(backend, {
+    destination: '/topic/market-activity',
+    body: JSON.stringify({ side: 'BUY', quantity, symbol: 'AAPL', price: 1, timestamp: Date.now() }),
+  });
+  try {
+    await page.goto(`http://${own.http}/`);
+    await page.click('#anonymous');
+    await page.waitForSelector('[data-testid=status]:has-text("connected as anonymous")', { timeout: 10000 });
+    await trade(101);
+    await page.waitForSelector('#tape li:has-text("BUY 101 AAPL")', { timeout: 5000 });
+    // The page's socket drops; trades go on while it reconnects.
+    await page.evaluate(() => client.forceDisconnect());
+    await trade(102);
+    await trade(103);
+    await page.waitForSelector('#tape li:has-text("BUY 103 AAPL")', { timeout: 10000 });
+    const tape = await page.$$eval('#tape li', (lis) => lis.map((li) => li.textContent));
+    assert.deepEqual(
+      tape.map((t) => t.match(/BUY (\d+) AAPL/)[1]),
+      ['103', '102', '101'],
+    );
+    assert.equal(await page.isVisible('[data-testid=gap]'), false);
+    // Away for longer than the history keeps (3 messages): the page says so.
+    await page.evaluate(() => client.forceDisconnect());
+    for (const q of [104, 105, 106, 107, 108]) await trade(q);
+    await page.waitForSelector('#tape li:has-text("BUY 108 AAPL")', { timeout: 10000 });
+    assert.match(await page.textContent('[data-testid=gap]'), /missed some updates/);
+    const after = await page.$$eval('#tape li', (lis) => lis.map((li) => li.textContent.match(/BUY (\d+) AAPL/)[1]));
+    assert.deepEqual(after.slice(0, 4), ['108', '107', '106', '103']);
+  } finally {
+    await backend.deactivate();
+    await context.close();
+    await own.stop();
+  }
 });
 
 test('the page shows reconnecting and recovers by itself when the broker restarts', async () => {
