@@ -3,7 +3,7 @@
 # the same load generator, in one run. Loopback only; every step is bounded in time.
 #
 #   benches/compare.sh                 # all scenarios
-#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: wildcard, latency, queue, durable, logins, idle, api, cluster
+#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: wildcard, latency, queue, durable, logins, idle, api, cluster, history
 #   BASELINE=<git rev> benches/compare.sh fanout   # also an earlier stompede, side by side
 #   FANOUT_SUBSCRIBERS="100" benches/compare.sh fanout  # only some fan-out widths
 #
@@ -180,6 +180,28 @@ if [ "$what" = all ] || [ "$what" = cluster ]; then
       --subscriber-urls "$nodes" "${stompede_login[@]}"
   done
   stop_cluster
+fi
+if [ "$what" = all ] || [ "$what" = history ]; then
+  # The cost of topic history: the same fan-out, one broker keeping the topic's
+  # history (numbering, keeping, writing to the store), one not, side by side; then
+  # a replay of 100,000 kept messages to one subscriber (x-stream-offset: first).
+  # A replay is handed to the subscriber's outbox at once, so both brokers get a
+  # 64 MiB outbox limit (the default 1 MiB would cut the replaying reader off).
+  stop "$broker"
+  export STOMPEDE__LIMITS__MAX_OUTBOX_BYTES=67108864
+  broker=$(STOMPEDE__TOPICS__HISTORY=/topic/loadgen.# STOMPEDE__TOPICS__HISTORY_MAX_MESSAGES=100000 \
+    launch target/release/stompede $port "$store" .)
+  wait_port $port
+  plain_store=$(mktemp -d)
+  plain=$(launch target/release/stompede $((port + 2)) "$plain_store" .)
+  unset STOMPEDE__LIMITS__MAX_OUTBOX_BYTES
+  wait_port $((port + 2))
+  run stompede-history ws://127.0.0.1:$port/ws fanout --subscribers 100 --seconds "$secs" "${stompede_login[@]}"
+  run stompede-no-history ws://127.0.0.1:$((port + 2))/ws fanout --subscribers 100 --seconds "$secs" "${stompede_login[@]}"
+  run stompede-history ws://127.0.0.1:$port/ws replay --messages 100000 "${stompede_login[@]}"
+  stop "$plain"
+  rm -rf "$plain_store"
+  start_broker
 fi
 if [ "$what" = all ] || [ "$what" = logins ]; then
   # A reconnect storm: 200 password logins at once (the demo account, real argon2id

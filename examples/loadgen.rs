@@ -102,6 +102,19 @@ enum Mode {
     /// Producers to one queue, competing consumers acking each message
     /// (client-individual); reports consumed msgs/s and checks none is lost.
     Queue(QueueArgs),
+    /// A history replay: publishes `messages` to a `topics.history` destination,
+    /// then one subscriber asks for them all (`x-stream-offset: first`); reports
+    /// replayed messages per second and checks their order.
+    Replay {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 1000)]
+        messages: u64,
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        #[arg(long, default_value = "/topic/loadgen.history")]
+        destination: String,
+    },
     /// A storm of password logins; reports time and broker RSS.
     Logins(LoginsArgs),
     /// Idle subscribed connections; reports broker RSS per connection.
@@ -271,6 +284,55 @@ impl Conn {
         let f = self.next().await.expect("RECEIPT");
         assert_eq!(f.command, Command::Receipt, "{f:?}");
     }
+}
+
+async fn replay(t: Target, messages: u64, size: usize, destination: String) {
+    let mut publisher = Conn::open(&t).await;
+    // Receipts every 1,000 messages keep the publisher from running far ahead.
+    for seq in 0..messages {
+        let mut f = Frame::new(Command::Send)
+            .header("destination", destination.as_str())
+            .body(body(seq, size.max(40)));
+        if seq % 1000 == 999 || seq + 1 == messages {
+            f = f.header("receipt", "r");
+        }
+        publisher.send(&f).await;
+        if f.headers.get("receipt").is_some() {
+            let r = tokio::time::timeout(Duration::from_secs(60), publisher.next())
+                .await
+                .expect("a receipt within 60 s")
+                .expect("RECEIPT");
+            assert_eq!(r.command, Command::Receipt, "{r:?}");
+        }
+    }
+    let mut reader = Conn::open_reader(&t).await;
+    let started = Instant::now();
+    reader
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("id", "replay")
+                .header("destination", destination.as_str())
+                .header("x-stream-offset", "first"),
+        )
+        .await;
+    let stop = AtomicBool::new(false);
+    let mut last: Option<u64> = None;
+    let mut got = 0u64;
+    while got < messages {
+        let deadline = tokio::time::timeout(Duration::from_secs(60), reader.next_message(&stop));
+        let f = deadline.await.expect("the replay within 60 s").expect("a MESSAGE");
+        let (seq, _) = parse_body(&f.body).expect("a numbered body");
+        assert!(last.is_none_or(|l| seq == l + 1), "replay out of order at {seq}");
+        last = Some(seq);
+        got += 1;
+    }
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "{} replay messages={messages} size={size} : replayed {:.0} msg/s ({:.3} s)",
+        t.label,
+        messages as f64 / took,
+        took
+    );
 }
 
 /// Waits (bounded: at most about 2 s) while `too_much_in_flight` holds, or until `stop`.
@@ -889,6 +951,16 @@ fn main() {
                 check_loopback(&args.target.url);
                 assert!(args.seconds <= 600, "runs are bounded: at most 600 s");
                 queue(args).await
+            }
+            Mode::Replay {
+                target,
+                messages,
+                size,
+                destination,
+            } => {
+                check_loopback(&target.url);
+                assert!(messages <= 1_000_000, "runs are bounded: at most 10^6 messages");
+                replay(target, messages, size, destination).await
             }
             Mode::Idle {
                 target,
