@@ -320,9 +320,15 @@ async fn replay(t: Target, messages: u64, size: usize, destination: String) {
     let mut got = 0u64;
     while got < messages {
         let deadline = tokio::time::timeout(Duration::from_secs(60), reader.next_message(&stop));
-        let f = deadline.await.expect("the replay within 60 s").expect("a MESSAGE");
+        let f = deadline
+            .await
+            .expect("the replay within 60 s")
+            .expect("a MESSAGE");
         let (seq, _) = parse_body(&f.body).expect("a numbered body");
-        assert!(last.is_none_or(|l| seq == l + 1), "replay out of order at {seq}");
+        assert!(
+            last.is_none_or(|l| seq == l + 1),
+            "replay out of order at {seq}"
+        );
         last = Some(seq);
         got += 1;
     }
@@ -959,7 +965,10 @@ fn main() {
                 destination,
             } => {
                 check_loopback(&target.url);
-                assert!(messages <= 1_000_000, "runs are bounded: at most 10^6 messages");
+                assert!(
+                    messages <= 1_000_000,
+                    "runs are bounded: at most 10^6 messages"
+                );
                 replay(target, messages, size, destination).await
             }
             Mode::Idle {
