@@ -123,12 +123,7 @@ impl Broker {
             queues,
             config.topics.retain.clone(),
             config.topics.max_retained,
-            crate::engine::history::HistoryLimits {
-                patterns: config.topics.history.clone(),
-                max_messages: config.topics.history_max_messages,
-                max_age: std::time::Duration::from_secs(config.topics.history_max_age_s),
-                max_destinations: config.topics.history_max_destinations,
-            },
+            history_limits(&config.topics),
             (history_store, kept),
         )));
         let mut apps = crate::app::Apps::new();
@@ -366,7 +361,7 @@ impl Broker {
 
     /// Applies what can change while running: the users (a removed user's
     /// sessions end with an ERROR; others keep their login), the access rules,
-    /// the retain patterns. Every other section that differs from the running one
+    /// the retain and history patterns and bounds. Every other section that differs from the running one
     /// is named in `need_restart` and left as it was.
     pub fn apply(&self, new: &Config) -> Reloaded {
         let removed = self.auth.set_users(&new.auth.users, new.auth.anonymous);
@@ -377,6 +372,7 @@ impl Broker {
         let access = crate::auth::acl::Access::new(&new.auth.acl).unwrap_or_default();
         *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(access);
         self.engine.set_retain(new.topics.retain.clone());
+        self.engine.set_history(history_limits(&new.topics));
         let mut need_restart = Vec::new();
         // Limits read once at start-up into the admission, login and budget
         // machinery keep their running values; the rest apply to every later check
@@ -422,23 +418,6 @@ impl Broker {
                 "topics.max_retained",
                 old.topics.max_retained != new.topics.max_retained,
             ),
-            (
-                "topics.history",
-                differs(
-                    &(
-                        &old.topics.history,
-                        old.topics.history_max_messages,
-                        old.topics.history_max_age_s,
-                        old.topics.history_max_destinations,
-                    ),
-                    &(
-                        &new.topics.history,
-                        new.topics.history_max_messages,
-                        new.topics.history_max_age_s,
-                        new.topics.history_max_destinations,
-                    ),
-                ),
-            ),
             ("quotes", differs(&old.quotes, &new.quotes)),
             ("trading", differs(&old.trading, &new.trading)),
             ("queues", differs(&old.queues, &new.queues)),
@@ -456,6 +435,7 @@ impl Broker {
                 "auth.anonymous",
                 "auth.acl",
                 "topics.retain",
+                "topics.history",
                 "limits",
             ],
             need_restart,
@@ -489,5 +469,15 @@ impl Drop for ConnectionGuard {
             .transport(self.transport)
             .open
             .decrement(1.0);
+    }
+}
+
+/// The history bounds of `[topics]`.
+fn history_limits(topics: &crate::config::TopicsConfig) -> crate::engine::history::HistoryLimits {
+    crate::engine::history::HistoryLimits {
+        patterns: topics.history.clone(),
+        max_messages: topics.history_max_messages,
+        max_age: std::time::Duration::from_secs(topics.history_max_age_s),
+        max_destinations: topics.history_max_destinations,
     }
 }

@@ -142,3 +142,58 @@ async fn post_api_reload_is_for_admins_and_names_what_needs_a_restart() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_starts_keeping_history_for_new_patterns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "[store]\npath = {:?}\n",
+        dir.path().join("data").display().to_string()
+    );
+    let b = BrokerProcess::start(dir.path(), &store, &[]);
+    let mut reader = Client::tcp_at(b.stomp_addr).await;
+    reader.connect_anonymously().await;
+    reader.subscribe("n", "/topic/news").await;
+    let mut svc = Client::tcp_at(b.stomp_addr).await;
+    svc.connect_as("svc", "svc-pw").await;
+    svc.publish("/topic/news", "before").await;
+    let m = reader.expect(Command::Message).await;
+    assert_eq!(&m.body[..], b"before");
+    assert_eq!(m.headers.get("x-stream-offset"), None);
+
+    let users: String = [
+        user_toml("svc", "svc-pw", "service"),
+        user_toml("root", "root-pw", "admin"),
+    ]
+    .concat();
+    write_config(
+        dir.path(),
+        &format!("{store}[topics]\nhistory = [\"/topic/news\"]\n{users}"),
+    );
+    b.hangup();
+    let line = b.log_line("configuration reloaded", 1).await;
+    assert!(line.contains("topics.history"), "{line}");
+    assert!(
+        b.log
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|l| !l.contains("takes effect only after a restart") || !l.contains("topics")),
+        "history named as needing a restart"
+    );
+    svc.publish("/topic/news", "after").await;
+    let m = reader.expect(Command::Message).await;
+    assert_eq!(&m.body[..], b"after");
+    let offset: u64 = m.headers.get("x-stream-offset").unwrap().parse().unwrap();
+    // And it is kept: a new subscriber replays it.
+    let mut late = Client::tcp_at(b.stomp_addr).await;
+    late.connect_anonymously().await;
+    late.subscribe_with("l", "/topic/news", &[("x-stream-offset", "first")])
+        .await;
+    let m = late.expect(Command::Message).await;
+    assert_eq!(&m.body[..], b"after");
+    assert_eq!(
+        m.headers.get("x-stream-offset"),
+        Some(offset.to_string().as_str())
+    );
+}

@@ -645,6 +645,7 @@ mod tests {
             0
         }
         fn set_retain(&self, _: Vec<String>) {}
+        fn set_history(&self, _: crate::engine::history::HistoryLimits) {}
         fn stats(
             &self,
         ) -> std::pin::Pin<Box<dyn Future<Output = crate::engine::EngineStats> + Send + '_>>

@@ -44,7 +44,8 @@ pub struct LocalEngine {
     retained: DashMap<String, Retained>,
     /// Recent messages of `topics.history` destinations, by destination.
     history: DashMap<String, Log>,
-    history_limits: HistoryLimits,
+    /// `topics.history` and its bounds; replaced whole by a reload.
+    history_limits: RwLock<Arc<HistoryLimits>>,
     /// Where kept history messages are written, to survive a restart.
     store: Store,
     /// Orders retained delivery against live delivery: publishers to retained
@@ -90,7 +91,7 @@ impl LocalEngine {
             max_retained,
             retained: DashMap::new(),
             history: logs.into_iter().collect(),
-            history_limits,
+            history_limits: RwLock::new(Arc::new(history_limits)),
             store,
             retain_order: RwLock::new(()),
             metrics,
@@ -139,24 +140,20 @@ impl LocalEngine {
         body: Bytes,
         retain: bool,
     ) -> usize {
-        let history = self.keeps_history(destination);
+        let limits = self.history_limits();
+        let history = limits.patterns.iter().any(|p| matches(p, destination));
         let _order = (retain || history)
             .then(|| self.retain_order.read().unwrap_or_else(|p| p.into_inner()));
         // Held from numbering to fan-out, so publishers to one destination hand
         // over their messages in offset order.
-        let mut log = history.then(|| self.log(destination)).flatten();
+        let mut log = history
+            .then(|| self.log(destination, limits.max_destinations))
+            .flatten();
         let message_id = self.message_id();
         self.metrics.published.increment(1);
         let offset = log.as_mut().map(|log| {
             let key = self.store.next_key();
-            let offset = log.push(
-                key,
-                now_ms(),
-                &message_id,
-                headers,
-                body.clone(),
-                &self.history_limits,
-            );
+            let offset = log.push(key, now_ms(), &message_id, headers, body.clone(), &limits);
             if let Some(record) = log.record_of_last(destination) {
                 self.store.put(key, record);
             }
@@ -184,20 +181,25 @@ impl LocalEngine {
         })
     }
 
-    /// Whether `destination` matches a `topics.history` pattern.
-    fn keeps_history(&self, destination: &str) -> bool {
+    /// The history patterns and bounds in force.
+    fn history_limits(&self) -> Arc<HistoryLimits> {
         self.history_limits
-            .patterns
-            .iter()
-            .any(|p| matches(p, destination))
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    /// The history log of `destination`, made if there is room for another.
-    fn log(&self, destination: &str) -> Option<dashmap::mapref::one::RefMut<'_, String, Log>> {
+    /// The history log of `destination`, made if there is room for another
+    /// (fewer than `max_destinations`).
+    fn log(
+        &self,
+        destination: &str,
+        max_destinations: usize,
+    ) -> Option<dashmap::mapref::one::RefMut<'_, String, Log>> {
         if let Some(log) = self.history.get_mut(destination) {
             return Some(log);
         }
-        if self.history.len() >= self.history_limits.max_destinations {
+        if self.history.len() >= max_destinations {
             return None;
         }
         // Offsets of a log made in this run start past any of an earlier run.
@@ -271,6 +273,7 @@ impl LocalEngine {
             return Vec::new();
         }
         let now = now_ms();
+        let max_age = self.history_limits().max_age;
         let mut replayed = Vec::new();
         for mut entry in self.history.iter_mut() {
             let dest = entry.key().clone();
@@ -278,7 +281,7 @@ impl LocalEngine {
                 continue;
             }
             let log = entry.value_mut();
-            log.expire(now, self.history_limits.max_age);
+            log.expire(now, max_age);
             for dropped in log.take_dropped() {
                 self.store.delete(dropped);
             }
@@ -466,6 +469,13 @@ impl Engine for LocalEngine {
 
     fn set_retain(&self, patterns: Vec<String>) {
         *self.retain.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(patterns);
+    }
+
+    fn set_history(&self, limits: HistoryLimits) {
+        *self
+            .history_limits
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(limits);
     }
 
     fn stats(&self) -> Pin<Box<dyn Future<Output = EngineStats> + Send + '_>> {

@@ -178,6 +178,11 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// stay until their destination is published to again.
     fn set_retain(&self, patterns: Vec<String>);
 
+    /// Replaces the `topics.history` patterns and bounds (a reload). Kept
+    /// messages stay; destinations no longer matching keep no new ones, and the
+    /// new bounds apply from each destination's next message.
+    fn set_history(&self, limits: history::HistoryLimits);
+
     /// Counts of what the engine holds (asks every queue).
     fn stats(&self) -> Pin<Box<dyn Future<Output = EngineStats> + Send + '_>>;
 

@@ -115,6 +115,9 @@ impl crate::engine::Engine for LinkDown {
     fn set_retain(&self, patterns: Vec<String>) {
         self.0.set_retain(patterns)
     }
+    fn set_history(&self, limits: crate::engine::history::HistoryLimits) {
+        self.0.set_history(limits)
+    }
     fn stats(
         &self,
     ) -> std::pin::Pin<Box<dyn Future<Output = crate::engine::EngineStats> + Send + '_>> {

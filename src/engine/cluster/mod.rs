@@ -513,6 +513,10 @@ impl Engine for ClusterEngine {
         self.local.set_retain(patterns);
     }
 
+    fn set_history(&self, limits: super::history::HistoryLimits) {
+        self.local.set_history(limits);
+    }
+
     fn stats(&self) -> Pin<Box<dyn Future<Output = EngineStats> + Send + '_>> {
         Box::pin(async move {
             let mut stats = self.local.stats().await;
