@@ -291,3 +291,53 @@ async fn a_restarted_broker_resumes_from_the_offset_a_client_saw() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_replay_bigger_than_the_outbox_cuts_only_that_client_off() {
+    let b = broker(
+        "[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_messages = 5000\n[limits]\nmax_outbox_bytes = 65536",
+    );
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    let body = "x".repeat(200);
+    for _ in 0..2000 {
+        publisher
+            .send(
+                Frame::new(Command::Send)
+                    .header("destination", "/topic/h.big")
+                    .body(body.clone()),
+            )
+            .await;
+    }
+    publisher.publish("/topic/h.big", "last").await;
+    // 400 KB asked at once by a client whose outbox holds 64 KB.
+    let mut greedy = Client::tcp(&b).await;
+    greedy.connect().await;
+    greedy
+        .send(
+            Frame::new(Command::Subscribe)
+                .header("id", "g")
+                .header("destination", "/topic/h.big")
+                .header("x-stream-offset", "first"),
+        )
+        .await;
+    let mut cut = false;
+    while let Some(f) = greedy.next_frame().await {
+        if f.command == Command::Error {
+            assert!(
+                f.headers.get("message").unwrap().contains("slow consumer"),
+                "{f:?}"
+            );
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "the greedy client was not cut off");
+    // Everyone else goes on: a modest resume, and live messages.
+    let mut modest = Client::tcp(&b).await;
+    modest.connect().await;
+    subscribe_from(&mut modest, "m", "/topic/h.big", "last").await;
+    assert_eq!(next(&mut modest).await.0, "last");
+    publisher.publish("/topic/h.big", "after").await;
+    assert_eq!(next(&mut modest).await.0, "after");
+}

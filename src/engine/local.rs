@@ -176,7 +176,7 @@ impl LocalEngine {
         let published = Instant::now();
         self.topics.for_each_match(destination, |sub| {
             if sub.may_read(destination) {
-                hand_to(sub, &template, &message_id, published)
+                hand_to(sub, &template, &message_id, published);
             }
         })
     }
@@ -234,13 +234,14 @@ pub(super) fn build_template(
     MessageTemplate::new(shared, body)
 }
 
-/// Queues one delivery of `template` for `sub`.
+/// Queues one delivery of `template` for `sub`; false when its outbox refused
+/// it (a slow consumer being cut off).
 pub(super) fn hand_to(
     sub: &Subscriber,
     template: &MessageTemplate,
     message_id: &str,
     published: Instant,
-) {
+) -> bool {
     let message = match sub.ack {
         AckMode::Auto => template.deliver(&sub.header, &[]),
         // Topic messages need no ack to be kept; the header lets client-ack code
@@ -248,7 +249,9 @@ pub(super) fn hand_to(
         _ => template.deliver(&sub.header, &[("ack", message_id)]),
     };
     // A full outbox means a slow consumer that is being cut off already.
-    let _ = sub.outbox.push(Outgoing::Message { message, published });
+    sub.outbox
+        .push(Outgoing::Message { message, published })
+        .is_ok()
 }
 
 impl LocalEngine {
@@ -300,7 +303,13 @@ impl LocalEngine {
                 .chain(gap)
                 .chain(kept.headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
                 let template = MessageTemplate::new(shared, kept.body.clone());
-                hand_to(sub, &template, &kept.message_id, Instant::now());
+                // Past the outbox limit the subscriber is being cut off: the
+                // rest of the replay would be thrown away, and the lock that
+                // holds publishers back stays held no longer than needed.
+                if !hand_to(sub, &template, &kept.message_id, Instant::now()) {
+                    replayed.push(dest);
+                    return replayed;
+                }
             }
             replayed.push(dest);
         }
@@ -416,7 +425,7 @@ impl Engine for LocalEngine {
         let (template, message_id) = self.template(&format!("/user/queue/{queue}"), headers, body);
         let published = Instant::now();
         Ok(self.users.for_each(&user_key(login, queue), |sub| {
-            hand_to(sub, &template, &message_id, published)
+            hand_to(sub, &template, &message_id, published);
         }))
     }
 
