@@ -4,7 +4,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startBroker, stompClient, publishConfirmed, within } from './helpers.mjs';
+import { startBroker, stompClient, publishConfirmed, subscribed, within } from './helpers.mjs';
 import { Resumer } from '../../docs/examples/resume.mjs';
 
 let broker;
@@ -33,6 +33,8 @@ test('a page that lost its connection gets what it missed, once, in order', asyn
   };
   page.onConnect = subscribeAll;
   subscribeAll();
+  // A receipted SUBSCRIBE after them: the broker has both subscriptions.
+  await subscribed(page, '/topic/e2e.fence', () => {});
   const backend = await stompClient(broker, {}, 'svc');
   // The positive control: live messages reach both subscriptions.
   await publishConfirmed(backend, { destination: '/topic/e2e.hist.news', body: 'n1' });
