@@ -723,3 +723,113 @@ async fn a_stalled_browser_is_cut_off_and_never_holds_up_the_node_s_nats_link() 
     );
     drop(stalled);
 }
+
+/// The next `n` MESSAGEs of `c` as (offset, body), each within 10 s.
+async fn offsets(c: &mut Client, n: usize) -> Vec<(u64, String)> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let m = message_within(c, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("only {got:?}"));
+        let offset = m
+            .headers
+            .get("x-stream-offset")
+            .and_then(|o| o.parse().ok())
+            .unwrap_or_else(|| panic!("no offset: {m:?}"));
+        got.push((offset, body(&m)));
+    }
+    got
+}
+
+/// Offsets of a kept destination are the cluster's: the same on every node, one
+/// more per message whichever node published it, and a client that lost its node
+/// resumes on another one exactly where it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_offsets_are_the_cluster_s_and_a_client_resumes_on_another_node() {
+    let cluster =
+        start_cluster("[topics]\nhistory = [\"/topic/feed.*\"]\nhistory_max_messages = 100").await;
+    for node in &cluster.nodes {
+        ready(node, 200).await;
+    }
+    let mut on_a = connected(&cluster.nodes[0], "alice").await;
+    on_a.subscribe("a", "/topic/feed.*").await;
+    let mut on_c = connected(&cluster.nodes[2], "bob").await;
+    on_c.subscribe("c", "/topic/feed.x").await;
+    let mut pub_a = connected(&cluster.nodes[0], "svc").await;
+    let mut pub_b = connected(&cluster.nodes[1], "svc").await;
+    // Positive control: the first message reaches both nodes' subscribers.
+    pub_b.publish("/topic/feed.x", "first").await;
+    let first = offsets(&mut on_a, 1).await;
+    assert_eq!(offsets(&mut on_c, 1).await, first);
+    let (first, _) = first[0].clone();
+    // Two nodes publish to one destination at once.
+    tokio::join!(
+        async {
+            for i in 0..50 {
+                pub_a.publish("/topic/feed.x", &format!("a{i}")).await;
+            }
+        },
+        async {
+            for i in 0..50 {
+                pub_b.publish("/topic/feed.x", &format!("b{i}")).await;
+            }
+        }
+    );
+    let seen = offsets(&mut on_a, 100).await;
+    assert_eq!(offsets(&mut on_c, 100).await, seen, "the same on two nodes");
+    let numbers: Vec<u64> = seen.iter().map(|(o, _)| *o).collect();
+    assert_eq!(numbers, (first + 1..=first + 100).collect::<Vec<_>>());
+    for from in ["a", "b"] {
+        let bodies: Vec<&str> = seen
+            .iter()
+            .map(|(_, b)| b.as_str())
+            .filter(|b| b.starts_with(from))
+            .collect();
+        let sent: Vec<String> = (0..50).map(|i| format!("{from}{i}")).collect();
+        assert_eq!(bodies, sent, "each publisher's messages in its order");
+    }
+    // Bob's connection to node C goes; 20 more are published while he is away
+    // (node A's subscriber, still there, is the control that they exist).
+    drop(on_c);
+    for i in 0..20 {
+        pub_b.publish("/topic/feed.x", &format!("m{i}")).await;
+    }
+    let missed = offsets(&mut on_a, 20).await;
+    let expected: Vec<(u64, String)> = (0..20)
+        .map(|i| (first + 101 + i, format!("m{i}")))
+        .collect();
+    assert_eq!(missed, expected);
+    // He comes back through node A and resumes after the last offset he saw.
+    let mut back = connected(&cluster.nodes[0], "bob").await;
+    let resume = format!("offset={}", first + 101);
+    back.subscribe_with("r", "/topic/feed.x", &[("x-stream-offset", &resume)])
+        .await;
+    let first_back = message_within(&mut back, Duration::from_secs(10))
+        .await
+        .expect("the first missed message");
+    assert_eq!(first_back.headers.get("x-stream-gap"), None);
+    assert_eq!(body(&first_back), "m0");
+    let mut resumed = vec![(first + 101, body(&first_back))];
+    resumed.extend(offsets(&mut back, 19).await);
+    assert_eq!(resumed, expected, "exactly what he missed, in order");
+    pub_b.publish("/topic/feed.x", "live").await;
+    assert_eq!(
+        offsets(&mut back, 1).await,
+        [(first + 121, "live".to_owned())]
+    );
+    // 122 messages, 100 kept: asking for the very first starts at the oldest
+    // kept, and says something is gone.
+    let mut late = connected(&cluster.nodes[1], "alice").await;
+    let from_first = format!("offset={first}");
+    late.subscribe_with("g", "/topic/feed.x", &[("x-stream-offset", &from_first)])
+        .await;
+    let oldest = message_within(&mut late, Duration::from_secs(10))
+        .await
+        .expect("the oldest kept message");
+    assert_eq!(oldest.headers.get("x-stream-gap"), Some("true"));
+    assert_eq!(
+        oldest.headers.get("x-stream-offset"),
+        Some((first + 22).to_string().as_str())
+    );
+    assert_eq!(body(&oldest), seen[21].1);
+}

@@ -64,6 +64,9 @@ pub(super) struct Log {
     dropped: bool,
     /// Store keys of dropped messages, for the caller to delete.
     dropped_keys: Vec<u64>,
+    /// Whether kept messages are in the embedded store (their keys are store
+    /// keys); a cluster node's are stream sequences, kept by the stream.
+    stored: bool,
 }
 
 /// Where a replay starts.
@@ -83,6 +86,16 @@ impl Log {
             kept: VecDeque::new(),
             dropped: false,
             dropped_keys: Vec::new(),
+            stored: true,
+        }
+    }
+
+    /// An empty log of messages numbered by a cluster's history stream; keys
+    /// are stream sequences, and nothing is for the store to delete.
+    pub(super) fn numbered_elsewhere() -> Log {
+        Log {
+            stored: false,
+            ..Log::new(0)
         }
     }
 
@@ -133,6 +146,62 @@ impl Log {
         offset
     }
 
+    /// Keeps a message numbered elsewhere (a cluster's history stream) under its
+    /// own `offset`; false, keeping nothing, when the log is past it already (a
+    /// message seen before).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn insert(
+        &mut self,
+        key: u64,
+        offset: u64,
+        at_ms: u64,
+        message_id: &str,
+        headers: Headers,
+        body: Bytes,
+        limits: &HistoryLimits,
+    ) -> bool {
+        if offset < self.next {
+            return false;
+        }
+        self.next = offset + 1;
+        // Nodes' clocks differ a little: times never go back within a log, so
+        // a replay by time finds its start by halving.
+        let at_ms = at_ms.max(self.kept.back().map_or(0, |k| k.at_ms));
+        self.kept.push_back(Kept {
+            key,
+            offset,
+            at_ms,
+            message_id: message_id.to_owned(),
+            headers,
+            body,
+        });
+        while self.kept.len() > limits.max_messages.max(1) {
+            self.drop_oldest();
+        }
+        self.expire(at_ms, limits.max_age);
+        true
+    }
+
+    /// The key and offset of the newest kept message.
+    pub(super) fn last(&self) -> Option<(u64, u64)> {
+        self.kept.back().map(|k| (k.key, k.offset))
+    }
+
+    /// The offset the next message would have.
+    pub(super) fn next_offset(&self) -> u64 {
+        self.next
+    }
+
+    /// Whether no message is kept.
+    pub(super) fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+
+    /// The newest kept message.
+    pub(super) fn newest(&self) -> Option<&Kept> {
+        self.kept.back()
+    }
+
     /// Drops what is older than `max_age` at `now_ms`.
     pub(super) fn expire(&mut self, now_ms: u64, max_age: Duration) {
         let oldest = now_ms.saturating_sub(max_age.as_millis() as u64);
@@ -144,7 +213,9 @@ impl Log {
     fn drop_oldest(&mut self) {
         if let Some(k) = self.kept.pop_front() {
             self.dropped = true;
-            self.dropped_keys.push(k.key);
+            if self.stored {
+                self.dropped_keys.push(k.key);
+            }
         }
     }
 
@@ -170,12 +241,13 @@ impl Log {
                 if n >= self.next {
                     return None;
                 }
-                let index = n.saturating_sub(oldest.offset) as usize;
-                // Offsets below the oldest kept existed (here or before a
-                // restart) and are gone.
+                // Offsets below the oldest kept existed (here, before a restart
+                // or on another node) and are gone; so is one missing between
+                // kept ones (a cluster's stream dropped it first).
+                let index = self.kept.partition_point(|k| k.offset < n);
                 Some(Start {
                     index,
-                    gap: n < oldest.offset,
+                    gap: self.kept.get(index).is_some_and(|k| k.offset != n),
                 })
             }
             StreamOffset::Timestamp(s) => {
@@ -344,6 +416,50 @@ mod tests {
         );
         assert_eq!(start(StreamOffset::Timestamp(1010)), None);
         assert_eq!(Log::new(7).start(StreamOffset::First), None);
+    }
+
+    #[test]
+    fn messages_numbered_elsewhere_keep_their_offsets_and_holes_are_gaps() {
+        let mut log = Log::numbered_elsewhere();
+        let keep = |log: &mut Log, offset: u64| {
+            log.insert(
+                offset,
+                offset,
+                1_000_000,
+                "m",
+                Headers::new(),
+                Bytes::new(),
+                &limits(10),
+            )
+        };
+        assert!(keep(&mut log, 40));
+        assert!(keep(&mut log, 41));
+        assert!(keep(&mut log, 45));
+        assert!(!keep(&mut log, 41), "seen before");
+        assert_eq!(log.last(), Some((45, 45)));
+        assert!(log.take_dropped().is_empty(), "nothing is in the store");
+        assert_eq!(log.next_offset(), 46);
+        assert_eq!(
+            log.start(StreamOffset::Offset(41)),
+            Some(Start {
+                index: 1,
+                gap: false
+            })
+        );
+        assert_eq!(
+            log.start(StreamOffset::Offset(43)),
+            Some(Start {
+                index: 2,
+                gap: true
+            })
+        );
+        assert_eq!(
+            log.start(StreamOffset::Offset(39)),
+            Some(Start {
+                index: 0,
+                gap: true
+            })
+        );
     }
 
     #[test]

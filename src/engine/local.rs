@@ -319,13 +319,22 @@ impl LocalEngine {
     /// Hands `sub` the retained message of every destination `pattern` matches
     /// that it may read, marked `retained: true`; tells `handed` each destination
     /// and message id. The caller orders this against live deliveries.
+    /// Destinations with kept messages are left out: on a cluster node their
+    /// subscribers get the newest kept message instead
+    /// ([`LocalEngine::subscribe_kept`]).
     pub(super) fn hand_over_retained(
         &self,
         pattern: &str,
         sub: &Subscriber,
         handed: impl FnMut(&str, &str),
     ) {
-        self.hand_over_retained_except(pattern, sub, &[], handed);
+        let kept: Vec<String> = self
+            .history
+            .iter()
+            .filter(|e| !e.value().is_empty() && matches(pattern, e.key()))
+            .map(|e| e.key().clone())
+            .collect();
+        self.hand_over_retained_except(pattern, sub, &kept, handed);
     }
 
     /// [`LocalEngine::hand_over_retained`], leaving out the destinations in
@@ -402,6 +411,135 @@ impl LocalEngine {
     /// `topics.max_retained`.
     pub(super) fn max_retained(&self) -> usize {
         self.max_retained
+    }
+}
+
+/// What a cluster node's history needs: the logs are a copy of the cluster's
+/// history stream, numbered there; local subscribers get kept destinations'
+/// messages from that copy only, so a replay and what follows it come from one
+/// feed, in one order.
+impl LocalEngine {
+    /// Drops the logs restored from the embedded store: on a cluster node the
+    /// cluster's stream is the history.
+    pub(super) fn forget_history(&self) {
+        self.history.clear();
+    }
+
+    /// Whether a message published to `destination` now is kept: it matches
+    /// `topics.history` and has a log or room for one.
+    pub(super) fn keeps_history(&self, destination: &str) -> bool {
+        let limits = self.history_limits();
+        limits.patterns.iter().any(|p| matches(p, destination))
+            && (self.history.contains_key(destination)
+                || self.history.len() < limits.max_destinations)
+    }
+
+    /// The stream sequence and offset of `destination`'s newest kept message,
+    /// and the offset its next one would have.
+    pub(super) fn last_kept(&self, destination: &str) -> (Option<(u64, u64)>, Option<u64>) {
+        match self.history.get(destination) {
+            Some(log) => (log.last(), Some(log.next_offset())),
+            None => (None, None),
+        }
+    }
+
+    /// The history limits in force.
+    pub(super) fn history_settings(&self) -> Arc<HistoryLimits> {
+        self.history_limits()
+    }
+
+    /// Keeps a message of the cluster's history stream (stream sequence `seq`)
+    /// and, when `live`, delivers it to the local subscribers with its offset.
+    /// A message the log is past already is neither kept nor delivered.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn keep_arrival(
+        &self,
+        destination: &str,
+        seq: u64,
+        offset: u64,
+        at_ms: u64,
+        message_id: &str,
+        headers: Headers,
+        body: Bytes,
+        live: bool,
+    ) -> bool {
+        let limits = self.history_limits();
+        let _order = self.retain_order.read().unwrap_or_else(|p| p.into_inner());
+        let mut log = match self.history.get_mut(destination) {
+            Some(log) => log,
+            None if self.history.len() < limits.max_destinations => self
+                .history
+                .entry(destination.to_owned())
+                .or_insert_with(Log::numbered_elsewhere),
+            None => return false,
+        };
+        let template = live.then(|| {
+            let offset = offset.to_string();
+            let shared = [
+                ("destination", destination),
+                ("message-id", message_id),
+                ("x-stream-offset", offset.as_str()),
+            ]
+            .into_iter()
+            .chain(headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
+            MessageTemplate::new(shared, body.clone())
+        });
+        if !log.insert(seq, offset, at_ms, message_id, headers, body, &limits) {
+            return false;
+        }
+        if let Some(template) = template {
+            let published = Instant::now();
+            self.topics.for_each_match(destination, |sub| {
+                if sub.may_read(destination) {
+                    hand_to(sub, &template, message_id, published);
+                }
+            });
+        }
+        true
+    }
+
+    /// Adds a topic subscriber fed from the history copy: replays what `from`
+    /// asks for, and for a retained destination not replayed hands over its
+    /// newest kept message as the retained value (the copy of the retained store
+    /// is fed separately, and could be ahead of or behind this feed).
+    pub(super) fn subscribe_kept(&self, pattern: &str, sub: Arc<Subscriber>, from: StreamOffset) {
+        let _order = self.retain_order.write().unwrap_or_else(|p| p.into_inner());
+        if !self.topics.subscribe(pattern, sub.clone()) {
+            return;
+        }
+        let replayed = self.replay(pattern, &sub, from);
+        for entry in self.history.iter() {
+            let dest = entry.key();
+            if !matches(pattern, dest)
+                || replayed.iter().any(|d| d == dest)
+                || !sub.may_read(dest)
+                || !self.retains(dest)
+            {
+                continue;
+            }
+            if let Some(k) = entry.value().newest() {
+                let offset = k.offset.to_string();
+                let shared = [
+                    ("destination", dest.as_str()),
+                    ("message-id", k.message_id.as_str()),
+                    ("retained", "true"),
+                    ("x-stream-offset", offset.as_str()),
+                ]
+                .into_iter()
+                .chain(
+                    k.headers
+                        .iter()
+                        .filter(|(h, _)| !RESERVED.contains(h) && *h != "retained"),
+                );
+                let template = MessageTemplate::new(shared, k.body.clone());
+                hand_to(&sub, &template, &k.message_id, Instant::now());
+            }
+        }
+    }
+
+    /// Removes a subscriber added by [`LocalEngine::subscribe_kept`].
+    pub(super) fn unsubscribe_kept(&self, pattern: &str, session: u64, id: &str) -> bool {
+        self.topics.unsubscribe(pattern, session, id)
     }
 }
 

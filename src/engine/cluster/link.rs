@@ -6,7 +6,8 @@
 //! itself and resubscribes; the link watches its events to keep `/readyz`, the
 //! metrics and the log honest about the connection.
 
-use super::{ClusterOptions, Interest, LocalEngine, Refused, Unready, retained, wire};
+use super::{ClusterOptions, Interest, LocalEngine, Refused, Unready, history, retained, wire};
+use crate::engine::history::HistoryLimits;
 use crate::metrics::names;
 use async_nats::connection::State;
 use bytes::Bytes;
@@ -106,6 +107,17 @@ pub(super) struct Link {
     /// Whether the cluster's streams exist and this node follows the retained
     /// values.
     retained: Arc<AtomicBool>,
+    /// Whether this node has read the cluster's topic history and follows it.
+    history: Arc<AtomicBool>,
+}
+
+/// What the link's history tasks take from the engine.
+#[derive(Debug)]
+pub(super) struct HistoryFeed {
+    /// Messages of kept destinations, for the history stream.
+    pub(super) taken: mpsc::Receiver<history::ToKeep>,
+    /// The history settings in force (changed by a reload).
+    pub(super) limits: tokio::sync::watch::Receiver<Arc<HistoryLimits>>,
 }
 
 impl Link {
@@ -114,6 +126,7 @@ impl Link {
         options: &ClusterOptions,
         publishes: mpsc::Receiver<Publish>,
         control: mpsc::UnboundedReceiver<Control>,
+        kept: HistoryFeed,
         local: Arc<LocalEngine>,
     ) -> Arc<Link> {
         let link = Arc::new(Link {
@@ -122,12 +135,14 @@ impl Link {
             task: std::sync::Mutex::new(None),
             stop: CancellationToken::new(),
             retained: Arc::default(),
+            history: Arc::default(),
         });
         let task = tokio::spawn(run(
             link.clone(),
             options.clone(),
             publishes,
             control,
+            kept,
             local,
         ));
         *link.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
@@ -150,6 +165,11 @@ impl Link {
                 retained::STREAM,
                 super::queue::STREAM
             )))
+        } else if !self.history.load(Ordering::Relaxed) {
+            Err(Unready::Cluster(format!(
+                "reading the topic history (JetStream stream {})",
+                history::STREAM
+            )))
         } else {
             Ok(())
         }
@@ -165,6 +185,19 @@ impl Link {
                 "the cluster's JetStream streams ({} and {}) are not ready",
                 retained::STREAM,
                 super::queue::STREAM
+            )))
+        }
+    }
+
+    /// Refuses a message for the topic history until the node has read it (its
+    /// offsets continue from there).
+    pub(super) fn check_history(&self) -> Result<(), Refused> {
+        if self.history.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(Refused::Unavailable(format!(
+                "the cluster's topic history (JetStream stream {}) is not read yet",
+                history::STREAM
             )))
         }
     }
@@ -223,6 +256,7 @@ async fn run(
     options: ClusterOptions,
     mut publishes: mpsc::Receiver<Publish>,
     mut control: mpsc::UnboundedReceiver<Control>,
+    kept: HistoryFeed,
     local: Arc<LocalEngine>,
 ) {
     let metrics = link.metrics.clone();
@@ -249,9 +283,25 @@ async fn run(
     let _ = link.client.set(client.clone());
     let mirror = tokio::spawn(retained::mirror(
         client.clone(),
-        local,
+        local.clone(),
         options.queues.clone(),
         link.retained.clone(),
+        link.stop.clone(),
+    ));
+    let history_mirror = tokio::spawn(history::mirror(
+        client.clone(),
+        local.clone(),
+        kept.limits,
+        link.history.clone(),
+        metrics.clone(),
+        link.stop.clone(),
+    ));
+    let historian = tokio::spawn(history::historian(
+        client.clone(),
+        local,
+        kept.taken,
+        options.max_pending_publishes.max(1),
+        metrics.clone(),
         link.stop.clone(),
     ));
     let mut readers: HashMap<usize, (JoinHandle<()>, usize)> = HashMap::new();
@@ -301,11 +351,13 @@ async fn run(
     while let Some(message) = publishes.recv().await {
         send(&client, &metrics, message).await;
     }
+    let _ = tokio::time::timeout(retained::ATTEMPT, historian).await;
     let _ = client.flush().await;
     for (_, (reader, _)) in readers {
         reader.abort();
     }
     let _ = mirror.await;
+    let _ = history_mirror.await;
 }
 
 async fn send(client: &async_nats::Client, metrics: &LinkMetrics, message: Publish) {

@@ -12,9 +12,10 @@
 //! The NATS connection belongs to one task (the link, [`link`]); engine calls
 //! never wait on it. A publish is queued to the link in a bounded channel and is
 //! refused (an ERROR to the sender, never a silent loss) while the node is not
-//! connected or the channel is full. Retained values and queues live in
-//! JetStream ([`retained`], [`queue`]).
+//! connected or the channel is full. Retained values, topic history and queues
+//! live in JetStream ([`retained`], [`history`], [`queue`]).
 
+mod history;
 mod link;
 mod queue;
 mod retained;
@@ -230,6 +231,10 @@ pub struct ClusterEngine {
     node: String,
     link: Arc<link::Link>,
     publishes: mpsc::Sender<link::Publish>,
+    /// Messages of kept destinations, for the node's historian.
+    kept: mpsc::Sender<history::ToKeep>,
+    /// The history settings, for the task that keeps the stream's bounds.
+    history_limits: tokio::sync::watch::Sender<Arc<super::history::HistoryLimits>>,
     control: mpsc::UnboundedSender<link::Control>,
     interests: Arc<Interests>,
     queues: Arc<queue::ClusterQueues>,
@@ -241,8 +246,19 @@ impl ClusterEngine {
     /// Must be called inside a Tokio runtime.
     pub fn start(options: ClusterOptions, local: Arc<LocalEngine>) -> Arc<ClusterEngine> {
         let (publishes, publish_rx) = mpsc::channel(options.max_pending_publishes.max(1));
+        let (kept, taken) = mpsc::channel(options.max_pending_publishes.max(1));
         let (control, control_rx) = mpsc::unbounded_channel();
-        let link = link::Link::start(&options, publish_rx, control_rx, local.clone());
+        // The cluster's history stream is the history: logs a single-node run
+        // left in the store would disagree with its offsets.
+        local.forget_history();
+        let (history_limits, limits) = tokio::sync::watch::channel(local.history_settings());
+        let link = link::Link::start(
+            &options,
+            publish_rx,
+            control_rx,
+            link::HistoryFeed { taken, limits },
+            local.clone(),
+        );
         let queues =
             queue::ClusterQueues::new(options.queues.clone(), link.clone(), local.metrics());
         Arc::new(ClusterEngine {
@@ -251,6 +267,8 @@ impl ClusterEngine {
             queues,
             link,
             publishes,
+            kept,
+            history_limits,
             control,
             interests: Arc::default(),
         })
@@ -288,17 +306,7 @@ impl ClusterEngine {
         let mut permits = self
             .publishes
             .try_reserve_many(1 + usize::from(keep.is_some()))
-            .map_err(|e| {
-                match e {
-                mpsc::error::TrySendError::Full(()) => Refused::Unavailable(
-                    "too many messages waiting for the cluster link (cluster.max_pending_publishes)"
-                        .into(),
-                ),
-                mpsc::error::TrySendError::Closed(()) => {
-                    Refused::Unavailable("the cluster link has stopped".into())
-                }
-            }
-            })?;
+            .map_err(link_full)?;
         for subject in std::iter::once(subject).chain(keep) {
             if let Some(permit) = permits.next() {
                 permit.send(link::Publish {
@@ -307,6 +315,53 @@ impl ClusterEngine {
                 });
             }
         }
+        self.local.count_published();
+        Ok(0)
+    }
+
+    /// Hands a message of a kept destination to the node's historian (its
+    /// subscribers everywhere get it from the history stream, with its offset).
+    fn publish_kept(
+        &self,
+        destination: &str,
+        headers: &Headers,
+        body: &Bytes,
+    ) -> Result<usize, Refused> {
+        let subject = subject::history(destination).map_err(too_long)?;
+        let keep = match self.local.retains(destination) {
+            true => Some(subject::retained(destination).map_err(too_long)?),
+            false => None,
+        };
+        self.link.check_connected()?;
+        self.link.check_history()?;
+        if keep.is_some() {
+            self.link.check_streams()?;
+        }
+        let message_id = format!("{}-{}", self.node, self.local.message_id());
+        let payload = wire::encode(
+            destination,
+            &message_id,
+            headers.iter().filter(|(k, _)| !RESERVED.contains(k)),
+            body,
+        );
+        self.link.check_payload(payload.len())?;
+        let permit = self.kept.try_reserve().map_err(link_full)?;
+        // Both or neither: room for the retained copy is taken with the message's.
+        let retained = match keep {
+            Some(subject) => Some((self.publishes.try_reserve().map_err(link_full)?, subject)),
+            None => None,
+        };
+        if let Some((retained, subject)) = retained {
+            retained.send(link::Publish {
+                subject,
+                payload: payload.clone(),
+            });
+        }
+        permit.send(history::ToKeep {
+            destination: destination.to_owned(),
+            subject,
+            payload,
+        });
         self.local.count_published();
         Ok(0)
     }
@@ -401,6 +456,18 @@ impl ClusterEngine {
     }
 }
 
+/// Why a publish found no room on its way to NATS.
+fn link_full(e: mpsc::error::TrySendError<()>) -> Refused {
+    match e {
+        mpsc::error::TrySendError::Full(()) => Refused::Unavailable(
+            "too many messages waiting for the cluster link (cluster.max_pending_publishes)".into(),
+        ),
+        mpsc::error::TrySendError::Closed(()) => {
+            Refused::Unavailable("the cluster link has stopped".into())
+        }
+    }
+}
+
 fn too_long(e: subject::TooLong) -> Refused {
     Refused::TooLong {
         bytes: e.bytes,
@@ -415,6 +482,9 @@ impl Engine for ClusterEngine {
         headers: &Headers,
         body: Bytes,
     ) -> Result<usize, Refused> {
+        if self.local.keeps_history(destination) {
+            return self.publish_kept(destination, headers, &body);
+        }
         self.publish(subject::topic(destination), destination, headers, &body)
     }
 
@@ -429,23 +499,27 @@ impl Engine for ClusterEngine {
         self.publish(subject::user(login, queue), &shown, headers, &body)
     }
 
-    /// Topic history is not shared by a cluster yet: `from` is not used and no
-    /// message carries an offset (docs/cluster.md).
+    /// Kept destinations reach the subscriber from the node's copy of the
+    /// history stream (a replay first, as `from` asks), every other one through
+    /// its NATS subscription.
     fn subscribe_topic(
         &self,
         pattern: &str,
         subscriber: Arc<Subscriber>,
-        _from: crate::command::StreamOffset,
+        from: crate::command::StreamOffset,
     ) -> Result<Subscribed, Refused> {
-        self.join(
+        let subscribed = self.join(
             Key::Topic(pattern.to_owned()),
             || subject::topic_interest(pattern),
-            subscriber,
-        )
+            subscriber.clone(),
+        )?;
+        self.local.subscribe_kept(pattern, subscriber, from);
+        Ok(subscribed)
     }
 
     fn unsubscribe_topic(&self, pattern: &str, session: u64, id: &str) -> bool {
-        self.leave(&Key::Topic(pattern.to_owned()), session, id)
+        let kept = self.local.unsubscribe_kept(pattern, session, id);
+        self.leave(&Key::Topic(pattern.to_owned()), session, id) || kept
     }
 
     fn subscribe_user(
@@ -515,6 +589,8 @@ impl Engine for ClusterEngine {
 
     fn set_history(&self, limits: super::history::HistoryLimits) {
         self.local.set_history(limits);
+        self.history_limits
+            .send_replace(self.local.history_settings());
     }
 
     fn stats(&self) -> Pin<Box<dyn Future<Output = EngineStats> + Send + '_>> {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How long one JetStream request may take before it is retried.
-const ATTEMPT: Duration = Duration::from_secs(5);
+pub(super) const ATTEMPT: Duration = Duration::from_secs(5);
 
 /// The JetStream stream of retained values.
 pub const STREAM: &str = "STOMPEDE_RETAINED";

@@ -21,6 +21,10 @@ const TOPIC_PREFIX: &str = "stompede.t";
 const RETAINED_PREFIX: &str = "stompede.r";
 /// The subjects of the retained stream.
 pub const RETAINED_SUBJECTS: &str = "stompede.r.>";
+/// Every kept history message's subject starts with this (the history stream's).
+const HISTORY_PREFIX: &str = "stompede.h";
+/// The subjects of the history stream.
+pub const HISTORY_SUBJECTS: &str = "stompede.h.>";
 /// Every user destination subject starts with this.
 const USER_PREFIX: &str = "stompede.u";
 
@@ -66,6 +70,11 @@ pub fn topic(destination: &str) -> Result<String, TooLong> {
 /// The subject that keeps a topic destination's retained value.
 pub fn retained(destination: &str) -> Result<String, TooLong> {
     topic_under(RETAINED_PREFIX, destination)
+}
+
+/// The subject that keeps a history destination's messages.
+pub fn history(destination: &str) -> Result<String, TooLong> {
+    topic_under(HISTORY_PREFIX, destination)
 }
 
 fn topic_under(prefix: &str, destination: &str) -> Result<String, TooLong> {
