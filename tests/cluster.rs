@@ -42,11 +42,7 @@ async fn start_cluster_with(extra: &str, env: &[(&str, &str)]) -> Cluster {
     let mut dirs = Vec::new();
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
-        let toml = format!(
-            "[cluster]\nnats_url = \"{}\"\nnode_name = \"node-{name}\"\n[store]\npath = {:?}\n[quotes]\ninterval_ms = 60000\n{extra}",
-            nats.nodes[i].url(),
-            dir.path().join("store").display().to_string(),
-        );
+        let toml = node_toml(&nats.nodes[i].url(), name, dir.path(), extra);
         nodes.push(BrokerProcess::start(dir.path(), &toml, env));
         dirs.push(dir);
     }
@@ -56,6 +52,15 @@ async fn start_cluster_with(extra: &str, env: &[(&str, &str)]) -> Cluster {
         _dirs: dirs,
         _turn: turn,
     }
+}
+
+/// The configuration of node `node-{name}` on NATS server `url`, its store in
+/// `dir`.
+fn node_toml(url: &str, name: &str, dir: &std::path::Path, extra: &str) -> String {
+    format!(
+        "[cluster]\nnats_url = \"{url}\"\nnode_name = \"node-{name}\"\n[store]\npath = {:?}\n[quotes]\ninterval_ms = 60000\n{extra}",
+        dir.join("store").display().to_string(),
+    )
 }
 
 /// Waits (at most 60 s: a fresh NATS cluster elects its JetStream leaders first,
@@ -746,8 +751,8 @@ async fn offsets(c: &mut Client, n: usize) -> Vec<(u64, String)> {
 /// resumes on another one exactly where it stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_offsets_are_the_cluster_s_and_a_client_resumes_on_another_node() {
-    let cluster =
-        start_cluster("[topics]\nhistory = [\"/topic/feed.*\"]\nhistory_max_messages = 100").await;
+    let kept = "[topics]\nhistory = [\"/topic/feed.*\"]\nhistory_max_messages = 100";
+    let cluster = start_cluster(kept).await;
     for node in &cluster.nodes {
         ready(node, 200).await;
     }
@@ -832,4 +837,16 @@ async fn history_offsets_are_the_cluster_s_and_a_client_resumes_on_another_node(
         Some((first + 22).to_string().as_str())
     );
     assert_eq!(body(&oldest), seen[21].1);
+    // A node started now reads the history from the stream: the same offsets.
+    let dir = tempfile::tempdir().unwrap();
+    let toml = node_toml(&cluster.nats.nodes[2].url(), "d", dir.path(), kept);
+    let node_d = BrokerProcess::start(dir.path(), &toml, &[]);
+    ready(&node_d, 200).await;
+    let mut on_d = connected(&node_d, "bob").await;
+    on_d.subscribe_with("d", "/topic/feed.x", &[("x-stream-offset", "last")])
+        .await;
+    assert_eq!(
+        offsets(&mut on_d, 1).await,
+        [(first + 121, "live".to_owned())]
+    );
 }

@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import {
   startBroker, startNats, ready, stompClient, subscribed, publishConfirmed, within,
 } from './helpers.mjs';
+import WebSocket from 'ws';
+import { Resumer } from '../../docs/examples/resume.mjs';
 
 let nats;
 let nodes;
@@ -19,6 +21,7 @@ before(async () => {
       STOMPEDE__CLUSTER__NATS_URL: nats.url,
       STOMPEDE__CLUSTER__NODE_NAME: name,
       STOMPEDE__QUOTES__INTERVAL_MS: '60000',
+      STOMPEDE__TOPICS__HISTORY: '/topic/e2e.kept.*',
     }));
   }
   for (const node of nodes) await ready(node);
@@ -111,4 +114,45 @@ test('consumers on both nodes share a queue: every message once', async () => {
     [...Array.from({ length: 30 }, (_, i) => `job-${i}`), 'last'].sort(),
   );
   for (const c of [a, b, sender]) await c.deactivate();
+});
+
+test('a page whose node went away resumes on the other node, offsets and all', async () => {
+  const resumer = new Resumer();
+  const got = [];
+  let connects = 0;
+  let turn = 0;
+  // Each (re)connect goes to the next node: the first to A, the next to B.
+  const page = await stompClient(nodes[0], {
+    reconnectDelay: 1000,
+    webSocketFactory: () => new WebSocket(nodes[turn++ % 2].url, ['v12.stomp', 'v11.stomp', 'v10.stomp']),
+  }, 'alice');
+  const subscribeAll = () => {
+    connects += 1;
+    resumer.subscribe(page, '/topic/e2e.kept.x', (m) => got.push([Number(m.headers['x-stream-offset']), m.body]));
+  };
+  page.onConnect = subscribeAll;
+  subscribeAll();
+  await subscribed(page, '/topic/e2e.kept-fence', () => {});
+  const backend = await stompClient(nodes[1], {}, 'svc');
+  // The positive control: a live message from the other node, with its offset.
+  await publishConfirmed(backend, { destination: '/topic/e2e.kept.x', body: 'k1' });
+  await within(10000, 'k1', (async () => {
+    while (got.length < 1) await new Promise((r) => setTimeout(r, 10));
+  })());
+  page.forceDisconnect();
+  for (let i = 2; i <= 6; i += 1) {
+    await publishConfirmed(backend, { destination: '/topic/e2e.kept.x', body: `k${i}` });
+  }
+  await within(10000, 'the reconnect to node B', (async () => {
+    while (connects < 2) await new Promise((r) => setTimeout(r, 10));
+  })());
+  await publishConfirmed(backend, { destination: '/topic/e2e.kept.x', body: 'k7' });
+  await within(10000, 'k7', (async () => {
+    while (!got.some(([, b]) => b === 'k7')) await new Promise((r) => setTimeout(r, 10));
+  })());
+  assert.equal(turn, 2, 'the page came back through node B');
+  const first = got[0][0];
+  assert.deepEqual(got, Array.from({ length: 7 }, (_, i) => [first + i, `k${i + 1}`]));
+  await page.deactivate();
+  await backend.deactivate();
 });
