@@ -184,17 +184,14 @@ fi
 if [ "$what" = all ] || [ "$what" = history ]; then
   # The cost of topic history: the same fan-out, one broker keeping the topic's
   # history (numbering, keeping, writing to the store), one not, side by side; then
-  # a replay of 100,000 kept messages to one subscriber (x-stream-offset: first).
-  # A replay is handed to the subscriber's outbox at once, so both brokers get a
-  # 64 MiB outbox limit (the default 1 MiB would cut the replaying reader off).
+  # a replay of 100,000 kept messages to one subscriber (x-stream-offset: first),
+  # paced by the reader through the default outbox limit.
   stop "$broker"
-  export STOMPEDE__LIMITS__MAX_OUTBOX_BYTES=67108864
   broker=$(STOMPEDE__TOPICS__HISTORY=/topic/loadgen.# STOMPEDE__TOPICS__HISTORY_MAX_MESSAGES=100000 \
     launch target/release/stompede $port "$store" .)
   wait_port $port
   plain_store=$(mktemp -d)
   plain=$(launch target/release/stompede $((port + 2)) "$plain_store" .)
-  unset STOMPEDE__LIMITS__MAX_OUTBOX_BYTES
   wait_port $((port + 2))
   run stompede-history ws://127.0.0.1:$port/ws fanout --subscribers 100 --seconds "$secs" "${stompede_login[@]}"
   run stompede-no-history ws://127.0.0.1:$((port + 2))/ws fanout --subscribers 100 --seconds "$secs" "${stompede_login[@]}"

@@ -72,6 +72,11 @@ struct Shared {
     items_ready: Notify,
     /// Wakes the writer when the outbox overflows.
     overflow: Notify,
+    /// Wakes tasks waiting for room ([`Outbox::room_for`]) when bytes were
+    /// written or the connection closed; `room_waiters` counts them, so the
+    /// writer notifies only when someone waits.
+    drained: Notify,
+    room_waiters: AtomicUsize,
 }
 
 impl Shared {
@@ -109,6 +114,8 @@ pub fn outbox(limit: usize) -> (Outbox, OutboxReceiver) {
         overflowed: AtomicBool::new(false),
         items_ready: Notify::new(),
         overflow: Notify::new(),
+        drained: Notify::new(),
+        room_waiters: AtomicUsize::new(0),
     });
     (
         Outbox {
@@ -184,6 +191,44 @@ impl Outbox {
     pub fn is_closed(&self) -> bool {
         !self.shared.lock().receiver_alive
     }
+
+    /// The outbox's limit in bytes (`limits.max_outbox_bytes`).
+    pub fn limit(&self) -> usize {
+        self.shared.limit
+    }
+
+    /// Waits until `need` more bytes fit under `budget` (or the outbox is empty:
+    /// one item of any size fits an empty outbox). False when the client is cut
+    /// off or gone, so nothing more should be queued.
+    pub async fn room_for(&self, need: usize, budget: usize) -> bool {
+        let shared = &*self.shared;
+        shared.room_waiters.fetch_add(1, Ordering::AcqRel);
+        let has_room = async {
+            loop {
+                let drained = shared.drained.notified();
+                tokio::pin!(drained);
+                // Registered before the checks, so a write in between still wakes it.
+                drained.as_mut().enable();
+                if self.is_overflowed() || self.is_closed() {
+                    return false;
+                }
+                let queued = self.queued_bytes();
+                if queued == 0 || queued + need <= budget {
+                    return true;
+                }
+                drained.await;
+            }
+        }
+        .await;
+        shared.room_waiters.fetch_sub(1, Ordering::AcqRel);
+        has_room
+    }
+
+    fn wake_room_waiters(shared: &Shared) {
+        if shared.room_waiters.load(Ordering::Acquire) > 0 {
+            shared.drained.notify_waiters();
+        }
+    }
 }
 
 impl OutboxReceiver {
@@ -202,6 +247,7 @@ impl OutboxReceiver {
     /// Gives back the bytes of items that have been written.
     pub fn written(&self, bytes: usize) {
         self.shared.queued.fetch_sub(bytes, Ordering::AcqRel);
+        Outbox::wake_room_waiters(&self.shared);
     }
 
     /// A handle that waits for overflow while the receiver is busy receiving.
@@ -214,9 +260,12 @@ impl OutboxReceiver {
 
 impl Drop for OutboxReceiver {
     fn drop(&mut self) {
-        let mut q = self.shared.lock();
-        q.receiver_alive = false;
-        q.items = VecDeque::new();
+        {
+            let mut q = self.shared.lock();
+            q.receiver_alive = false;
+            q.items = VecDeque::new();
+        }
+        Outbox::wake_room_waiters(&self.shared);
     }
 }
 
@@ -291,6 +340,28 @@ mod tests {
         drop(tx);
         drop(tx2);
         assert_eq!(waiter.await.unwrap(), (1, 2, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_room_waiter_wakes_when_bytes_are_written_or_the_writer_goes() {
+        let (tx, mut rx) = outbox(100);
+        tx.push(frame(80)).unwrap();
+        // 30 more do not fit under a budget of 100 until the 80 are written.
+        let waiting = tx.clone();
+        let room = tokio::spawn(async move { waiting.room_for(30, 100).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!room.is_finished());
+        assert_eq!(rx.recv_all().await.len(), 1);
+        rx.written(80);
+        assert!(room.await.unwrap());
+        // An empty outbox has room for anything.
+        assert!(tx.room_for(500, 100).await);
+        tx.push(frame(90)).unwrap();
+        let waiting = tx.clone();
+        let room = tokio::spawn(async move { waiting.room_for(30, 100).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(rx);
+        assert!(!room.await.unwrap(), "the connection went");
     }
 
     #[test]

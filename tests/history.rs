@@ -292,52 +292,140 @@ async fn a_restarted_broker_resumes_from_the_offset_a_client_saw() {
     );
 }
 
-#[tokio::test]
-async fn a_replay_bigger_than_the_outbox_cuts_only_that_client_off() {
+/// Publishes `/topic/h.big` messages `n{from}`..`n{to - 1}` (each padded to 200
+/// bytes), without receipts.
+async fn publish_numbered(publisher: &mut Client, from: usize, to: usize) {
+    for i in from..to {
+        publisher
+            .send(
+                Frame::new(Command::Send)
+                    .header("destination", "/topic/h.big")
+                    .body(format!("n{i:<199}")),
+            )
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_bigger_than_the_outbox_is_paced_by_the_reader_with_no_gap_at_the_seam() {
     let b = broker(
         "[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_messages = 5000\n[limits]\nmax_outbox_bytes = 65536",
     );
     let mut publisher = Client::tcp(&b).await;
     publisher.connect().await;
-    let body = "x".repeat(200);
-    for _ in 0..2000 {
-        publisher
-            .send(
-                Frame::new(Command::Send)
-                    .header("destination", "/topic/h.big")
-                    .body(body.clone()),
-            )
-            .await;
-    }
-    publisher.publish("/topic/h.big", "last").await;
-    // 400 KB asked at once by a client whose outbox holds 64 KB.
-    let mut greedy = Client::tcp(&b).await;
-    greedy.connect().await;
-    greedy
+    publish_numbered(&mut publisher, 0, 2000).await;
+    publisher.publish("/topic/h.big", "n-fence").await;
+    // A client that asks for all of it and never reads: it holds its own outbox
+    // and nothing else.
+    let mut stalled = Client::tcp(&b).await;
+    stalled.connect().await;
+    stalled
         .send(
             Frame::new(Command::Subscribe)
-                .header("id", "g")
+                .header("id", "s")
                 .header("destination", "/topic/h.big")
                 .header("x-stream-offset", "first"),
         )
         .await;
-    let mut cut = false;
-    while let Some(f) = greedy.next_frame().await {
-        if f.command == Command::Error {
-            assert!(
-                f.headers.get("message").unwrap().contains("slow consumer"),
-                "{f:?}"
-            );
-            cut = true;
+    // 400 KB asked at once by a client whose outbox holds 64 KB, while 500 more
+    // are published during the replay.
+    let mut reader = Client::tcp(&b).await;
+    reader.connect().await;
+    reader
+        .send(
+            Frame::new(Command::Subscribe)
+                .header("id", "r")
+                .header("destination", "/topic/h.big")
+                .header("x-stream-offset", "first"),
+        )
+        .await;
+    let mut second = Client::tcp(&b).await;
+    second.connect().await;
+    let more = tokio::spawn(async move {
+        publish_numbered(&mut second, 2000, 2500).await;
+        second.publish("/topic/h.big", "n-end").await;
+    });
+    let mut got = Vec::new();
+    loop {
+        let f = reader.next_frame().await.expect("a frame");
+        assert_eq!(f.command, Command::Message, "{f:?}");
+        let body = String::from_utf8(f.body.to_vec()).unwrap();
+        let offset: u64 = f.headers.get("x-stream-offset").unwrap().parse().unwrap();
+        assert_eq!(f.headers.get("x-stream-gap"), None, "{offset}");
+        let end = body == "n-end";
+        got.push((offset, body.trim_end().to_owned()));
+        if end {
             break;
         }
     }
-    assert!(cut, "the greedy client was not cut off");
-    // Everyone else goes on: a modest resume, and live messages.
+    more.await.unwrap();
+    let first = got[0].0;
+    let mut expected: Vec<String> = (0..2000).map(|i| format!("n{i}")).collect();
+    expected.push("n-fence".into());
+    expected.extend((2000..2500).map(|i| format!("n{i}")));
+    expected.push("n-end".into());
+    let bodies: Vec<&str> = got.iter().map(|(_, b)| b.as_str()).collect();
+    assert_eq!(bodies, expected, "every message once, in order");
+    let offsets: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
+    assert_eq!(
+        offsets,
+        (first..first + expected.len() as u64).collect::<Vec<_>>()
+    );
+    // Then live; and everyone else was never held up by the stalled client.
+    publisher.publish("/topic/h.big", "after").await;
+    assert_eq!(next(&mut reader).await.0, "after");
     let mut modest = Client::tcp(&b).await;
     modest.connect().await;
     subscribe_from(&mut modest, "m", "/topic/h.big", "last").await;
-    assert_eq!(next(&mut modest).await.0, "last");
-    publisher.publish("/topic/h.big", "after").await;
     assert_eq!(next(&mut modest).await.0, "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsubscribe_stops_a_replay_that_is_still_going() {
+    let b = broker(
+        "[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_messages = 5000\n[limits]\nmax_outbox_bytes = 65536",
+    );
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    publish_numbered(&mut publisher, 0, 2000).await;
+    publisher.publish("/topic/h.big", "n-fence").await;
+    let mut reader = Client::tcp(&b).await;
+    reader.connect().await;
+    reader
+        .send(
+            Frame::new(Command::Subscribe)
+                .header("id", "r")
+                .header("destination", "/topic/h.big")
+                .header("x-stream-offset", "first"),
+        )
+        .await;
+    // A few of the 400 KB, then UNSUBSCRIBE: what was queued before it still
+    // comes, nothing after its RECEIPT.
+    for _ in 0..10 {
+        reader.expect(Command::Message).await;
+    }
+    reader
+        .send(
+            Frame::new(Command::Unsubscribe)
+                .header("id", "r")
+                .header("receipt", "gone"),
+        )
+        .await;
+    let mut before = 10;
+    loop {
+        let f = reader.next_frame().await.expect("a frame");
+        match f.command {
+            Command::Receipt => break,
+            Command::Message => before += 1,
+            _ => panic!("{f:?}"),
+        }
+    }
+    assert!(before < 2001, "the whole replay came: {before}");
+    // The positive control: a live message of another subscription arrives,
+    // and nothing of the stopped replay before it.
+    reader.subscribe("t", "/topic/other").await;
+    publisher.publish("/topic/other", "live").await;
+    let f = reader.expect(Command::Message).await;
+    assert_eq!(f.headers.get("subscription"), Some("t"));
+    assert_eq!(f.body.as_ref(), b"live");
 }

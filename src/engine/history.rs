@@ -219,6 +219,16 @@ impl Log {
         }
     }
 
+    /// Where offset `offset` is (or would be) among the kept messages, and
+    /// whether it is missing there (dropped, or never kept).
+    pub(super) fn position(&self, offset: u64) -> (usize, bool) {
+        let index = self.kept.partition_point(|k| k.offset < offset);
+        (
+            index,
+            self.kept.get(index).is_some_and(|k| k.offset != offset),
+        )
+    }
+
     /// The kept messages from `index` on.
     pub(super) fn from(&self, index: usize) -> impl Iterator<Item = &Kept> {
         self.kept.iter().skip(index)
@@ -244,11 +254,8 @@ impl Log {
                 // Offsets below the oldest kept existed (here, before a restart
                 // or on another node) and are gone; so is one missing between
                 // kept ones (a cluster's stream dropped it first).
-                let index = self.kept.partition_point(|k| k.offset < n);
-                Some(Start {
-                    index,
-                    gap: self.kept.get(index).is_some_and(|k| k.offset != n),
-                })
+                let (index, gap) = self.position(n);
+                Some(Start { index, gap })
             }
             StreamOffset::Timestamp(s) => {
                 let at = s.saturating_mul(1000);

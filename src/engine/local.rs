@@ -2,6 +2,7 @@
 //! queue actors of this process.
 
 use super::history::{HistoryLimits, Log};
+use super::replay;
 use super::{Engine, EngineStats, Refused, Subscribed, Unready};
 use crate::codec::{Headers, MessageTemplate};
 use crate::command::StreamOffset;
@@ -14,6 +15,7 @@ use crate::registry::{AckMode, ExactRegistry, Subscriber, TopicRegistry};
 use crate::store::{Recovered, Store};
 use bytes::Bytes;
 use dashmap::DashMap;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,7 +45,7 @@ pub struct LocalEngine {
     max_retained: usize,
     retained: DashMap<String, Retained>,
     /// Recent messages of `topics.history` destinations, by destination.
-    history: DashMap<String, Log>,
+    history: Arc<DashMap<String, Log>>,
     /// `topics.history` and its bounds; replaced whole by a reload.
     history_limits: RwLock<Arc<HistoryLimits>>,
     /// Where kept history messages are written, to survive a restart.
@@ -90,7 +92,7 @@ impl LocalEngine {
             retain: RwLock::new(Arc::new(retain)),
             max_retained,
             retained: DashMap::new(),
-            history: logs.into_iter().collect(),
+            history: Arc::new(logs.into_iter().collect()),
             history_limits: RwLock::new(Arc::new(history_limits)),
             store,
             retain_order: RwLock::new(()),
@@ -175,7 +177,7 @@ impl LocalEngine {
         }
         let published = Instant::now();
         self.topics.for_each_match(destination, |sub| {
-            if sub.may_read(destination) {
+            if sub.takes_live(destination) {
                 hand_to(sub, &template, &message_id, published);
             }
         })
@@ -234,6 +236,20 @@ pub(super) fn build_template(
     MessageTemplate::new(shared, body)
 }
 
+/// The MESSAGE frame of `template` for `sub`.
+pub(super) fn delivery(
+    sub: &Subscriber,
+    template: &MessageTemplate,
+    message_id: &str,
+) -> crate::codec::EncodedMessage {
+    match sub.ack {
+        AckMode::Auto => template.deliver(&sub.header, &[]),
+        // Topic messages need no ack to be kept; the header lets client-ack code
+        // written for queues work unchanged.
+        _ => template.deliver(&sub.header, &[("ack", message_id)]),
+    }
+}
+
 /// Queues one delivery of `template` for `sub`; false when its outbox refused
 /// it (a slow consumer being cut off).
 pub(super) fn hand_to(
@@ -242,12 +258,7 @@ pub(super) fn hand_to(
     message_id: &str,
     published: Instant,
 ) -> bool {
-    let message = match sub.ack {
-        AckMode::Auto => template.deliver(&sub.header, &[]),
-        // Topic messages need no ack to be kept; the header lets client-ack code
-        // written for queues work unchanged.
-        _ => template.deliver(&sub.header, &[("ack", message_id)]),
-    };
+    let message = delivery(sub, template, message_id);
     // A full outbox means a slow consumer that is being cut off already.
     sub.outbox
         .push(Outgoing::Message { message, published })
@@ -270,14 +281,17 @@ impl LocalEngine {
     /// Hands `sub` the kept history of every destination `pattern` matches, from
     /// where `from` says; returns the destinations replayed (their retained value
     /// is part of the replay). The caller holds `retain_order` exclusively, so no
-    /// live message comes between a replay and what follows it.
-    fn replay(&self, pattern: &str, sub: &Subscriber, from: StreamOffset) -> Vec<String> {
+    /// live message comes between a replay and what follows it. What does not fit
+    /// in half the outbox now follows as the client reads ([`super::replay`]).
+    fn replay(&self, pattern: &str, sub: &Arc<Subscriber>, from: StreamOffset) -> Vec<String> {
         if from == StreamOffset::Next || self.history.is_empty() {
             return Vec::new();
         }
         let now = now_ms();
         let max_age = self.history_limits().max_age;
+        let budget = replay::budget(sub);
         let mut replayed = Vec::new();
+        let mut pending = VecDeque::new();
         for mut entry in self.history.iter_mut() {
             let dest = entry.key().clone();
             if !matches(pattern, &dest) || !sub.may_read(&dest) {
@@ -291,27 +305,32 @@ impl LocalEngine {
             let Some(start) = log.start(from) else {
                 continue;
             };
-            for (i, kept) in log.from(start.index).enumerate() {
-                let offset = kept.offset.to_string();
-                let gap = (i == 0 && start.gap).then_some(("x-stream-gap", "true"));
-                let shared = [
-                    ("destination", dest.as_str()),
-                    ("message-id", kept.message_id.as_str()),
-                    ("x-stream-offset", offset.as_str()),
-                ]
-                .into_iter()
-                .chain(gap)
-                .chain(kept.headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
-                let template = MessageTemplate::new(shared, kept.body.clone());
-                // Past the outbox limit the subscriber is being cut off: the
-                // rest of the replay would be thrown away, and the lock that
-                // holds publishers back stays held no longer than needed.
-                if !hand_to(sub, &template, &kept.message_id, Instant::now()) {
+            let Some(first) = log.from(start.index).next() else {
+                continue;
+            };
+            let cursor = replay::Cursor {
+                offset: first.offset,
+                gap: start.gap,
+            };
+            let step = match pending.is_empty() {
+                true => replay::send_some(&dest, log, sub, cursor, budget),
+                false => replay::Step::More(cursor, 0),
+            };
+            match step {
+                replay::Step::Done => {}
+                replay::Step::More(cursor, need) => {
+                    sub.replay.hold(&dest);
+                    pending.push_back((dest.clone(), cursor, need));
+                }
+                replay::Step::Gone => {
                     replayed.push(dest);
                     return replayed;
                 }
             }
             replayed.push(dest);
+        }
+        if !pending.is_empty() {
+            tokio::spawn(replay::pace(self.history.clone(), sub.clone(), pending));
         }
         replayed
     }
@@ -490,7 +509,7 @@ impl LocalEngine {
         if let Some(template) = template {
             let published = Instant::now();
             self.topics.for_each_match(destination, |sub| {
-                if sub.may_read(destination) {
+                if sub.takes_live(destination) {
                     hand_to(sub, &template, message_id, published);
                 }
             });

@@ -28,6 +28,7 @@
 pub mod cluster;
 pub mod history;
 mod local;
+mod replay;
 
 pub use cluster::{ClusterEngine, ClusterOptions};
 pub use local::LocalEngine;

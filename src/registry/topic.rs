@@ -17,8 +17,8 @@ use crate::codec::SubscriptionHeader;
 use crate::destination::pattern::{TOPIC, collapsed, is_pattern};
 use crate::outbox::Outbox;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// One subscription of one session, as the registry sees it.
 #[derive(Debug)]
@@ -36,12 +36,79 @@ pub struct Subscriber {
     /// For a wildcard subscription under access rules: the check every message's
     /// concrete destination must pass, so no pattern reads past a rule.
     pub filter: Option<crate::auth::acl::ReadFilter>,
+    /// Destinations whose kept history is still being replayed to it.
+    pub replay: Replaying,
 }
 
 impl Subscriber {
     /// Whether this subscription may receive a message published to `destination`.
     pub fn may_read(&self, destination: &str) -> bool {
         self.filter.as_ref().is_none_or(|f| f.allows(destination))
+    }
+
+    /// Whether a live message of `destination` is for this subscription now: it
+    /// may read it, and no replay of that destination is still catching up (the
+    /// replay will bring the message from the history, in its place).
+    pub fn takes_live(&self, destination: &str) -> bool {
+        self.may_read(destination) && !self.replay.holds(destination)
+    }
+}
+
+/// The destinations a replay larger than one outbox's worth is still catching
+/// up on (SUBSCRIBE `x-stream-offset`). Empty, it costs a flag check per message.
+#[derive(Debug, Default)]
+pub struct Replaying {
+    /// Whether `destinations` may be non-empty (the fast path reads only this).
+    any: AtomicBool,
+    destinations: Mutex<Vec<String>>,
+    /// The subscription went away: the replay stops.
+    cancelled: AtomicBool,
+}
+
+impl Replaying {
+    fn list(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.destinations.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `destination` is still being replayed.
+    pub fn holds(&self, destination: &str) -> bool {
+        self.any.load(Ordering::Acquire) && self.list().iter().any(|d| d == destination)
+    }
+
+    /// Live messages of `destination` wait for the replay from now on. The caller
+    /// holds the lock publishers of `destination` take to deliver.
+    pub fn hold(&self, destination: &str) {
+        let mut list = self.list();
+        list.push(destination.to_owned());
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Stops the replay: the subscription is gone. Once this returns, no more of
+    /// it is queued ([`Replaying::exclusive`] runs only before).
+    pub fn cancel(&self) {
+        let _list = self.list();
+        self.cancelled.store(true, Ordering::Release);
+    }
+
+    /// Runs `f` (which queues replayed messages) unless the replay was
+    /// cancelled, excluding [`Replaying::cancel`] meanwhile; `f` gets the held
+    /// destinations to release what it finished.
+    pub fn exclusive<R>(&self, f: impl FnOnce(&mut Vec<String>) -> R) -> Option<R> {
+        let mut list = self.list();
+        if self.cancelled.load(Ordering::Acquire) {
+            return None;
+        }
+        let r = f(&mut list);
+        if list.is_empty() {
+            *list = Vec::new();
+            self.any.store(false, Ordering::Release);
+        }
+        Some(r)
+    }
+
+    /// Whether the subscription is gone.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
     }
 }
 
@@ -246,6 +313,7 @@ mod tests {
             ack: AckMode::Auto,
             outbox: outbox(1024).0,
             filter: None,
+            replay: Replaying::default(),
         })
     }
 

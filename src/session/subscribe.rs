@@ -114,6 +114,7 @@ impl Session {
             ack,
             outbox: self.outbox.clone(),
             filter,
+            replay: Default::default(),
         });
         let subscribed = match &target {
             Target::Topic(t) => {
@@ -177,6 +178,7 @@ impl Session {
             ack,
             outbox: self.outbox.clone(),
             filter: None,
+            replay: Default::default(),
         });
         self.subscription_bytes += bytes;
         self.subscriptions.insert(
@@ -199,7 +201,10 @@ impl Session {
                 queue.unsubscribe(self.id, id);
                 true
             }
-            Target::Topic(t) => engine.unsubscribe_topic(t, self.id, id),
+            Target::Topic(t) => {
+                owned.subscriber.replay.cancel();
+                engine.unsubscribe_topic(t, self.id, id)
+            }
             Target::User { login, queue } => engine.unsubscribe_user(login, queue, self.id, id),
         };
         if found {
