@@ -48,6 +48,8 @@ pub struct LocalEngine {
     history: Arc<DashMap<String, Log>>,
     /// `topics.history` and its bounds; replaced whole by a reload.
     history_limits: RwLock<Arc<HistoryLimits>>,
+    /// Whether `topics.history` names anything (read on every topic publish).
+    history_on: std::sync::atomic::AtomicBool,
     /// Where kept history messages are written, to survive a restart.
     store: Store,
     /// Orders retained delivery against live delivery: publishers to retained
@@ -93,6 +95,7 @@ impl LocalEngine {
             max_retained,
             retained: DashMap::new(),
             history: Arc::new(logs.into_iter().collect()),
+            history_on: std::sync::atomic::AtomicBool::new(!history_limits.patterns.is_empty()),
             history_limits: RwLock::new(Arc::new(history_limits)),
             store,
             retain_order: RwLock::new(()),
@@ -142,20 +145,24 @@ impl LocalEngine {
         body: Bytes,
         retain: bool,
     ) -> usize {
-        let limits = self.history_limits();
-        let history = limits.patterns.iter().any(|p| matches(p, destination));
-        let _order = (retain || history)
+        // With no history configured, a publish reads one flag, not the settings.
+        let limits = self
+            .history_on
+            .load(Ordering::Acquire)
+            .then(|| self.history_limits())
+            .filter(|l| l.patterns.iter().any(|p| matches(p, destination)));
+        let _order = (retain || limits.is_some())
             .then(|| self.retain_order.read().unwrap_or_else(|p| p.into_inner()));
         // Held from numbering to fan-out, so publishers to one destination hand
         // over their messages in offset order.
-        let mut log = history
-            .then(|| self.log(destination, limits.max_destinations))
-            .flatten();
+        let mut log = limits
+            .as_ref()
+            .and_then(|l| self.log(destination, l.max_destinations));
         let message_id = self.message_id();
         self.metrics.published.increment(1);
-        let offset = log.as_mut().map(|log| {
+        let offset = log.as_mut().zip(limits.as_ref()).map(|(log, limits)| {
             let key = self.store.next_key();
-            let offset = log.push(key, now_ms(), &message_id, headers, body.clone(), &limits);
+            let offset = log.push(key, now_ms(), &message_id, headers, body.clone(), limits);
             if let Some(record) = log.record_of_last(destination) {
                 self.store.put(key, record);
             }
@@ -447,6 +454,9 @@ impl LocalEngine {
     /// Whether a message published to `destination` now is kept: it matches
     /// `topics.history` and has a log or room for one.
     pub(super) fn keeps_history(&self, destination: &str) -> bool {
+        if !self.history_on.load(Ordering::Acquire) {
+            return false;
+        }
         let limits = self.history_limits();
         limits.patterns.iter().any(|p| matches(p, destination))
             && (self.history.contains_key(destination)
@@ -638,10 +648,12 @@ impl Engine for LocalEngine {
     }
 
     fn set_history(&self, limits: HistoryLimits) {
+        let on = !limits.patterns.is_empty();
         *self
             .history_limits
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(limits);
+        self.history_on.store(on, Ordering::Release);
     }
 
     fn stats(&self) -> Pin<Box<dyn Future<Output = EngineStats> + Send + '_>> {
