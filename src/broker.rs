@@ -479,5 +479,6 @@ fn history_limits(topics: &crate::config::TopicsConfig) -> crate::engine::histor
         max_messages: topics.history_max_messages,
         max_age: std::time::Duration::from_secs(topics.history_max_age_s),
         max_destinations: topics.history_max_destinations,
+        max_bytes: usize::try_from(topics.history_max_bytes).unwrap_or(usize::MAX),
     }
 }

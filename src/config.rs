@@ -261,6 +261,9 @@ pub struct TopicsConfig {
     pub history_max_age_s: u64,
     /// Destinations with a history; past it, new destinations keep none.
     pub history_max_destinations: usize,
+    /// Bytes all histories together may hold; past it, the destination being
+    /// published to drops its oldest messages.
+    pub history_max_bytes: u64,
 }
 
 impl Default for TopicsConfig {
@@ -275,6 +278,7 @@ impl Default for TopicsConfig {
             history_max_messages: 1000,
             history_max_age_s: 3600,
             history_max_destinations: 10_000,
+            history_max_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -651,7 +655,7 @@ impl Config {
                 },
             )?;
         }
-        let positive: [(&'static str, u64); 23] = [
+        let positive: [(&'static str, u64); 24] = [
             ("limits.max_topic_words", self.limits.max_topic_words as u64),
             ("limits.max_frame_bytes", self.limits.max_frame_bytes as u64),
             (
@@ -717,6 +721,7 @@ impl Config {
                 "topics.history_max_destinations",
                 self.topics.history_max_destinations as u64,
             ),
+            ("topics.history_max_bytes", self.topics.history_max_bytes),
             (
                 "cluster.max_ack_pending",
                 self.cluster.max_ack_pending as u64,

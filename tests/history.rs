@@ -429,3 +429,65 @@ async fn an_unsubscribe_stops_a_replay_that_is_still_going() {
     assert_eq!(f.headers.get("subscription"), Some("t"));
     assert_eq!(f.body.as_ref(), b"live");
 }
+
+#[tokio::test]
+async fn a_flood_of_big_messages_is_bounded_by_history_max_bytes_and_robs_no_other_destination()
+{
+    let b = broker(
+        "[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_messages = 1000\nhistory_max_bytes = 200000",
+    );
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    for i in 0..5 {
+        publisher.publish("/topic/h.calm", &format!("c{i}")).await;
+    }
+    // The flood's first offset, read back with `last`.
+    publisher.publish("/topic/h.flood", "f-start").await;
+    let mut probe = Client::tcp(&b).await;
+    probe.connect().await;
+    subscribe_from(&mut probe, "p", "/topic/h.flood", "last").await;
+    let (start, flood_start, _) = next(&mut probe).await;
+    assert_eq!(start, "f-start");
+    // 300 x 4 KiB = 1.2 MB at a history bounded to 200 KB.
+    let big = "x".repeat(4096);
+    for i in 0..300 {
+        publisher
+            .send(
+                Frame::new(Command::Send)
+                    .header("destination", "/topic/h.flood")
+                    .body(format!("f{i:03}{big}")),
+            )
+            .await;
+    }
+    publisher.publish("/topic/h.flood", "f-last").await;
+    let mut reader = Client::tcp(&b).await;
+    reader.connect().await;
+    subscribe_from(&mut reader, "calm", "/topic/h.calm", "first").await;
+    let calm: Vec<(String, bool)> = {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            let (body, _, gap) = next(&mut reader).await;
+            v.push((body, gap));
+        }
+        v
+    };
+    let expected: Vec<(String, bool)> = (0..5).map(|i| (format!("c{i}"), false)).collect();
+    assert_eq!(calm, expected, "the quiet destination keeps all of its history");
+    let from_start = format!("offset={flood_start}");
+    subscribe_from(&mut reader, "flood", "/topic/h.flood", &from_start).await;
+    let (first, _, gap) = next(&mut reader).await;
+    assert!(gap, "the flood's oldest are gone and the replay says so");
+    let mut kept = 1;
+    let mut bytes = first.len();
+    loop {
+        let (body, _, gap) = next(&mut reader).await;
+        assert!(!gap);
+        if body == "f-last" {
+            break;
+        }
+        kept += 1;
+        bytes += body.len();
+    }
+    assert!(bytes <= 200_000, "{kept} messages, {bytes} bytes kept");
+    assert!(kept >= 30, "only {kept} kept");
+}

@@ -32,7 +32,13 @@ pub struct HistoryLimits {
     pub max_age: Duration,
     /// `topics.history_max_destinations`: destinations with a log.
     pub max_destinations: usize,
+    /// `topics.history_max_bytes`: bytes all logs together may hold.
+    pub max_bytes: usize,
 }
+
+/// Bytes a kept message is counted at besides its id, headers and body (its
+/// place in the log and the allocations that hold it).
+const KEPT_OVERHEAD: usize = 96;
 
 /// What the store's record of a kept message names instead of a queue: NUL
 /// cannot be in a destination, so no queue can have it.
@@ -55,6 +61,20 @@ pub(super) struct Kept {
     pub(super) body: Bytes,
 }
 
+impl Kept {
+    /// Bytes this message counts against `topics.history_max_bytes`.
+    fn cost(&self) -> usize {
+        KEPT_OVERHEAD
+            + self.message_id.len()
+            + self.body.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
 /// The log of one destination.
 #[derive(Debug)]
 pub(super) struct Log {
@@ -67,6 +87,8 @@ pub(super) struct Log {
     /// Whether kept messages are in the embedded store (their keys are store
     /// keys); a cluster node's are stream sequences, kept by the stream.
     stored: bool,
+    /// What the kept messages cost ([`Kept::cost`]).
+    bytes: usize,
 }
 
 /// Where a replay starts.
@@ -87,6 +109,7 @@ impl Log {
             dropped: false,
             dropped_keys: Vec::new(),
             stored: true,
+            bytes: 0,
         }
     }
 
@@ -131,7 +154,7 @@ impl Log {
     ) -> u64 {
         let offset = self.next;
         self.next += 1;
-        self.kept.push_back(Kept {
+        self.keep(Kept {
             key,
             offset,
             at_ms,
@@ -167,7 +190,7 @@ impl Log {
         // Nodes' clocks differ a little: times never go back within a log, so
         // a replay by time finds its start by halving.
         let at_ms = at_ms.max(self.kept.back().map_or(0, |k| k.at_ms));
-        self.kept.push_back(Kept {
+        self.keep(Kept {
             key,
             offset,
             at_ms,
@@ -210,8 +233,29 @@ impl Log {
         }
     }
 
+    fn keep(&mut self, k: Kept) {
+        self.bytes += k.cost();
+        self.kept.push_back(k);
+    }
+
+    /// What the kept messages cost against `topics.history_max_bytes`.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Drops the oldest messages (the newest too, if need be) until at least
+    /// `excess` bytes are freed or nothing is kept; returns the bytes freed.
+    pub(super) fn shed(&mut self, excess: usize) -> usize {
+        let before = self.bytes;
+        while before - self.bytes < excess && !self.kept.is_empty() {
+            self.drop_oldest();
+        }
+        before - self.bytes
+    }
+
     fn drop_oldest(&mut self) {
         if let Some(k) = self.kept.pop_front() {
+            self.bytes -= k.cost();
             self.dropped = true;
             if self.stored {
                 self.dropped_keys.push(k.key);
@@ -310,7 +354,7 @@ pub(super) fn restore(
             continue;
         }
         log.next = offset + 1;
-        log.kept.push_back(Kept {
+        log.keep(Kept {
             key: r.key,
             offset,
             at_ms,
@@ -339,6 +383,7 @@ mod tests {
             max_messages,
             max_age: Duration::from_secs(60),
             max_destinations: 10,
+            max_bytes: usize::MAX,
         }
     }
 
@@ -467,6 +512,20 @@ mod tests {
                 gap: true
             })
         );
+    }
+
+    #[test]
+    fn shedding_drops_the_oldest_first_and_the_newest_last() {
+        let mut log = log_of(4, 100);
+        let each = log.bytes() / 4;
+        assert_eq!(log.shed(1), each);
+        assert_eq!(log.from(0).next().map(|k| k.offset), Some(101));
+        assert_eq!(log.shed(2 * each + 1), 3 * each);
+        assert!(log.is_empty());
+        assert_eq!(log.bytes(), 0);
+        assert_eq!(log.shed(1), 0);
+        // What was there existed: asking for it now is a gap.
+        assert_eq!(log.next_offset(), 104);
     }
 
     #[test]

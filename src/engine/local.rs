@@ -50,6 +50,8 @@ pub struct LocalEngine {
     history_limits: RwLock<Arc<HistoryLimits>>,
     /// Whether `topics.history` names anything (read on every topic publish).
     history_on: std::sync::atomic::AtomicBool,
+    /// What all logs hold together, against `topics.history_max_bytes`.
+    history_bytes: std::sync::atomic::AtomicUsize,
     /// Where kept history messages are written, to survive a restart.
     store: Store,
     /// Orders retained delivery against live delivery: publishers to retained
@@ -78,6 +80,7 @@ impl LocalEngine {
         (store, kept): (Store, Vec<Recovered>),
     ) -> Self {
         let (logs, stale) = super::history::restore(kept, &history_limits, now_ms());
+        let kept_bytes = logs.values().map(Log::bytes).sum();
         for key in stale {
             store.delete(key);
         }
@@ -96,6 +99,7 @@ impl LocalEngine {
             retained: DashMap::new(),
             history: Arc::new(logs.into_iter().collect()),
             history_on: std::sync::atomic::AtomicBool::new(!history_limits.patterns.is_empty()),
+            history_bytes: std::sync::atomic::AtomicUsize::new(kept_bytes),
             history_limits: RwLock::new(Arc::new(history_limits)),
             store,
             retain_order: RwLock::new(()),
@@ -161,11 +165,14 @@ impl LocalEngine {
         let message_id = self.message_id();
         self.metrics.published.increment(1);
         let offset = log.as_mut().zip(limits.as_ref()).map(|(log, limits)| {
+            let before = log.bytes();
             let key = self.store.next_key();
             let offset = log.push(key, now_ms(), &message_id, headers, body.clone(), limits);
             if let Some(record) = log.record_of_last(destination) {
                 self.store.put(key, record);
             }
+            // After the store has the newest: shedding may drop it too.
+            self.account(before, log, limits.max_bytes);
             for dropped in log.take_dropped() {
                 self.store.delete(dropped);
             }
@@ -188,6 +195,26 @@ impl LocalEngine {
                 hand_to(sub, &template, &message_id, published);
             }
         })
+    }
+
+    /// Counts what `log` holds now against `topics.history_max_bytes` (it held
+    /// `before`); past the bound, `log` drops its oldest messages to make room.
+    /// The destination being published to pays: an idle one is not robbed.
+    fn account(&self, before: usize, log: &mut Log, max_bytes: usize) {
+        let after = log.bytes();
+        let total = if after >= before {
+            self.history_bytes
+                .fetch_add(after - before, Ordering::AcqRel)
+                .saturating_add(after - before)
+        } else {
+            self.history_bytes
+                .fetch_sub(before - after, Ordering::AcqRel)
+                .saturating_sub(before - after)
+        };
+        if total > max_bytes {
+            let freed = log.shed(total - max_bytes);
+            self.history_bytes.fetch_sub(freed, Ordering::AcqRel);
+        }
     }
 
     /// The history patterns and bounds in force.
@@ -295,7 +322,7 @@ impl LocalEngine {
             return Vec::new();
         }
         let now = now_ms();
-        let max_age = self.history_limits().max_age;
+        let limits = self.history_limits();
         let budget = replay::budget(sub);
         let mut replayed = Vec::new();
         let mut pending = VecDeque::new();
@@ -305,7 +332,9 @@ impl LocalEngine {
                 continue;
             }
             let log = entry.value_mut();
-            log.expire(now, max_age);
+            let before = log.bytes();
+            log.expire(now, limits.max_age);
+            self.account(before, log, limits.max_bytes);
             for dropped in log.take_dropped() {
                 self.store.delete(dropped);
             }
@@ -449,6 +478,7 @@ impl LocalEngine {
     /// cluster's stream is the history.
     pub(super) fn forget_history(&self) {
         self.history.clear();
+        self.history_bytes.store(0, Ordering::Release);
     }
 
     /// Whether a message published to `destination` now is kept: it matches
@@ -513,9 +543,11 @@ impl LocalEngine {
             .chain(headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
             MessageTemplate::new(shared, body.clone())
         });
+        let before = log.bytes();
         if !log.insert(seq, offset, at_ms, message_id, headers, body, &limits) {
             return false;
         }
+        self.account(before, &mut log, limits.max_bytes);
         if let Some(template) = template {
             let published = Instant::now();
             self.topics.for_each_match(destination, |sub| {

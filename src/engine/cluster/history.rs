@@ -4,7 +4,7 @@
 //! A message of a history destination goes to `stompede.h.<subject>`, which the
 //! JetStream stream `STOMPEDE_HISTORY` keeps (limits retention: at most
 //! `topics.history_max_messages` per subject, none older than
-//! `topics.history_max_age_s`). JetStream numbers a stream, not a subject, so the
+//! `topics.history_max_age_s`, at most `topics.history_max_bytes` in all). JetStream numbers a stream, not a subject, so the
 //! publishing node numbers each destination itself: the message carries
 //! `Stompede-Offset` (one past the destination's newest) and is published with
 //! `Nats-Expected-Last-Subject-Sequence` naming that newest message. If another
@@ -69,6 +69,7 @@ fn stream_config(limits: &HistoryLimits, replicas: usize) -> stream::Config {
         max_messages_per_subject: per_subject,
         max_messages: per_subject.saturating_mul(destinations),
         max_age: limits.max_age,
+        max_bytes: i64::try_from(limits.max_bytes).unwrap_or(i64::MAX),
         discard: stream::DiscardPolicy::Old,
         storage: stream::StorageType::File,
         num_replicas: replicas,
@@ -90,14 +91,17 @@ async fn apply(
         config.max_messages_per_subject,
         config.max_messages,
         config.max_age,
+        config.max_bytes,
     ) != (
         wanted.max_messages_per_subject,
         wanted.max_messages,
         wanted.max_age,
+        wanted.max_bytes,
     ) {
         config.max_messages_per_subject = wanted.max_messages_per_subject;
         config.max_messages = wanted.max_messages;
         config.max_age = wanted.max_age;
+        config.max_bytes = wanted.max_bytes;
         tokio::time::timeout(ATTEMPT, js.update_stream(config)).await??;
         tracing::info!(stream = STREAM, "history bounds set to this node's");
     }
