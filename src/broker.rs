@@ -118,14 +118,16 @@ impl Broker {
             tasks.clone(),
             shutdown.clone(),
         );
-        let engine = engine(Arc::new(LocalEngine::new(
+        let local = Arc::new(LocalEngine::new(
             metrics.clone(),
             queues,
             config.topics.retain.clone(),
             config.topics.max_retained,
             history_limits(&config.topics),
             (history_store, kept),
-        )));
+        ));
+        tasks.spawn(local.clone().sweep_history_until(shutdown.clone()));
+        let engine = engine(local);
         let mut apps = crate::app::Apps::new();
         if config.trading.enabled {
             let (trading, market) =

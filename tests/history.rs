@@ -431,8 +431,7 @@ async fn an_unsubscribe_stops_a_replay_that_is_still_going() {
 }
 
 #[tokio::test]
-async fn a_flood_of_big_messages_is_bounded_by_history_max_bytes_and_robs_no_other_destination()
-{
+async fn a_flood_of_big_messages_is_bounded_by_history_max_bytes_and_robs_no_other_destination() {
     let b = broker(
         "[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_messages = 1000\nhistory_max_bytes = 200000",
     );
@@ -472,7 +471,10 @@ async fn a_flood_of_big_messages_is_bounded_by_history_max_bytes_and_robs_no_oth
         v
     };
     let expected: Vec<(String, bool)> = (0..5).map(|i| (format!("c{i}"), false)).collect();
-    assert_eq!(calm, expected, "the quiet destination keeps all of its history");
+    assert_eq!(
+        calm, expected,
+        "the quiet destination keeps all of its history"
+    );
     let from_start = format!("offset={flood_start}");
     subscribe_from(&mut reader, "flood", "/topic/h.flood", &from_start).await;
     let (first, _, gap) = next(&mut reader).await;
@@ -490,4 +492,56 @@ async fn a_flood_of_big_messages_is_bounded_by_history_max_bytes_and_robs_no_oth
     }
     assert!(bytes <= 200_000, "{kept} messages, {bytes} bytes kept");
     assert!(kept >= 30, "only {kept} kept");
+}
+
+/// `history` of `GET /api/stats`.
+async fn history_stats(b: &common::TestBroker) -> serde_json::Value {
+    let auth = common::basic("root", "root-pw");
+    let (status, text) = common::http_request(
+        b.http_addr,
+        "GET",
+        "/api/stats",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["history"].clone()
+}
+
+#[tokio::test]
+async fn an_idle_destination_s_history_expires_without_being_touched() {
+    let b = broker("[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_age_s = 1");
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    for i in 0..3 {
+        publisher.publish("/topic/h.idle", &format!("i{i}")).await;
+    }
+    // The positive control: kept, and counted.
+    let kept = history_stats(&b).await;
+    assert_eq!(kept["destinations"], 1, "{kept}");
+    assert_eq!(kept["messages"], 3, "{kept}");
+    assert!(kept["bytes"].as_u64().unwrap() > 6, "{kept}");
+    let mut reader = Client::tcp(&b).await;
+    reader.connect().await;
+    subscribe_from(&mut reader, "l", "/topic/h.idle", "last").await;
+    let (body, last, _) = next(&mut reader).await;
+    assert_eq!(body, "i2");
+    // Nobody publishes or subscribes again: they go anyway, soon after 1 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        let now = history_stats(&b).await;
+        if now["messages"] == 0 {
+            assert_eq!(now["bytes"], 0, "{now}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still kept: {now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Offsets go on from where they were.
+    publisher.publish("/topic/h.idle", "after").await;
+    assert_eq!(
+        next(&mut reader).await,
+        ("after".to_owned(), last + 1, false)
+    );
 }

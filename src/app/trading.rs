@@ -656,6 +656,7 @@ mod tests {
                     retained_topics: 0,
                     cluster: Default::default(),
                     store_failed: false,
+                    history: Default::default(),
                 }
             })
         }

@@ -215,6 +215,11 @@ impl Log {
         self.next
     }
 
+    /// How many messages are kept.
+    pub(super) fn len(&self) -> usize {
+        self.kept.len()
+    }
+
     /// Whether no message is kept.
     pub(super) fn is_empty(&self) -> bool {
         self.kept.is_empty()

@@ -21,7 +21,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// The last message of a retained destination.
 #[derive(Debug, Clone)]
@@ -214,6 +215,48 @@ impl LocalEngine {
         if total > max_bytes {
             let freed = log.shed(total - max_bytes);
             self.history_bytes.fetch_sub(freed, Ordering::AcqRel);
+        }
+    }
+
+    /// What the topic history holds.
+    fn history_stats(&self) -> super::HistoryStats {
+        super::HistoryStats {
+            destinations: self.history.len(),
+            messages: self.history.iter().map(|e| e.value().len()).sum(),
+            bytes: self.history_bytes.load(Ordering::Acquire),
+        }
+    }
+
+    /// Expires old messages of every log, idle ones too (publishes and replays
+    /// expire only the log they touch). Logs left empty stay, so offsets go on
+    /// from where they were.
+    pub fn sweep_history(&self) {
+        if self.history.is_empty() {
+            return;
+        }
+        let limits = self.history_limits();
+        let now = now_ms();
+        for mut entry in self.history.iter_mut() {
+            let log = entry.value_mut();
+            let before = log.bytes();
+            log.expire(now, limits.max_age);
+            self.account(before, log, limits.max_bytes);
+            for dropped in log.take_dropped() {
+                self.store.delete(dropped);
+            }
+        }
+    }
+
+    /// Sweeps the history ([`LocalEngine::sweep_history`]) every quarter of
+    /// `topics.history_max_age_s` (between 1 s and 60 s) until `shutdown`.
+    pub async fn sweep_history_until(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let every = (self.history_limits().max_age / 4)
+                .clamp(Duration::from_secs(1), Duration::from_secs(60));
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => self.sweep_history(),
+            }
         }
     }
 
@@ -698,6 +741,7 @@ impl Engine for LocalEngine {
                     ..Default::default()
                 },
                 store_failed: self.queues.store_failure().is_some(),
+                history: self.history_stats(),
             }
         })
     }

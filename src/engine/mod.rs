@@ -83,6 +83,19 @@ pub struct EngineStats {
     pub cluster: ClusterStats,
     /// Whether the queue store failed a commit and stopped writing.
     pub store_failed: bool,
+    /// What the topic history holds.
+    pub history: HistoryStats,
+}
+
+/// The `history` part of [`EngineStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HistoryStats {
+    /// Destinations with a log (`topics.history_max_destinations` bounds them).
+    pub destinations: usize,
+    /// Messages kept.
+    pub messages: usize,
+    /// What they count against `topics.history_max_bytes`.
+    pub bytes: usize,
 }
 
 /// The `cluster` part of [`EngineStats`].

@@ -89,6 +89,7 @@ pub async fn stats(
             "subscriptions": broker.subscription_count(),
             "queues": engine.queues,
             "retained_topics": engine.retained_topics,
+            "history": engine.history,
             "store": {"bytes": store_bytes, "failed": engine.store_failed},
             "cluster": engine.cluster,
         }),
