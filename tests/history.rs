@@ -545,3 +545,56 @@ async fn an_idle_destination_s_history_expires_without_being_touched() {
         ("after".to_owned(), last + 1, false)
     );
 }
+
+#[tokio::test]
+async fn a_resume_after_everything_expired_flags_the_gap_on_the_next_message() {
+    let b = broker("[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_age_s = 1");
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    publisher.publish("/topic/h.gone", "i0").await;
+    publisher.publish("/topic/h.gone", "i1").await;
+    let mut probe = Client::tcp(&b).await;
+    probe.connect().await;
+    subscribe_from(&mut probe, "p", "/topic/h.gone", "first").await;
+    let (body, first, _) = next(&mut probe).await;
+    assert_eq!(body, "i0");
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while history_stats(&b).await["messages"] != 0 {
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One client saw i0 only, one saw both; nothing is kept now.
+    let mut behind = Client::tcp(&b).await;
+    behind.connect().await;
+    subscribe_from(
+        &mut behind,
+        "b",
+        "/topic/h.gone",
+        &format!("offset={}", first + 1),
+    )
+    .await;
+    let mut current = Client::tcp(&b).await;
+    current.connect().await;
+    subscribe_from(
+        &mut current,
+        "c",
+        "/topic/h.gone",
+        &format!("offset={}", first + 2),
+    )
+    .await;
+    publisher.publish("/topic/h.gone", "after").await;
+    assert_eq!(
+        next(&mut current).await,
+        ("after".to_owned(), first + 2, false)
+    );
+    assert_eq!(
+        next(&mut behind).await,
+        ("after".to_owned(), first + 2, true),
+        "i1 expired before it was read"
+    );
+    publisher.publish("/topic/h.gone", "again").await;
+    assert_eq!(
+        next(&mut behind).await,
+        ("again".to_owned(), first + 3, false)
+    );
+}

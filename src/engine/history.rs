@@ -283,6 +283,12 @@ impl Log {
         self.kept.iter().skip(index)
     }
 
+    /// Whether `from` asks for messages that existed and none of which is kept
+    /// any more: then the next live message tells the subscriber so.
+    pub(super) fn lost_all(&self, from: StreamOffset) -> bool {
+        matches!(from, StreamOffset::Offset(n) if self.kept.is_empty() && n < self.next)
+    }
+
     /// Where a replay asked for with `from` starts, or `None` for no replay.
     pub(super) fn start(&self, from: StreamOffset) -> Option<Start> {
         let oldest = self.kept.front()?;

@@ -11,7 +11,7 @@ use crate::destination::{RESERVED, user_key};
 use crate::metrics::Metrics;
 use crate::outbox::Outgoing;
 use crate::queue::{QueueError, QueueHandle, Queues};
-use crate::registry::{AckMode, ExactRegistry, Subscriber, TopicRegistry};
+use crate::registry::{AckMode, ExactRegistry, Hold, Subscriber, Takes, TopicRegistry};
 use crate::store::{Recovered, Store};
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -179,23 +179,38 @@ impl LocalEngine {
             }
             offset.to_string()
         });
-        let shared = [
-            ("destination", destination),
-            ("message-id", message_id.as_str()),
-        ]
-        .into_iter()
-        .chain(offset.as_deref().map(|o| ("x-stream-offset", o)))
-        .chain(headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
-        let template = MessageTemplate::new(shared, body.clone());
+        let template = topic_template(
+            destination,
+            &message_id,
+            offset.as_deref(),
+            false,
+            headers,
+            &body,
+        );
+        let published = Instant::now();
+        let n = self
+            .topics
+            .for_each_match(destination, |sub| match sub.takes(destination) {
+                Takes::No => {}
+                Takes::Yes => {
+                    hand_to(sub, &template, &message_id, published);
+                }
+                Takes::AfterGap => {
+                    let flagged = topic_template(
+                        destination,
+                        &message_id,
+                        offset.as_deref(),
+                        true,
+                        headers,
+                        &body,
+                    );
+                    hand_to(sub, &flagged, &message_id, published);
+                }
+            });
         if retain {
             self.store_retained(destination, &message_id, headers.clone(), body);
         }
-        let published = Instant::now();
-        self.topics.for_each_match(destination, |sub| {
-            if sub.takes_live(destination) {
-                hand_to(sub, &template, &message_id, published);
-            }
-        })
+        n
     }
 
     /// Counts what `log` holds now against `topics.history_max_bytes` (it held
@@ -299,6 +314,24 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The MESSAGE template of one topic message: its offset if it is kept, marked
+/// as after a gap when `gap`, the sender's headers without the reserved ones.
+fn topic_template(
+    destination: &str,
+    message_id: &str,
+    offset: Option<&str>,
+    gap: bool,
+    headers: &Headers,
+    body: &Bytes,
+) -> MessageTemplate {
+    let shared = [("destination", destination), ("message-id", message_id)]
+        .into_iter()
+        .chain(offset.map(|o| ("x-stream-offset", o)))
+        .chain(gap.then_some(("x-stream-gap", "true")))
+        .chain(headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
+    MessageTemplate::new(shared, body.clone())
+}
+
 /// The MESSAGE template of one message: `shown` as its destination, the sender's
 /// headers without the reserved ones.
 pub(super) fn build_template(
@@ -382,6 +415,9 @@ impl LocalEngine {
                 self.store.delete(dropped);
             }
             let Some(start) = log.start(from) else {
+                if log.lost_all(from) {
+                    sub.replay.hold(&dest, Hold::Gap);
+                }
                 continue;
             };
             let Some(first) = log.from(start.index).next() else {
@@ -398,7 +434,7 @@ impl LocalEngine {
             match step {
                 replay::Step::Done => {}
                 replay::Step::More(cursor, need) => {
-                    sub.replay.hold(&dest);
+                    sub.replay.hold(&dest, Hold::Replay);
                     pending.push_back((dest.clone(), cursor, need));
                 }
                 replay::Step::Gone => {
@@ -575,29 +611,43 @@ impl LocalEngine {
                 .or_insert_with(Log::numbered_elsewhere),
             None => return false,
         };
-        let template = live.then(|| {
-            let offset = offset.to_string();
-            let shared = [
-                ("destination", destination),
-                ("message-id", message_id),
-                ("x-stream-offset", offset.as_str()),
-            ]
-            .into_iter()
-            .chain(headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
-            MessageTemplate::new(shared, body.clone())
-        });
+        let offset_text = offset.to_string();
+        let make = |gap| {
+            topic_template(
+                destination,
+                message_id,
+                Some(&offset_text),
+                gap,
+                &headers,
+                &body,
+            )
+        };
+        let template = live.then(|| make(false));
         let before = log.bytes();
-        if !log.insert(seq, offset, at_ms, message_id, headers, body, &limits) {
+        if !log.insert(
+            seq,
+            offset,
+            at_ms,
+            message_id,
+            headers.clone(),
+            body.clone(),
+            &limits,
+        ) {
             return false;
         }
         self.account(before, &mut log, limits.max_bytes);
         if let Some(template) = template {
             let published = Instant::now();
-            self.topics.for_each_match(destination, |sub| {
-                if sub.takes_live(destination) {
-                    hand_to(sub, &template, message_id, published);
-                }
-            });
+            self.topics
+                .for_each_match(destination, |sub| match sub.takes(destination) {
+                    Takes::No => {}
+                    Takes::Yes => {
+                        hand_to(sub, &template, message_id, published);
+                    }
+                    Takes::AfterGap => {
+                        hand_to(sub, &make(true), message_id, published);
+                    }
+                });
         }
         true
     }

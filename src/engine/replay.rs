@@ -111,17 +111,14 @@ pub(super) async fn pace(
             // between keeping a message and delivering it.
             // Excluding an UNSUBSCRIBE: nothing is queued after its RECEIPT.
             let step = match history.get(&destination) {
-                Some(log) => sub.replay.exclusive(|held| {
+                Some(log) => sub.replay.release_after(&destination, || {
                     let step = send_some(&destination, &log, &sub, cursor, budget);
-                    if step == Step::Done {
-                        held.retain(|d| *d != destination);
-                    }
-                    step
+                    let done = step == Step::Done;
+                    (step, done)
                 }),
-                None => sub.replay.exclusive(|held| {
-                    held.retain(|d| *d != destination);
-                    Step::Done
-                }),
+                None => sub
+                    .replay
+                    .release_after(&destination, || (Step::Done, true)),
             }
             .unwrap_or(Step::Gone);
             match step {

@@ -46,62 +46,107 @@ impl Subscriber {
         self.filter.as_ref().is_none_or(|f| f.allows(destination))
     }
 
-    /// Whether a live message of `destination` is for this subscription now: it
-    /// may read it, and no replay of that destination is still catching up (the
-    /// replay will bring the message from the history, in its place).
-    pub fn takes_live(&self, destination: &str) -> bool {
-        self.may_read(destination) && !self.replay.holds(destination)
+    /// Whether and how a live message of `destination` goes to this
+    /// subscription now: not if it may not read it, or while a replay of that
+    /// destination is still catching up (the replay will bring the message from
+    /// the history, in its place); flagged as after a gap if the replay asked for
+    /// had nothing left to send.
+    pub fn takes(&self, destination: &str) -> Takes {
+        if !self.may_read(destination) {
+            return Takes::No;
+        }
+        self.replay.takes(destination)
     }
 }
 
-/// The destinations a replay larger than one outbox's worth is still catching
-/// up on (SUBSCRIBE `x-stream-offset`). Empty, it costs a flag check per message.
+/// What a live message is to one subscription ([`Subscriber::takes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takes {
+    /// Not for it (now).
+    No,
+    /// For it.
+    Yes,
+    /// For it, marked `x-stream-gap: true`: what it asked to resume from is gone.
+    AfterGap,
+}
+
+/// Why a destination is held for a subscription that asked for a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Its replay is still catching up: live messages wait in the history.
+    Replay,
+    /// Nothing asked for is kept any more: the next live message says so.
+    Gap,
+}
+
+/// The destinations a replay (SUBSCRIBE `x-stream-offset`) still holds for one
+/// subscription. Empty, it costs a flag check per message.
 #[derive(Debug, Default)]
 pub struct Replaying {
     /// Whether `destinations` may be non-empty (the fast path reads only this).
     any: AtomicBool,
-    destinations: Mutex<Vec<String>>,
+    destinations: Mutex<Vec<(String, Hold)>>,
     /// The subscription went away: the replay stops.
     cancelled: AtomicBool,
 }
 
 impl Replaying {
-    fn list(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+    fn list(&self) -> std::sync::MutexGuard<'_, Vec<(String, Hold)>> {
         self.destinations.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `destination` is still being replayed.
-    pub fn holds(&self, destination: &str) -> bool {
-        self.any.load(Ordering::Acquire) && self.list().iter().any(|d| d == destination)
+    fn takes(&self, destination: &str) -> Takes {
+        if !self.any.load(Ordering::Acquire) {
+            return Takes::Yes;
+        }
+        let mut list = self.list();
+        match list.iter().position(|(d, _)| d == destination) {
+            None => Takes::Yes,
+            Some(i) if list[i].1 == Hold::Replay => Takes::No,
+            Some(i) => {
+                list.swap_remove(i);
+                Self::settle(&self.any, &mut list);
+                Takes::AfterGap
+            }
+        }
     }
 
-    /// Live messages of `destination` wait for the replay from now on. The caller
-    /// holds the lock publishers of `destination` take to deliver.
-    pub fn hold(&self, destination: &str) {
+    fn settle(any: &AtomicBool, list: &mut Vec<(String, Hold)>) {
+        if list.is_empty() {
+            *list = Vec::new();
+            any.store(false, Ordering::Release);
+        }
+    }
+
+    /// Holds `destination` for this subscription from now on. The caller holds
+    /// the lock publishers of `destination` take to deliver.
+    pub fn hold(&self, destination: &str, why: Hold) {
         let mut list = self.list();
-        list.push(destination.to_owned());
+        list.push((destination.to_owned(), why));
         self.any.store(true, Ordering::Release);
     }
 
     /// Stops the replay: the subscription is gone. Once this returns, no more of
-    /// it is queued ([`Replaying::exclusive`] runs only before).
+    /// it is queued ([`Replaying::release_after`] runs only before).
     pub fn cancel(&self) {
         let _list = self.list();
         self.cancelled.store(true, Ordering::Release);
     }
 
-    /// Runs `f` (which queues replayed messages) unless the replay was
-    /// cancelled, excluding [`Replaying::cancel`] meanwhile; `f` gets the held
-    /// destinations to release what it finished.
-    pub fn exclusive<R>(&self, f: impl FnOnce(&mut Vec<String>) -> R) -> Option<R> {
+    /// Runs `f` (which queues replayed messages of `destination`) unless the
+    /// replay was cancelled, excluding [`Replaying::cancel`] meanwhile; when `f`
+    /// says it is done, live messages of `destination` go to the subscription
+    /// again. The caller holds the lock publishers of `destination` take to
+    /// deliver.
+    pub fn release_after<R>(&self, destination: &str, f: impl FnOnce() -> (R, bool)) -> Option<R> {
         let mut list = self.list();
         if self.cancelled.load(Ordering::Acquire) {
             return None;
         }
-        let r = f(&mut list);
-        if list.is_empty() {
-            *list = Vec::new();
-            self.any.store(false, Ordering::Release);
+        let (r, done) = f();
+        if done {
+            list.retain(|(d, h)| !(d == destination && *h == Hold::Replay));
+            Self::settle(&self.any, &mut list);
         }
         Some(r)
     }
