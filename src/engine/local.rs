@@ -332,6 +332,30 @@ fn topic_template(
     MessageTemplate::new(shared, body.clone())
 }
 
+/// The MESSAGE template of a retained value handed over, marked `retained:
+/// true` (with its offset when it is a kept message).
+fn retained_template(
+    destination: &str,
+    message_id: &str,
+    offset: Option<&str>,
+    headers: &Headers,
+    body: &Bytes,
+) -> MessageTemplate {
+    let shared = [
+        ("destination", destination),
+        ("message-id", message_id),
+        ("retained", "true"),
+    ]
+    .into_iter()
+    .chain(offset.map(|o| ("x-stream-offset", o)))
+    .chain(
+        headers
+            .iter()
+            .filter(|(k, _)| !RESERVED.contains(k) && *k != "retained"),
+    );
+    MessageTemplate::new(shared, body.clone())
+}
+
 /// The MESSAGE template of one message: `shown` as its destination, the sender's
 /// headers without the reserved ones.
 pub(super) fn build_template(
@@ -484,18 +508,7 @@ impl LocalEngine {
             if !sub.may_read(dest) || replayed.iter().any(|d| d == dest) {
                 return;
             }
-            let shared = [
-                ("destination", dest),
-                ("message-id", r.message_id.as_str()),
-                ("retained", "true"),
-            ]
-            .into_iter()
-            .chain(
-                r.headers
-                    .iter()
-                    .filter(|(k, _)| !RESERVED.contains(k) && *k != "retained"),
-            );
-            let template = MessageTemplate::new(shared, r.body.clone());
+            let template = retained_template(dest, &r.message_id, None, &r.headers, &r.body);
             hand_to(sub, &template, &r.message_id, Instant::now());
             handed(dest, &r.message_id);
         };
@@ -673,19 +686,8 @@ impl LocalEngine {
             }
             if let Some(k) = entry.value().newest() {
                 let offset = k.offset.to_string();
-                let shared = [
-                    ("destination", dest.as_str()),
-                    ("message-id", k.message_id.as_str()),
-                    ("retained", "true"),
-                    ("x-stream-offset", offset.as_str()),
-                ]
-                .into_iter()
-                .chain(
-                    k.headers
-                        .iter()
-                        .filter(|(h, _)| !RESERVED.contains(h) && *h != "retained"),
-                );
-                let template = MessageTemplate::new(shared, k.body.clone());
+                let template =
+                    retained_template(dest, &k.message_id, Some(&offset), &k.headers, &k.body);
                 hand_to(&sub, &template, &k.message_id, Instant::now());
             }
         }

@@ -274,24 +274,27 @@ impl ClusterEngine {
         })
     }
 
-    /// Queues a message for NATS, or says why it cannot be taken.
-    fn publish(
+    /// The subject of the retained copy when `destination` is a retained topic
+    /// (it also goes to the cluster's retained store).
+    fn retained_subject(&self, destination: &str) -> Result<Option<String>, Refused> {
+        match destination.starts_with(crate::destination::pattern::TOPIC)
+            && self.local.retains(destination)
+        {
+            true => Ok(Some(subject::retained(destination).map_err(too_long)?)),
+            false => Ok(None),
+        }
+    }
+
+    /// The message as NATS carries it, once the streams a retained copy needs
+    /// are there and if it is not larger than NATS takes.
+    fn encode(
         &self,
-        subject: Result<String, subject::TooLong>,
         destination: &str,
         headers: &Headers,
         body: &Bytes,
-    ) -> Result<usize, Refused> {
-        let subject = subject.map_err(too_long)?;
-        // A retained topic also goes to the cluster's retained store.
-        let keep = match destination.starts_with(crate::destination::pattern::TOPIC)
-            && self.local.retains(destination)
-        {
-            true => Some(subject::retained(destination).map_err(too_long)?),
-            false => None,
-        };
-        self.link.check_connected()?;
-        if keep.is_some() {
+        retained: bool,
+    ) -> Result<Bytes, Refused> {
+        if retained {
             self.link.check_streams()?;
         }
         let message_id = format!("{}-{}", self.node, self.local.message_id());
@@ -302,6 +305,21 @@ impl ClusterEngine {
             body,
         );
         self.link.check_payload(payload.len())?;
+        Ok(payload)
+    }
+
+    /// Queues a message for NATS, or says why it cannot be taken.
+    fn publish(
+        &self,
+        subject: Result<String, subject::TooLong>,
+        destination: &str,
+        headers: &Headers,
+        body: &Bytes,
+    ) -> Result<usize, Refused> {
+        let subject = subject.map_err(too_long)?;
+        let keep = self.retained_subject(destination)?;
+        self.link.check_connected()?;
+        let payload = self.encode(destination, headers, body, keep.is_some())?;
         // Both or neither: room for the retained copy is taken with the message's.
         let mut permits = self
             .publishes
@@ -328,23 +346,10 @@ impl ClusterEngine {
         body: &Bytes,
     ) -> Result<usize, Refused> {
         let subject = subject::history(destination).map_err(too_long)?;
-        let keep = match self.local.retains(destination) {
-            true => Some(subject::retained(destination).map_err(too_long)?),
-            false => None,
-        };
+        let keep = self.retained_subject(destination)?;
         self.link.check_connected()?;
         self.link.check_history()?;
-        if keep.is_some() {
-            self.link.check_streams()?;
-        }
-        let message_id = format!("{}-{}", self.node, self.local.message_id());
-        let payload = wire::encode(
-            destination,
-            &message_id,
-            headers.iter().filter(|(k, _)| !RESERVED.contains(k)),
-            body,
-        );
-        self.link.check_payload(payload.len())?;
+        let payload = self.encode(destination, headers, body, keep.is_some())?;
         let permit = self.kept.try_reserve().map_err(link_full)?;
         // Both or neither: room for the retained copy is taken with the message's.
         let retained = match keep {
