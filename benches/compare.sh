@@ -3,7 +3,7 @@
 # the same load generator, in one run. Loopback only; every step is bounded in time.
 #
 #   benches/compare.sh                 # all scenarios
-#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: wildcard, latency, queue, durable, logins, idle, api, cluster, history
+#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: wildcard, latency, queue, durable, logins, idle, api, cluster, cluster-history, history
 #   BASELINE=<git rev> benches/compare.sh fanout   # also an earlier stompede, side by side
 #   FANOUT_SUBSCRIBERS="100" benches/compare.sh fanout  # only some fan-out widths
 #
@@ -155,14 +155,12 @@ if [ "$what" = all ] || [ "$what" = api ]; then
   fi
   run stompede ws://127.0.0.1:$port/ws fanout --subscribers 1 --seconds "$secs" "${stompede_login[@]}"
 fi
-if [ "$what" = all ] || [ "$what" = cluster ]; then
-  # One node against a three-node cluster on this same machine (scripts/cluster:
-  # three nats-server with JetStream and routes, three nodes), the same load
-  # generator: the publisher on node a, subscribers spread over a, b and c. On a
-  # small machine the cluster's six processes share the cores with the load
-  # generator: read the ratio, and the loss and order counts.
+# A three-node cluster on this same machine (scripts/cluster: three nats-server
+# with JetStream and routes, three nodes), with the environment given; waits until
+# every node is ready.
+start_cluster() {
   cluster_dir=$(mktemp -d)
-  HTTP_PORT=18181 NATS_PORT=14222 STOMP_PORT=18191 CLUSTER_DIR=$cluster_dir STOMPEDE_BIN=target/release/stompede LOG_FILTER=warn \
+  env "$@" HTTP_PORT=18181 NATS_PORT=14222 STOMP_PORT=18191 CLUSTER_DIR=$cluster_dir STOMPEDE_BIN=target/release/stompede LOG_FILTER=warn \
     STOMPEDE__LIMITS__MAX_CONNECTIONS_PER_IP=$((idle_conns + 2000)) scripts/cluster >&2 &
   cluster_pid=$!
   for p in 18181 18182 18183; do
@@ -171,7 +169,15 @@ if [ "$what" = all ] || [ "$what" = cluster ]; then
       sleep 0.1
     done
   done
-  nodes=ws://127.0.0.1:18181/ws,ws://127.0.0.1:18182/ws,ws://127.0.0.1:18183/ws
+}
+nodes=ws://127.0.0.1:18181/ws,ws://127.0.0.1:18182/ws,ws://127.0.0.1:18183/ws
+
+if [ "$what" = all ] || [ "$what" = cluster ]; then
+  # One node against a three-node cluster, the same load generator: the
+  # publisher on node a, subscribers spread over a, b and c. On a small machine
+  # the cluster's six processes share the cores with the load generator: read
+  # the ratio, and the loss and order counts.
+  start_cluster
   for rate in max 100; do
     rate_arg=()
     [ $rate = max ] || rate_arg=(--rate $rate)
@@ -179,6 +185,17 @@ if [ "$what" = all ] || [ "$what" = cluster ]; then
     run stompede-3-nodes ws://127.0.0.1:18181/ws fanout --subscribers 100 --seconds "$secs" "${rate_arg[@]}" \
       --subscriber-urls "$nodes" "${stompede_login[@]}"
   done
+  stop_cluster
+fi
+if [ "$what" = all ] || [ "$what" = cluster-history ]; then
+  # One kept destination (topics.history) in the three-node cluster against the
+  # same destination not kept: a kept message is numbered by a conditional
+  # JetStream publish, one at a time per destination and node.
+  start_cluster STOMPEDE__TOPICS__HISTORY=/topic/loadgen.kept
+  run stompede-3-nodes-kept ws://127.0.0.1:18181/ws fanout --subscribers 100 --seconds "$secs" \
+    --destination /topic/loadgen.kept --subscriber-urls "$nodes" "${stompede_login[@]}"
+  run stompede-3-nodes-not-kept ws://127.0.0.1:18181/ws fanout --subscribers 100 --seconds "$secs" \
+    --subscriber-urls "$nodes" "${stompede_login[@]}"
   stop_cluster
 fi
 if [ "$what" = all ] || [ "$what" = history ]; then

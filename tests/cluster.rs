@@ -746,6 +746,23 @@ async fn offsets(c: &mut Client, n: usize) -> Vec<(u64, String)> {
     got
 }
 
+/// Publishes `{prefix}0`..`{prefix}49` to `/topic/feed.x`, a receipt only for the
+/// last.
+async fn burst(publisher: &mut Client, prefix: &str) {
+    for i in 0..49 {
+        publisher
+            .send(
+                Frame::new(Command::Send)
+                    .header("destination", "/topic/feed.x")
+                    .body(format!("{prefix}{i}")),
+            )
+            .await;
+    }
+    publisher
+        .publish("/topic/feed.x", &format!("{prefix}49"))
+        .await;
+}
+
 /// Offsets of a kept destination are the cluster's: the same on every node, one
 /// more per message whichever node published it, and a client that lost its node
 /// resumes on another one exactly where it stopped.
@@ -767,19 +784,10 @@ async fn history_offsets_are_the_cluster_s_and_a_client_resumes_on_another_node(
     let first = offsets(&mut on_a, 1).await;
     assert_eq!(offsets(&mut on_c, 1).await, first);
     let (first, _) = first[0].clone();
-    // Two nodes publish to one destination at once.
-    tokio::join!(
-        async {
-            for i in 0..50 {
-                pub_a.publish("/topic/feed.x", &format!("a{i}")).await;
-            }
-        },
-        async {
-            for i in 0..50 {
-                pub_b.publish("/topic/feed.x", &format!("b{i}")).await;
-            }
-        }
-    );
+    // Two nodes publish to one destination at once, without waiting for
+    // receipts, so each node's historian has many waiting: atomic batches from
+    // two nodes contend.
+    tokio::join!(burst(&mut pub_a, "a"), burst(&mut pub_b, "b"));
     let seen = offsets(&mut on_a, 100).await;
     assert_eq!(offsets(&mut on_c, 100).await, seen, "the same on two nodes");
     let numbers: Vec<u64> = seen.iter().map(|(o, _)| *o).collect();

@@ -50,6 +50,11 @@ const AT: &str = "Stompede-At";
 /// destination before it is given up (and counted as a publish failure).
 const CONTENDED_ATTEMPTS: usize = 16;
 
+/// Most messages in one atomic batch (JetStream takes at most 1,000).
+const MAX_BATCH: usize = 256;
+/// Most payload bytes in one atomic batch (beyond one message).
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
 /// One message for the history stream.
 #[derive(Debug)]
 pub(super) struct ToKeep {
@@ -73,6 +78,7 @@ fn stream_config(limits: &HistoryLimits, replicas: usize) -> stream::Config {
         discard: stream::DiscardPolicy::Old,
         storage: stream::StorageType::File,
         num_replicas: replicas,
+        allow_atomic_publish: true,
         ..Default::default()
     }
 }
@@ -83,6 +89,7 @@ async fn apply(
     js: &jetstream::Context,
     stream: &mut stream::Stream,
     limits: &HistoryLimits,
+    atomic: &AtomicBool,
 ) -> Result<(), async_nats::Error> {
     let info = tokio::time::timeout(ATTEMPT, stream.info()).await??;
     let mut config = info.config.clone();
@@ -92,18 +99,25 @@ async fn apply(
         config.max_messages,
         config.max_age,
         config.max_bytes,
+        config.allow_atomic_publish,
     ) != (
         wanted.max_messages_per_subject,
         wanted.max_messages,
         wanted.max_age,
         wanted.max_bytes,
+        true,
     ) {
         config.max_messages_per_subject = wanted.max_messages_per_subject;
         config.max_messages = wanted.max_messages;
         config.max_age = wanted.max_age;
         config.max_bytes = wanted.max_bytes;
-        tokio::time::timeout(ATTEMPT, js.update_stream(config)).await??;
+        config.allow_atomic_publish = true;
+        let updated = tokio::time::timeout(ATTEMPT, js.update_stream(config)).await??;
         tracing::info!(stream = STREAM, "history bounds set to this node's");
+        // A NATS server before 2.12 has no atomic batches: one message at a time.
+        atomic.store(updated.config.allow_atomic_publish, Ordering::Relaxed);
+    } else {
+        atomic.store(true, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -115,6 +129,7 @@ pub(super) async fn mirror(
     local: Arc<LocalEngine>,
     mut limits: watch::Receiver<Arc<HistoryLimits>>,
     following: Arc<AtomicBool>,
+    atomic: Arc<AtomicBool>,
     metrics: LinkMetrics,
     stop: CancellationToken,
 ) {
@@ -130,7 +145,7 @@ pub(super) async fn mirror(
             &client,
             &local,
             &mut limits,
-            &following,
+            (&following, &atomic),
             &metrics,
             &mut read,
         );
@@ -155,14 +170,14 @@ async fn follow(
     client: &async_nats::Client,
     local: &LocalEngine,
     limits: &mut watch::Receiver<Arc<HistoryLimits>>,
-    following: &AtomicBool,
+    (following, atomic): (&AtomicBool, &AtomicBool),
     metrics: &LinkMetrics,
     read: &mut u64,
 ) -> Result<(), async_nats::Error> {
     let settings = limits.borrow_and_update().clone();
     let config = stream_config(&settings, replicas(client));
     let mut stream = tokio::time::timeout(ATTEMPT, js.get_or_create_stream(config)).await??;
-    apply(js, &mut stream, &settings).await?;
+    apply(js, &mut stream, &settings, atomic).await?;
     // On the first follow, what the stream holds already is history to keep;
     // after that, everything past what was read is news.
     let old_until = match following.load(Ordering::Relaxed) {
@@ -219,7 +234,7 @@ async fn follow(
                     return Ok(());
                 }
                 let settings = limits.borrow_and_update().clone();
-                apply(js, &mut stream, &settings).await?;
+                apply(js, &mut stream, &settings, atomic).await?;
             }
             _ = check.tick(), if !following.load(Ordering::Relaxed) => {
                 // What the stream held at start may have expired before it was
@@ -276,27 +291,30 @@ pub(super) async fn historian(
     local: Arc<LocalEngine>,
     mut taken: mpsc::Receiver<ToKeep>,
     max_waiting: usize,
+    atomic: Arc<AtomicBool>,
     metrics: LinkMetrics,
     stop: CancellationToken,
 ) {
-    let js = jetstream::new(client);
-    // Messages waiting behind the one in flight for their destination, by
-    // subject; a subject is here while one of its messages is in flight.
+    let js = jetstream::new(client.clone());
+    // Messages waiting behind the batch in flight for their destination, by
+    // subject; a subject is here while one of its batches is in flight.
     let mut waiting: HashMap<String, VecDeque<ToKeep>> = HashMap::new();
     let mut held = 0usize;
     let mut in_flight = FuturesUnordered::new();
-    let start = |m: ToKeep, newest: Option<(u64, u64)>| {
-        let (js, local, metrics) = (js.clone(), local.clone(), metrics.clone());
+    let start = |batch: Vec<ToKeep>, newest: Option<(u64, u64)>| {
+        let (js, client, local, metrics) =
+            (js.clone(), client.clone(), local.clone(), metrics.clone());
+        let atomic = atomic.load(Ordering::Relaxed);
         async move {
-            let subject = m.subject.clone();
-            match publish(&js, &local, &m, newest).await {
+            let subject = batch[0].subject.clone();
+            match publish(&js, &client, &local, &batch, newest, atomic).await {
                 Ok(published) => {
-                    metrics.messages_out.increment(1);
+                    metrics.messages_out.increment(batch.len() as u64);
                     (subject, Some(published))
                 }
                 Err(e) => {
-                    metrics.publish_failures.increment(1);
-                    tracing::error!(error = %e, destination = m.destination, "JetStream refused a history message the node had taken");
+                    metrics.publish_failures.increment(batch.len() as u64);
+                    tracing::error!(error = %e, destination = batch[0].destination, messages = batch.len(), "JetStream refused history messages the node had taken");
                     (subject, None)
                 }
             }
@@ -306,14 +324,12 @@ pub(super) async fn historian(
     loop {
         tokio::select! {
             Some((subject, newest)) = in_flight.next(), if !in_flight.is_empty() => {
-                match waiting.get_mut(&subject).and_then(VecDeque::pop_front) {
-                    Some(next) => {
-                        held -= 1;
-                        in_flight.push(start(next, newest));
-                    }
-                    None => {
-                        waiting.remove(&subject);
-                    }
+                let next = waiting.get_mut(&subject).map(take_batch).unwrap_or_default();
+                if next.is_empty() {
+                    waiting.remove(&subject);
+                } else {
+                    held -= next.len();
+                    in_flight.push(start(next, newest));
                 }
             }
             m = taken.recv(), if held < max_waiting => match m {
@@ -324,7 +340,7 @@ pub(super) async fn historian(
                     }
                     None => {
                         waiting.insert(m.subject.clone(), VecDeque::new());
-                        in_flight.push(start(m, None));
+                        in_flight.push(start(vec![m], None));
                     }
                 },
                 None => break,
@@ -340,23 +356,68 @@ pub(super) async fn historian(
     }
 }
 
-/// Publishes one message as its destination's next, however many nodes publish
-/// to it; returns its stream sequence and offset. `newest` is the destination's
-/// newest message as this node last saw it (its sequence and offset).
+/// The next batch of one destination's waiting messages: as many as one atomic
+/// batch takes, within [`MAX_BATCH_BYTES`] (at least one).
+fn take_batch(queue: &mut VecDeque<ToKeep>) -> Vec<ToKeep> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    while let Some(m) = queue.front() {
+        if !batch.is_empty()
+            && (batch.len() >= MAX_BATCH || bytes + m.payload.len() > MAX_BATCH_BYTES)
+        {
+            break;
+        }
+        bytes += m.payload.len();
+        batch.extend(queue.pop_front());
+    }
+    batch
+}
+
+/// Publishes `batch` (messages of one destination) as the destination's next,
+/// however many nodes publish to it; returns the stream sequence and offset of
+/// its last message. `newest` is the destination's newest message as this node
+/// last saw it (its sequence and offset). Several messages go as one atomic
+/// batch when the stream allows it (`atomic`), else one at a time.
 async fn publish(
     js: &jetstream::Context,
+    client: &async_nats::Client,
     local: &LocalEngine,
-    m: &ToKeep,
+    batch: &[ToKeep],
+    newest: Option<(u64, u64)>,
+    atomic: bool,
+) -> Result<(u64, u64), async_nats::Error> {
+    if !atomic && batch.len() > 1 {
+        let mut newest = newest;
+        for m in batch {
+            newest = Some(publish_batch(js, client, local, std::slice::from_ref(m), newest).await?);
+        }
+        return newest.ok_or_else(|| "an empty batch".into());
+    }
+    publish_batch(js, client, local, batch, newest).await
+}
+
+/// [`publish`] of one message, or of several as one atomic batch.
+async fn publish_batch(
+    js: &jetstream::Context,
+    client: &async_nats::Client,
+    local: &LocalEngine,
+    batch: &[ToKeep],
     newest: Option<(u64, u64)>,
 ) -> Result<(u64, u64), async_nats::Error> {
-    let (kept, next_kept) = local.last_kept(&m.destination);
+    let Some(first) = batch.first() else {
+        return Err("an empty batch".into());
+    };
+    let (kept, next_kept) = local.last_kept(&first.destination);
     let mut newest: Option<(u64, Option<u64>)> =
         newest.or(kept).map(|(seq, offset)| (seq, Some(offset)));
     let at = now_ms().to_string();
     for _ in 0..CONTENDED_ATTEMPTS {
         let (seq, offset) = match newest.take() {
             Some(known) => known,
-            None => newest_in_stream(js, &m.subject).await?,
+            None => {
+                let newest = newest_in_stream(js, &first.subject).await?;
+                (newest.seq, newest.offset)
+            }
         };
         // A destination with nothing kept (new, or all expired) starts past
         // anything it can have had, as on one node.
@@ -364,27 +425,169 @@ async fn publish(
             Some(o) => o + 1,
             None => now_ms().saturating_mul(1000).max(next_kept.unwrap_or(0)),
         };
-        let message = jetstream::message::PublishMessage::build()
-            .payload(m.payload.clone())
-            .expected_last_subject_sequence(seq)
-            .header(OFFSET, offset.to_string().as_str())
-            .header(AT, at.as_str());
-        let ack = tokio::time::timeout(ATTEMPT, async {
-            js.send_publish(m.subject.clone(), message).await?.await
-        })
-        .await?;
-        match ack {
-            Ok(ack) => return Ok((ack.sequence, offset)),
-            Err(e) if another_was_first(&e) => continue,
-            Err(e) => return Err(e.into()),
+        let last = offset + batch.len() as u64 - 1;
+        let sent = match batch.len() {
+            1 => publish_one(js, first, seq, offset, &at).await,
+            _ => publish_atomic(client, local, batch, seq, offset, &at).await,
+        };
+        match sent {
+            Ok(stored) => return Ok((stored, last)),
+            Err(Refusal::Contended) => continue,
+            Err(Refusal::Other(e)) if batch.len() > 1 => {
+                // An atomic batch may be refused for the check on its first
+                // message, or its acknowledgement lost: the stream tells which.
+                let now = newest_in_stream(js, &first.subject).await?;
+                if batch.last().is_some_and(|m| m.payload == now.payload) {
+                    return Ok((now.seq, last));
+                }
+                if now.seq != seq {
+                    newest = Some((now.seq, now.offset));
+                    continue;
+                }
+                return Err(e);
+            }
+            Err(Refusal::Other(e)) => return Err(e),
         }
     }
     Err(format!(
         "{} was published to by other nodes {CONTENDED_ATTEMPTS} times in a row",
-        m.destination
+        first.destination
     )
     .into())
 }
+
+/// Why JetStream did not store a message or batch.
+enum Refusal {
+    /// The destination's newest message is not the one named: another node
+    /// published first.
+    Contended,
+    /// Anything else.
+    Other(async_nats::Error),
+}
+
+impl<E: Into<async_nats::Error>> From<E> for Refusal {
+    fn from(e: E) -> Refusal {
+        Refusal::Other(e.into())
+    }
+}
+
+/// Publishes one message on condition that the destination's newest is `seq`;
+/// returns its stream sequence.
+async fn publish_one(
+    js: &jetstream::Context,
+    m: &ToKeep,
+    seq: u64,
+    offset: u64,
+    at: &str,
+) -> Result<u64, Refusal> {
+    let message = jetstream::message::PublishMessage::build()
+        .payload(m.payload.clone())
+        .expected_last_subject_sequence(seq)
+        .header(OFFSET, offset.to_string().as_str())
+        .header(AT, at);
+    let ack = tokio::time::timeout(ATTEMPT, async {
+        js.send_publish(m.subject.clone(), message).await?.await
+    })
+    .await?;
+    match ack {
+        Ok(ack) => Ok(ack.sequence),
+        Err(e) if another_was_first(&e) => Err(Refusal::Contended),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Publishes `batch` as one atomic JetStream batch, numbered from `offset`, on
+/// condition that the destination's newest is `seq`: all or none are stored,
+/// in one round trip after the first message's. Returns the stream sequence of
+/// the last.
+async fn publish_atomic(
+    client: &async_nats::Client,
+    local: &LocalEngine,
+    batch: &[ToKeep],
+    seq: u64,
+    offset: u64,
+    at: &str,
+) -> Result<u64, Refusal> {
+    let id = local.message_id();
+    let last = batch.len() - 1;
+    for (i, m) in batch.iter().enumerate() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Batch-Id", id.as_str());
+        headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+        headers.insert(OFFSET, (offset + i as u64).to_string().as_str());
+        headers.insert(AT, at);
+        if i == 0 {
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                seq.to_string().as_str(),
+            );
+        }
+        if i == last {
+            headers.insert("Nats-Batch-Commit", "1");
+        }
+        let subject = m.subject.clone();
+        // The first and the commit are requests: the first so a stream that
+        // refuses batches says so at once, the commit for the acknowledgement.
+        if i == 0 || i == last {
+            let reply = tokio::time::timeout(
+                ATTEMPT,
+                client.request_with_headers(subject, headers, m.payload.clone()),
+            )
+            .await??;
+            match answer(&reply.payload)? {
+                Answer::Stored(stored) if i == last => return Ok(stored),
+                Answer::Stored(_) | Answer::Empty if i != last => {}
+                Answer::Stored(_) | Answer::Empty => {
+                    return Err(Refusal::Other("a batch commit without a sequence".into()));
+                }
+            }
+        } else {
+            client
+                .publish_with_headers(subject, headers, m.payload.clone())
+                .await?;
+        }
+    }
+    Err(Refusal::Other("an empty batch".into()))
+}
+
+/// What JetStream answered a batch request.
+enum Answer {
+    /// Nothing (the first message of a batch, taken).
+    Empty,
+    /// Stored, at this stream sequence.
+    Stored(u64),
+}
+
+/// Reads JetStream's answer to a publish request.
+fn answer(payload: &[u8]) -> Result<Answer, Refusal> {
+    #[derive(serde::Deserialize)]
+    struct ApiError {
+        #[serde(default)]
+        err_code: u64,
+        #[serde(default)]
+        description: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        error: Option<ApiError>,
+        seq: Option<u64>,
+    }
+    if payload.is_empty() {
+        return Ok(Answer::Empty);
+    }
+    let reply: Reply = serde_json::from_slice(payload)?;
+    match (reply.error, reply.seq) {
+        (Some(e), _) if WRONG_LAST_SEQUENCE.contains(&e.err_code) => Err(Refusal::Contended),
+        (Some(e), _) => Err(Refusal::Other(
+            format!("JetStream error {}: {}", e.err_code, e.description).into(),
+        )),
+        (None, Some(seq)) => Ok(Answer::Stored(seq)),
+        (None, None) => Ok(Answer::Empty),
+    }
+}
+
+/// JetStream's codes for "the newest message is not the one named".
+const WRONG_LAST_SEQUENCE: [u64; 2] = [10071, 10164];
 
 /// Whether JetStream refused a publish because the destination's newest
 /// message is not the one named (another node published first). Servers since
@@ -393,30 +596,36 @@ fn another_was_first(e: &jetstream::context::PublishError) -> bool {
     e.kind() == PublishErrorKind::WrongLastSequence
         || std::error::Error::source(e)
             .and_then(|s| s.downcast_ref::<jetstream::Error>())
-            .is_some_and(|s| {
-                [
-                    jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE,
-                    jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT,
-                ]
-                .contains(&s.error_code())
-            })
+            .is_some_and(|s| WRONG_LAST_SEQUENCE.contains(&s.error_code().0))
 }
 
-/// The stream sequence and offset of the newest message on `subject`; (0,
-/// None) when it has none.
+/// A destination's newest message in the stream.
+#[derive(Debug, Default)]
+struct Newest {
+    /// Its stream sequence; 0 when the destination has none.
+    seq: u64,
+    /// Its offset.
+    offset: Option<u64>,
+    /// What it carries.
+    payload: Bytes,
+}
+
+/// The newest message on `subject`.
 async fn newest_in_stream(
     js: &jetstream::Context,
     subject: &str,
-) -> Result<(u64, Option<u64>), async_nats::Error> {
+) -> Result<Newest, async_nats::Error> {
     let stream = tokio::time::timeout(ATTEMPT, js.get_stream_no_info(STREAM)).await??;
     match tokio::time::timeout(ATTEMPT, stream.get_last_raw_message_by_subject(subject)).await? {
-        Ok(m) => Ok((
-            m.sequence,
-            m.headers
+        Ok(m) => Ok(Newest {
+            seq: m.sequence,
+            offset: m
+                .headers
                 .get(OFFSET)
                 .and_then(|v| v.as_str().parse::<u64>().ok()),
-        )),
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok((0, None)),
+            payload: m.payload,
+        }),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(Newest::default()),
         Err(e) => Err(e.into()),
     }
 }
@@ -427,4 +636,61 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(bytes: usize) -> ToKeep {
+        ToKeep {
+            destination: "/topic/a".into(),
+            subject: "stompede.h.a".into(),
+            payload: Bytes::from(vec![b'x'; bytes]),
+        }
+    }
+
+    #[test]
+    fn a_batch_takes_what_fits_and_at_least_one() {
+        let mut queue: VecDeque<ToKeep> = (0..300).map(|_| message(10)).collect();
+        assert_eq!(take_batch(&mut queue).len(), MAX_BATCH);
+        assert_eq!(take_batch(&mut queue).len(), 300 - MAX_BATCH);
+        assert!(take_batch(&mut queue).is_empty());
+        let mut big: VecDeque<ToKeep> = [MAX_BATCH_BYTES + 1, 10, MAX_BATCH_BYTES]
+            .into_iter()
+            .map(message)
+            .collect();
+        assert_eq!(
+            take_batch(&mut big).len(),
+            1,
+            "one message larger than a batch"
+        );
+        assert_eq!(
+            take_batch(&mut big).len(),
+            1,
+            "the next does not fit beside it"
+        );
+        assert_eq!(take_batch(&mut big).len(), 1);
+    }
+
+    #[test]
+    fn jetstream_answers_are_read_and_contention_is_told_apart() {
+        assert!(matches!(answer(b""), Ok(Answer::Empty)));
+        assert!(matches!(
+            answer(br#"{"stream":"S","seq":42,"batch":"b","count":3}"#),
+            Ok(Answer::Stored(42))
+        ));
+        for code in WRONG_LAST_SEQUENCE {
+            let refused = format!(
+                r#"{{"error":{{"code":400,"err_code":{code},"description":"wrong last sequence"}}}}"#
+            );
+            assert!(matches!(
+                answer(refused.as_bytes()),
+                Err(Refusal::Contended)
+            ));
+        }
+        let other = br#"{"error":{"code":400,"err_code":10174,"description":"atomic publish is disabled"}}"#;
+        assert!(matches!(answer(other), Err(Refusal::Other(_))));
+        assert!(matches!(answer(b"{not json"), Err(Refusal::Other(_))));
+    }
 }

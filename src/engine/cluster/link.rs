@@ -109,6 +109,8 @@ pub(super) struct Link {
     retained: Arc<AtomicBool>,
     /// Whether this node has read the cluster's topic history and follows it.
     history: Arc<AtomicBool>,
+    /// Whether the history stream takes atomic batches (NATS 2.12 and later).
+    atomic: Arc<AtomicBool>,
 }
 
 /// What the link's history tasks take from the engine.
@@ -136,6 +138,7 @@ impl Link {
             stop: CancellationToken::new(),
             retained: Arc::default(),
             history: Arc::default(),
+            atomic: Arc::default(),
         });
         let task = tokio::spawn(run(
             link.clone(),
@@ -293,6 +296,7 @@ async fn run(
         local.clone(),
         kept.limits,
         link.history.clone(),
+        link.atomic.clone(),
         metrics.clone(),
         link.stop.clone(),
     ));
@@ -301,6 +305,7 @@ async fn run(
         local,
         kept.taken,
         options.max_pending_publishes.max(1),
+        link.atomic.clone(),
         metrics.clone(),
         link.stop.clone(),
     ));
