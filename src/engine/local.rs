@@ -233,6 +233,17 @@ impl LocalEngine {
         }
     }
 
+    /// Drops what `log` holds past `history_max_age_s` at `now`, from the byte
+    /// count and the store too.
+    fn expire(&self, log: &mut Log, now: u64, limits: &HistoryLimits) {
+        let before = log.bytes();
+        log.expire(now, limits.max_age);
+        self.account(before, log, limits.max_bytes);
+        for dropped in log.take_dropped() {
+            self.store.delete(dropped);
+        }
+    }
+
     /// What the topic history holds.
     fn history_stats(&self) -> super::HistoryStats {
         super::HistoryStats {
@@ -253,12 +264,7 @@ impl LocalEngine {
         let now = now_ms();
         for mut entry in self.history.iter_mut() {
             let log = entry.value_mut();
-            let before = log.bytes();
-            log.expire(now, limits.max_age);
-            self.account(before, log, limits.max_bytes);
-            for dropped in log.take_dropped() {
-                self.store.delete(dropped);
-            }
+            self.expire(log, now, &limits);
         }
     }
 
@@ -432,12 +438,7 @@ impl LocalEngine {
                 continue;
             }
             let log = entry.value_mut();
-            let before = log.bytes();
-            log.expire(now, limits.max_age);
-            self.account(before, log, limits.max_bytes);
-            for dropped in log.take_dropped() {
-                self.store.delete(dropped);
-            }
+            self.expire(log, now, &limits);
             let Some(start) = log.start(from) else {
                 if log.lost_all(from) {
                     sub.replay.hold(&dest, Hold::Gap);
