@@ -29,7 +29,7 @@ pub mod config;
 pub(crate) mod destination;
 pub mod engine;
 pub(crate) mod listen;
-pub(crate) mod metrics;
+pub mod metrics;
 pub(crate) mod outbox;
 pub(crate) mod queue;
 pub(crate) mod registry;

@@ -86,6 +86,9 @@ pub mod names {
     pub const CLUSTER_MALFORMED_TOTAL: &str = "stompede_cluster_malformed_total";
     /// Counter (cluster nodes only): publishes NATS refused after the node took them.
     pub const CLUSTER_PUBLISH_FAILURES_TOTAL: &str = "stompede_cluster_publish_failures_total";
+    /// Counter: subscribers of a kept destination that fell behind and went on
+    /// reading its log at their own pace instead of being cut off.
+    pub const LOG_FALLBACKS_TOTAL: &str = "stompede_history_fallbacks_total";
     /// Histogram: seconds from a message's publication to its write to a subscriber.
     pub const PUBLISH_TO_WRITE_SECONDS: &str = "stompede_publish_to_write_seconds";
 }
@@ -95,6 +98,51 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 5.0,
 ];
+
+/// Every `reason` label of `stompede_errors_sent_total`: each series exists from
+/// the start at zero (the dashboard and the alerts name them).
+pub const ERROR_REASONS: &[&str] = &[
+    "authentication_failed",
+    "bad_destination",
+    "bad_header",
+    "body_too_large",
+    "connect_timeout",
+    "destination_too_long",
+    "duplicate_subscription",
+    "engine_unavailable",
+    "forbidden",
+    "frame_timeout",
+    "frame_too_large",
+    "handler_failed",
+    "header_too_long",
+    "heartbeat_timeout",
+    "login_busy",
+    "login_removed",
+    "login_throttled",
+    "malformed_frame",
+    "missing_header",
+    "pending_frames_full",
+    "queue_refused",
+    "slow_consumer",
+    "store_failed",
+    "token_expired",
+    "too_many_connections",
+    "too_many_connections_per_ip",
+    "too_many_headers",
+    "too_many_subscriptions",
+    "too_many_topic_wildcards",
+    "too_many_topic_words",
+    "transaction",
+    "transaction_too_large",
+    "unexpected_frame",
+    "unknown_ack",
+    "unsupported_version",
+];
+
+/// How often the recorder's upkeep runs. Histogram samples pile up in the
+/// recorder until it (or a scrape) folds them into buckets: on a timer, memory
+/// does not depend on whether or how often Prometheus scrapes.
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -119,9 +167,26 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             // Fails only if another recorder was installed first; metrics then go there.
             let _ = metrics::set_global_recorder(recorder);
+            spawn_upkeep(handle.clone(), UPKEEP_EVERY);
             handle
         })
         .clone()
+}
+
+/// Runs `handle`'s upkeep every `every` on a thread of its own for the life of
+/// the process (the recorder is process-wide; a thread needs no runtime).
+fn spawn_upkeep(handle: PrometheusHandle, every: std::time::Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "no thread for the metrics upkeep: histograms grow until scraped");
+    }
 }
 
 /// Which listener a connection came through.
@@ -173,6 +238,8 @@ pub struct Metrics {
     pub bytes_out: Counter,
     /// Slow consumers cut off.
     pub slow_consumers: Counter,
+    /// Subscribers of kept destinations that fell back to reading the log.
+    pub log_fallbacks: Counter,
     /// Live subscriptions.
     pub subscriptions: Gauge,
     /// Publish-to-write latency.
@@ -214,6 +281,9 @@ impl Metrics {
         for reason in ["bad_credentials", "bad_token", "throttled", "busy"] {
             counter!(names::AUTH_FAILURES_TOTAL, "reason" => reason).absolute(0);
         }
+        for reason in ERROR_REASONS {
+            counter!(names::ERRORS_SENT_TOTAL, "reason" => *reason).absolute(0);
+        }
         counter!(names::TOKEN_EXPIRIES_TOTAL).absolute(0);
         counter!(names::AUTH_CACHE_HITS_TOTAL).absolute(0);
         let transport = |t: Transport| TransportMetrics {
@@ -237,6 +307,7 @@ impl Metrics {
             bytes_in: counter!(names::BYTES_RECEIVED_TOTAL),
             bytes_out: counter!(names::BYTES_SENT_TOTAL),
             slow_consumers: counter!(names::SLOW_CONSUMER_DISCONNECTS_TOTAL),
+            log_fallbacks: counter!(names::LOG_FALLBACKS_TOTAL),
             subscriptions: gauge!(names::SUBSCRIPTIONS),
             publish_to_write: histogram!(names::PUBLISH_TO_WRITE_SECONDS),
             retained: gauge!(names::RETAINED_MESSAGES),

@@ -53,6 +53,17 @@ impl Outgoing {
 #[error("outbox full: slow consumer")]
 pub struct Overflow;
 
+/// What [`Outbox::push_if_room`] did with an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// It is queued.
+    Queued,
+    /// It did not fit; it needs this many bytes. Nothing changed.
+    Full(usize),
+    /// The client is being cut off or has gone.
+    Gone,
+}
+
 #[derive(Debug, Default)]
 struct Items {
     items: VecDeque<Outgoing>,
@@ -147,24 +158,43 @@ impl Outbox {
     /// marked as a slow consumer, and every later push fails too) or the connection
     /// is closing.
     pub fn push(&self, item: Outgoing) -> Result<(), Overflow> {
+        match self.offer(item, true) {
+            Offered::Queued => Ok(()),
+            Offered::Full(_) | Offered::Gone => Err(Overflow),
+        }
+    }
+
+    /// Queues `item` only if it fits under the limit now (or the outbox is
+    /// empty), without marking the client as a slow consumer when it does not:
+    /// for messages that can wait elsewhere (a kept destination's log).
+    pub fn push_if_room(&self, item: Outgoing) -> Offered {
+        self.offer(item, false)
+    }
+
+    /// Queues `item` if it fits; past the limit, marks the client as a slow
+    /// consumer when `cut_off`.
+    fn offer(&self, item: Outgoing, cut_off: bool) -> Offered {
         let shared = &*self.shared;
         if shared.overflowed.load(Ordering::Relaxed) {
-            return Err(Overflow);
+            return Offered::Gone;
         }
         let cost = item.cost();
         let before = shared.queued.fetch_add(cost, Ordering::AcqRel);
         if before > 0 && before + cost > shared.limit {
             shared.queued.fetch_sub(cost, Ordering::AcqRel);
+            if !cut_off {
+                return Offered::Full(cost);
+            }
             shared.overflowed.store(true, Ordering::Release);
             shared.overflow.notify_one();
-            return Err(Overflow);
+            return Offered::Gone;
         }
         let was_empty = {
             let mut q = shared.lock();
             if !q.receiver_alive {
                 drop(q);
                 shared.queued.fetch_sub(cost, Ordering::AcqRel);
-                return Err(Overflow);
+                return Offered::Gone;
             }
             let was_empty = q.items.is_empty();
             q.items.push_back(item);
@@ -174,7 +204,7 @@ impl Outbox {
             // notify_one keeps a permit if the writer is not waiting yet, so no wake-up is lost.
             shared.items_ready.notify_one();
         }
-        Ok(())
+        Offered::Queued
     }
 
     /// Whether the client has been marked as a slow consumer.
@@ -312,6 +342,19 @@ mod tests {
         assert_eq!(rx.recv_all().await.len(), 2);
         rx.written(100);
         assert_eq!(tx.push(frame(1)), Err(Overflow));
+    }
+
+    #[test]
+    fn an_offer_that_does_not_fit_leaves_the_client_connected() {
+        let (tx, _rx) = outbox(100);
+        assert_eq!(tx.push_if_room(frame(60)), Offered::Queued);
+        assert_eq!(tx.push_if_room(frame(50)), Offered::Full(50));
+        assert!(!tx.is_overflowed());
+        assert_eq!(tx.queued_bytes(), 60);
+        assert_eq!(tx.push_if_room(frame(40)), Offered::Queued);
+        // A push past the limit still cuts it off, and an offer then finds it gone.
+        assert_eq!(tx.push(frame(1)), Err(Overflow));
+        assert_eq!(tx.push_if_room(frame(1)), Offered::Gone);
     }
 
     #[tokio::test]

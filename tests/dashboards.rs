@@ -9,7 +9,7 @@ mod common;
 #[path = "common/nats.rs"]
 mod nats;
 
-use common::{Client, broker, http_get};
+use common::{Client, broker, http_get, metric};
 use std::collections::BTreeSet;
 
 /// Every `stompede_...` name in `text`.
@@ -52,8 +52,8 @@ async fn every_metric_the_dashboard_and_the_alerts_name_is_served() {
         .chain(metric_names(&alerts))
         .collect();
     assert!(named.len() >= 20, "{named:?}");
-    // A cluster node (the cluster link's metrics exist only there) that has sent
-    // one ERROR (labelled series appear with their first event).
+    // A fresh cluster node (the cluster link's metrics exist only there) that has
+    // sent no ERROR yet: every named series is there from the start.
     let store = tempfile::tempdir().unwrap();
     let nats = nats::one(store.path());
     let b = broker(&format!("[cluster]\nnats_url = \"{}\"", nats.url()));
@@ -65,9 +65,6 @@ async fn every_metric_the_dashboard_and_the_alerts_name_is_served() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let mut c = Client::tcp(&b).await;
-    c.send_raw(b"NONSENSE\n\n\0").await;
-    c.expect(stompede::codec::Command::Error).await;
     let (status, served) = http_get(b.http_addr, "/metrics").await;
     assert_eq!(status, 200);
     let families: BTreeSet<&str> = served
@@ -80,6 +77,22 @@ async fn every_metric_the_dashboard_and_the_alerts_name_is_served() {
         .filter(|n| !families.contains(n.as_str()))
         .collect();
     assert!(missing.is_empty(), "not served at /metrics: {missing:?}");
+    for reason in [
+        "slow_consumer",
+        "malformed_frame",
+        "forbidden",
+        "frame_too_large",
+    ] {
+        let series = format!("stompede_errors_sent_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&served, &series), Some(0.0), "{series}");
+    }
+    // And it counts: one ERROR for a frame that is not STOMP.
+    let mut c = Client::tcp(&b).await;
+    c.send_raw(b"NONSENSE\n\n\0").await;
+    c.expect(stompede::codec::Command::Error).await;
+    let (_, served) = http_get(b.http_addr, "/metrics").await;
+    let series = "stompede_errors_sent_total{reason=\"malformed_frame\"}";
+    assert_eq!(metric(&served, series), Some(1.0), "{series}");
 }
 
 #[test]

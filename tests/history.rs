@@ -598,3 +598,111 @@ async fn a_resume_after_everything_expired_flags_the_gap_on_the_next_message() {
         ("again".to_owned(), first + 3, false)
     );
 }
+
+/// A client on a socket with a small receive buffer, so that what it does not
+/// read soon waits in the broker's outbox rather than in the kernel.
+async fn small_window_client(b: &common::TestBroker) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(b.stomp_addr.unwrap()).await.unwrap();
+    Client::from_tcp(stream)
+}
+
+/// Publishes `/topic/h.slow` messages `s{from}`..`s{to - 1}`, each 1 KiB, then
+/// waits for one receipt (so all of them are routed).
+async fn publish_kilobytes(publisher: &mut Client, from: usize, to: usize) {
+    for i in from..to {
+        publisher
+            .send(
+                Frame::new(Command::Send)
+                    .header("destination", "/topic/h.slow")
+                    .body(format!("s{i:<1023}")),
+            )
+            .await;
+    }
+    publisher.publish("/topic/h.slow", "s-end").await;
+}
+
+/// Reads MESSAGEs up to the one whose body is `s-end`: (trimmed body, offset, gap).
+async fn read_to_end(c: &mut Client) -> Vec<(String, u64, bool)> {
+    let mut got = Vec::new();
+    loop {
+        let f = c.next_frame().await.expect("a frame, not a close");
+        assert_eq!(f.command, Command::Message, "{f:?}");
+        let body = String::from_utf8(f.body.to_vec()).unwrap();
+        let offset: u64 = f.headers.get("x-stream-offset").unwrap().parse().unwrap();
+        let gap = f.headers.get("x-stream-gap") == Some("true");
+        let end = body == "s-end";
+        got.push((body.trim_end().to_owned(), offset, gap));
+        if end {
+            return got;
+        }
+    }
+}
+
+// The log is the buffer: a live subscriber of a kept destination that stops
+// reading (20 MB while its outbox holds 64 KiB) is not cut off as a slow consumer;
+// once it reads, it gets every message once, in order, with no gap, then live ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_subscriber_that_falls_behind_reads_the_log_instead_of_being_cut_off() {
+    let b = broker(
+        "[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_messages = 30000\n[limits]\nmax_outbox_bytes = 65536",
+    );
+    let mut reader = small_window_client(&b).await;
+    reader.connect().await;
+    reader.subscribe("r", "/topic/h.slow").await;
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    publish_kilobytes(&mut publisher, 0, 20_000).await;
+    let got = read_to_end(&mut reader).await;
+    let bodies: Vec<&str> = got.iter().map(|(b, _, _)| b.as_str()).collect();
+    let mut want: Vec<String> = (0..20_000).map(|i| format!("s{i}")).collect();
+    want.push("s-end".into());
+    assert_eq!(bodies, want, "every message once, in order");
+    let first = got[0].1;
+    let offsets: Vec<u64> = got.iter().map(|(_, o, _)| *o).collect();
+    assert_eq!(offsets, (first..first + 20_001).collect::<Vec<_>>());
+    assert!(got.iter().all(|(_, _, gap)| !gap), "no gap flagged");
+    // Caught up: live messages come straight through again.
+    publisher.publish("/topic/h.slow", "after").await;
+    assert_eq!(next(&mut reader).await.0, "after");
+    let stats = history_stats(&b).await;
+    assert!(stats["messages"].as_u64().unwrap() > 20_000, "{stats}");
+}
+
+// Only a subscriber that falls off the end of the log loses messages: it is not
+// cut off, the first message after the hole says `x-stream-gap: true`, and from
+// there it gets the rest in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_subscriber_that_falls_off_the_log_resumes_after_a_flagged_gap() {
+    let b = broker(
+        "[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_messages = 1000\n[limits]\nmax_outbox_bytes = 65536",
+    );
+    let mut reader = small_window_client(&b).await;
+    reader.connect().await;
+    reader.subscribe("r", "/topic/h.slow").await;
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    publish_kilobytes(&mut publisher, 0, 20_000).await;
+    let got = read_to_end(&mut reader).await;
+    let gaps: Vec<usize> = (0..got.len()).filter(|&i| got[i].2).collect();
+    assert_eq!(gaps.len(), 1, "one flagged resume point: {gaps:?}");
+    let at = gaps[0];
+    assert!(
+        at > 0 && got[at].1 > got[at - 1].1 + 1,
+        "the flag is on the hole"
+    );
+    for w in got.windows(2) {
+        assert!(w[1].1 > w[0].1, "offsets only grow");
+    }
+    // From the resume point on, nothing is missing (the log held the last 1000).
+    let tail: Vec<u64> = got[at..].iter().map(|(_, o, _)| *o).collect();
+    let start = tail[0];
+    assert_eq!(tail, (start..start + tail.len() as u64).collect::<Vec<_>>());
+    assert!(tail.len() >= 1000, "{}", tail.len());
+    assert_eq!(got.last().unwrap().0, "s-end");
+    // Before the hole, what it got was in order from the start.
+    let head: Vec<&str> = got[..at].iter().map(|(b, _, _)| b.as_str()).collect();
+    let want: Vec<String> = (0..at).map(|i| format!("s{i}")).collect();
+    assert_eq!(head, want);
+}

@@ -9,7 +9,7 @@ use crate::command::StreamOffset;
 use crate::destination::pattern::{is_pattern, matches};
 use crate::destination::{RESERVED, user_key};
 use crate::metrics::Metrics;
-use crate::outbox::Outgoing;
+use crate::outbox::{Offered, Outgoing};
 use crate::queue::{QueueError, QueueHandle, Queues};
 use crate::registry::{AckMode, ExactRegistry, Hold, Subscriber, Takes, TopicRegistry};
 use crate::store::{Recovered, Store};
@@ -165,7 +165,7 @@ impl LocalEngine {
             .and_then(|l| self.log(destination, l.max_destinations));
         let message_id = self.message_id();
         self.metrics.published.increment(1);
-        let offset = log.as_mut().zip(limits.as_ref()).map(|(log, limits)| {
+        let kept = log.as_mut().zip(limits.as_ref()).map(|(log, limits)| {
             let before = log.bytes();
             let key = self.store.next_key();
             let offset = log.push(key, now_ms(), &message_id, headers, body.clone(), limits);
@@ -177,8 +177,9 @@ impl LocalEngine {
             for dropped in log.take_dropped() {
                 self.store.delete(dropped);
             }
-            offset.to_string()
+            offset
         });
+        let offset = kept.map(|o| o.to_string());
         let template = topic_template(
             destination,
             &message_id,
@@ -188,25 +189,35 @@ impl LocalEngine {
             &body,
         );
         let published = Instant::now();
-        let n = self
-            .topics
-            .for_each_match(destination, |sub| match sub.takes(destination) {
-                Takes::No => {}
-                Takes::Yes => {
-                    hand_to(sub, &template, &message_id, published);
-                }
-                Takes::AfterGap => {
-                    let flagged = topic_template(
-                        destination,
-                        &message_id,
-                        offset.as_deref(),
-                        true,
-                        headers,
-                        &body,
-                    );
-                    hand_to(sub, &flagged, &message_id, published);
-                }
-            });
+        let flagged = || {
+            topic_template(
+                destination,
+                &message_id,
+                offset.as_deref(),
+                true,
+                headers,
+                &body,
+            )
+        };
+        let n =
+            self.topics
+                .for_each_match(destination, |sub| match (sub.takes(destination), kept) {
+                    (Takes::No, _) => {}
+                    (Takes::Yes, None) => {
+                        hand_to(sub, &template, &message_id, published);
+                    }
+                    (Takes::AfterGap, None) => {
+                        hand_to(sub, &flagged(), &message_id, published);
+                    }
+                    (Takes::Yes, Some(offset)) => {
+                        let at = (destination, offset);
+                        self.hand_kept(sub, &template, &message_id, published, at, false);
+                    }
+                    (Takes::AfterGap, Some(offset)) => {
+                        let at = (destination, offset);
+                        self.hand_kept(sub, &flagged(), &message_id, published, at, true);
+                    }
+                });
         if retain {
             self.store_retained(destination, &message_id, headers.clone(), body);
         }
@@ -406,6 +417,41 @@ pub(super) fn hand_to(
 }
 
 impl LocalEngine {
+    /// Queues a live message of a kept destination (at `offset` in its log, whose
+    /// lock the caller holds) for `sub`. With no room in its outbox the
+    /// subscriber is not cut off: the log is its buffer. The destination is held
+    /// for it and the rest follows as it reads ([`super::replay::pace`]), from this
+    /// message on, until it has caught up; only what leaves the log meanwhile is
+    /// lost to it, and flagged `x-stream-gap` where it resumes.
+    fn hand_kept(
+        &self,
+        sub: &Arc<Subscriber>,
+        template: &MessageTemplate,
+        message_id: &str,
+        published: Instant,
+        (destination, offset): (&str, u64),
+        gap: bool,
+    ) {
+        let message = delivery(sub, template, message_id);
+        let Offered::Full(need) = sub
+            .outbox
+            .push_if_room(Outgoing::Message { message, published })
+        else {
+            return;
+        };
+        self.metrics.log_fallbacks.increment(1);
+        tracing::debug!(
+            session = sub.session,
+            destination,
+            offset,
+            "subscriber reads the log"
+        );
+        sub.replay.hold(destination, Hold::Replay);
+        let cursor = replay::Cursor { offset, gap };
+        let pending = VecDeque::from([(destination.to_owned(), cursor, need)]);
+        tokio::spawn(replay::pace(self.history.clone(), sub.clone(), pending));
+    }
+
     /// Subscribes to a topic destination or pattern and hands the subscriber, at
     /// once, the retained message of every destination it matches, marked
     /// `retained: true`, ahead of anything newer.
@@ -656,10 +702,12 @@ impl LocalEngine {
                 .for_each_match(destination, |sub| match sub.takes(destination) {
                     Takes::No => {}
                     Takes::Yes => {
-                        hand_to(sub, &template, message_id, published);
+                        let at = (destination, offset);
+                        self.hand_kept(sub, &template, message_id, published, at, false);
                     }
                     Takes::AfterGap => {
-                        hand_to(sub, &make(true), message_id, published);
+                        let at = (destination, offset);
+                        self.hand_kept(sub, &make(true), message_id, published, at, true);
                     }
                 });
         }
