@@ -165,6 +165,20 @@ pub fn hash_password(password: &[u8]) -> Result<String, HashError> {
         .map_err(|e| HashError(e.to_string()))
 }
 
+/// Whether `login` may be a login, from the users file or a token alike:
+/// non-empty, at most [`MAX_LOGIN_BYTES`], no `/` (so the user destination key
+/// `/user/{login}/queue/{name}` of one login can never be another's), no `:`
+/// (Basic authentication), no whitespace or control character.
+pub fn well_formed_login(login: &str) -> bool {
+    !login.is_empty()
+        && login.len() <= MAX_LOGIN_BYTES
+        && !login.contains(['/', ':'])
+        && !login.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// The longest login, file or token, in bytes.
+pub const MAX_LOGIN_BYTES: usize = 256;
+
 /// Checks that `hash` is an argon2id PHC string; the error says what is wrong.
 pub fn check_hash(hash: &str) -> Result<(), String> {
     let parsed = PasswordHash::new(hash).map_err(|e| format!("not a PHC string ({e})"))?;

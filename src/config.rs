@@ -745,12 +745,12 @@ impl Config {
         }
         let mut logins = std::collections::HashSet::new();
         for user in &self.auth.users {
-            let well_formed = !user.login.is_empty() && !user.login.contains(['/', ' ', ':']);
+            let well_formed = crate::auth::well_formed_login(&user.login);
             if !well_formed || !logins.insert(user.login.as_str()) {
                 return Err(ConfigError::BadValue {
                     key: "auth.users.login",
                     reason: format!(
-                        "{:?} is empty, holds '/', ':' or a space, or appears twice",
+                        "{:?} is empty, longer than 256 bytes, holds '/', ':', whitespace or a control character, or appears twice",
                         user.login
                     ),
                 });

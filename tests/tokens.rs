@@ -243,3 +243,78 @@ fn a_bad_key_file_stops_start_up_naming_the_key() {
     .to_string();
     assert!(e.contains("either secret or public_key_file"), "{e}");
 }
+
+// A token whose `nbf` is ten minutes ahead is refused over STOMP and over HTTP;
+// the same token without it is taken (the positive control).
+#[tokio::test]
+async fn a_token_not_valid_yet_is_refused_over_stomp_and_http() {
+    let b = jwt_broker("");
+    let mut early = claims("carol", &["service"], now() + 3600);
+    early["nbf"] = json!(now() + 600);
+    let early = hs256(early);
+    let good = hs256(claims("carol", &["service"], now() + 3600));
+    let mut c = Client::tcp(&b).await;
+    let f = connect_with(&mut c, &[("passcode", &early)]).await;
+    assert_eq!(f.command, Command::Error, "{f:?}");
+    assert_eq!(f.headers.get("message"), Some("authentication failed"));
+    let mut c = Client::tcp(&b).await;
+    let f = connect_with(&mut c, &[("passcode", &good)]).await;
+    assert_eq!(f.command, Command::Connected, "{f:?}");
+    let addr = b.http_addr;
+    let publish = |token: String| async move {
+        common::http_post(
+            addr,
+            "/api/publish?destination=/topic/t",
+            &[("Authorization", &format!("Bearer {token}"))],
+            b"x",
+        )
+        .await
+        .0
+    };
+    assert_eq!(publish(early).await, 401);
+    assert_eq!(publish(good).await, 202);
+}
+
+// A token login `bob/queue/a` would share bob's user destination keys
+// (`/user/bob/queue/a/queue/b`): it is refused like such a file login, and bob
+// alone gets what a service sends him there.
+#[tokio::test]
+async fn a_token_login_cannot_reach_into_another_user_s_destinations() {
+    let b = jwt_broker("");
+    let mut intruder = Client::tcp(&b).await;
+    let token = hs256(claims("bob/queue/a", &["trader"], now() + 600));
+    let f = connect_with(&mut intruder, &[("passcode", &token)]).await;
+    assert_eq!(f.command, Command::Error, "{f:?}");
+    assert_eq!(f.headers.get("message"), Some("authentication failed"));
+    for login in ["bob b", "bob:x", "bob\u{1}"] {
+        let mut c = Client::tcp(&b).await;
+        let token = hs256(claims(login, &["trader"], now() + 600));
+        let f = connect_with(&mut c, &[("passcode", &token)]).await;
+        assert_eq!(f.command, Command::Error, "{login:?}");
+    }
+    let mut bob = Client::tcp(&b).await;
+    bob.connect_as("bob", "bob-pw").await;
+    bob.subscribe("b", "/user/queue/a/queue/b").await;
+    let mut svc = Client::tcp(&b).await;
+    svc.connect_as("svc", "svc-pw").await;
+    svc.publish("/user/bob/queue/a/queue/b", "for bob").await;
+    assert_eq!(bob.message_on("/user/queue/a/queue/b").await, "for bob");
+}
+
+// A correctly signed token that never expires (`exp` = 2^63) logs in and works;
+// it used to panic the session task on the deadline's arithmetic.
+#[tokio::test]
+async fn a_token_with_the_largest_exp_logs_in_without_a_panic() {
+    let b = jwt_broker("");
+    for exp in [1u64 << 63, u64::MAX] {
+        let mut c = Client::tcp(&b).await;
+        let token = hs256(claims("carol", &["trader"], exp));
+        let f = connect_with(&mut c, &[("passcode", &token)]).await;
+        assert_eq!(f.command, Command::Connected, "{f:?}");
+        c.subscribe("s", "/topic/forever").await;
+        let mut svc = Client::tcp(&b).await;
+        svc.connect_as("svc", "svc-pw").await;
+        svc.publish("/topic/forever", "still here").await;
+        assert_eq!(c.message_on("/topic/forever").await, "still here");
+    }
+}

@@ -74,7 +74,7 @@ pub enum TokenError {
     #[error("invalid token: {0}")]
     Invalid(String),
     /// No login in the login claim.
-    #[error("token has no string claim {0:?}")]
+    #[error("token has no well-formed login in claim {0:?}")]
     NoLogin(String),
 }
 
@@ -130,7 +130,10 @@ impl TokenVerifier {
             }
         };
         let mut validation = Validation::new(algorithm);
-        validation.leeway = c.leeway_s;
+        // Bounded: jsonwebtoken computes `now - leeway` unchecked.
+        validation.leeway = c.leeway_s.min(MAX_LEEWAY_S);
+        // A token not valid yet is refused (within the leeway), as one expired.
+        validation.validate_nbf = true;
         // A configured issuer or audience must be present, not only right when
         // present: jsonwebtoken checks an absent claim only if it is required.
         if c.issuer.is_empty() {
@@ -165,10 +168,12 @@ impl TokenVerifier {
             _ => TokenError::Invalid(e.to_string()),
         })?;
         let claims = data.claims;
+        // The same rules as a login of the users file: a token must not name a
+        // login whose user destinations reach into another's.
         let login = claims
             .get(&self.login_claim)
             .and_then(|v| v.as_str())
-            .filter(|l| !l.is_empty())
+            .filter(|l| crate::auth::well_formed_login(l))
             .ok_or_else(|| TokenError::NoLogin(self.login_claim.clone()))?;
         let roles: Vec<Role> = claims
             .get(&self.roles_claim)
@@ -184,8 +189,12 @@ impl TokenVerifier {
             .get("exp")
             .and_then(|v| v.as_u64())
             .ok_or_else(|| TokenError::Invalid("exp is not a number".to_owned()))?;
-        let valid_until =
-            UNIX_EPOCH + Duration::from_secs(exp.saturating_add(self.validation.leeway));
+        // Any u64 is a valid `exp`; past what the clock can hold it is "never".
+        let valid_until = UNIX_EPOCH
+            .checked_add(Duration::from_secs(
+                exp.saturating_add(self.validation.leeway),
+            ))
+            .unwrap_or_else(far_future);
         Ok(TokenLogin {
             identity: Identity {
                 login: Some(login.to_owned()),
@@ -207,6 +216,17 @@ pub fn looks_like_jwt(s: &str) -> bool {
                 && p.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
+}
+
+/// The most clock difference `leeway_s` can tolerate: an hour.
+pub const MAX_LEEWAY_S: u64 = 3600;
+
+/// A time no token reaches: a hundred years from now.
+fn far_future() -> SystemTime {
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    SystemTime::now()
+        .checked_add(century)
+        .unwrap_or_else(SystemTime::now)
 }
 
 /// Seconds since the epoch, now.
@@ -325,5 +345,104 @@ mod tests {
         ));
         assert!(!looks_like_jwt("alice-demo"));
         assert!(!looks_like_jwt("a.b.c"));
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused_within_the_leeway() {
+        let v = TokenVerifier::from_config(&config("s3cret"))
+            .unwrap()
+            .unwrap();
+        let exp = now_s() + 600;
+        let early = token(
+            "s3cret",
+            json!({"sub": "a", "exp": exp, "nbf": now_s() + 300}),
+        );
+        assert!(matches!(v.verify(&early), Err(TokenError::Invalid(_))));
+        let ready = token(
+            "s3cret",
+            json!({"sub": "a", "exp": exp, "nbf": now_s() - 1}),
+        );
+        assert!(v.verify(&ready).is_ok());
+        let lenient = TokenVerifier::from_config(&JwtConfig {
+            leeway_s: 60,
+            ..config("s3cret")
+        })
+        .unwrap()
+        .unwrap();
+        let soon = token(
+            "s3cret",
+            json!({"sub": "a", "exp": exp, "nbf": now_s() + 30}),
+        );
+        assert!(lenient.verify(&soon).is_ok());
+    }
+
+    #[test]
+    fn token_logins_obey_the_rules_of_file_logins() {
+        let v = TokenVerifier::from_config(&config("s3cret"))
+            .unwrap()
+            .unwrap();
+        let exp = now_s() + 600;
+        for bad in ["bob/queue/a", "a:b", "a b", "tab\t", "", &"x".repeat(257)] {
+            let t = token("s3cret", json!({"sub": bad, "exp": exp}));
+            assert!(
+                matches!(v.verify(&t), Err(TokenError::NoLogin(_))),
+                "{bad:?}"
+            );
+        }
+        let t = token(
+            "s3cret",
+            json!({"sub": "bob.smith@example.com", "exp": exp}),
+        );
+        assert!(v.verify(&t).is_ok());
+    }
+
+    use proptest::prelude::Strategy as _;
+
+    proptest::proptest! {
+        // No claim value can panic the verifier or the deadline a session takes
+        // from it: any exp, nbf and iat, numbers of every size and other types.
+        #[test]
+        fn no_claim_value_panics(
+            exp in proptest::prop_oneof![
+                proptest::num::u64::ANY.prop_map(|n| json!(n)),
+                proptest::num::i64::ANY.prop_map(|n| json!(n)),
+                proptest::num::f64::ANY.prop_map(|n| json!(n)),
+                ".{0,8}".prop_map(|s| json!(s)),
+            ],
+            nbf in proptest::option::of(proptest::num::i64::ANY),
+            iat in proptest::num::u64::ANY,
+            sub in ".{0,12}",
+            leeway in proptest::prop_oneof![proptest::num::u64::ANY, 0u64..=MAX_LEEWAY_S],
+        ) {
+            let v = TokenVerifier::from_config(&JwtConfig {
+                leeway_s: leeway,
+                ..config("s3cret")
+            })
+            .unwrap()
+            .unwrap();
+            let mut claims = json!({"sub": sub, "exp": exp, "iat": iat});
+            if let Some(nbf) = nbf {
+                claims["nbf"] = json!(nbf);
+            }
+            if let Ok(login) = v.verify(&token("s3cret", claims)) {
+                let left = login
+                    .valid_until
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default();
+                let _ = std::time::Instant::now().checked_add(left);
+            }
+        }
+    }
+
+    #[test]
+    fn the_largest_exp_is_never_and_does_not_panic() {
+        let v = TokenVerifier::from_config(&config("s3cret"))
+            .unwrap()
+            .unwrap();
+        let t = token("s3cret", json!({"sub": "a", "exp": 1u64 << 63}));
+        let login = v.verify(&t).unwrap();
+        assert!(login.valid_until > SystemTime::now() + Duration::from_secs(365 * 24 * 3600));
+        let t = token("s3cret", json!({"sub": "a", "exp": u64::MAX}));
+        assert!(v.verify(&t).is_ok());
     }
 }
