@@ -70,7 +70,8 @@ fn valid_stream() -> impl Strategy<Value = Vec<u8>> {
     )
         .prop_map(|(command, headers, body)| {
             let mut f = Frame::new(command);
-            for (k, v) in headers {
+            // Names with a control character are refused by design.
+            for (k, v) in headers.into_iter().filter(|(k, _)| !k.contains('\n')) {
                 f = f.header(k, v);
             }
             if command.allows_body() {

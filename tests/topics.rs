@@ -218,3 +218,74 @@ async fn subscribing_to_other_families_is_refused_for_now() {
     .await;
     c.expect_error("unknown destination \"/nowhere/x\"").await;
 }
+
+// A sender cannot make a subscriber's stompjs (which trims header names) see a
+// header only the broker sets: names padded with whitespace or holding a control
+// character are refused with an ERROR, over STOMP and `POST /api/publish`, and an
+// exact `retained` is stripped like every reserved header.
+#[tokio::test]
+async fn reserved_headers_cannot_be_spoofed_through_whitespace_or_control_characters() {
+    let b = broker("[topics]\nhistory = [\"/topic/h.#\"]");
+    let mut sub = Client::tcp(&b).await;
+    sub.connect().await;
+    sub.subscribe("s", "/topic/h.x").await;
+    let padded = [
+        " x-stream-gap",
+        "x-stream-gap\t",
+        "x-stream-offset ",
+        "\u{feff}retained",
+        "x-stream-gap\u{b}",
+        "x\u{1}y",
+    ];
+    for name in padded {
+        let mut evil = Client::tcp(&b).await;
+        evil.connect_as("svc", "svc-pw").await;
+        let frame = format!("SEND\ndestination:/topic/h.x\n{name}:999999999999999999\n\nfake\0");
+        evil.send_raw(frame.as_bytes()).await;
+        let e = evil
+            .expect_error("whitespace at an end or a control character")
+            .await;
+        assert!(e.headers.get("message").is_some(), "{name:?}");
+    }
+    let auth = common::basic("svc", "svc-pw");
+    for name in padded {
+        let request = serde_json::json!({
+            "destination": "/topic/h.x", "body": "fake", "headers": {name: "true"},
+        });
+        let (status, body) = common::http_post(
+            b.http_addr,
+            "/api/publish",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            request.to_string().as_bytes(),
+        )
+        .await;
+        assert_eq!(status, 400, "{name:?}: {body}");
+        assert!(body.contains("bad_header"), "{body}");
+    }
+    // The exact names are stripped; the message itself goes through.
+    let mut honest = Client::tcp(&b).await;
+    honest.connect_as("svc", "svc-pw").await;
+    honest
+        .send(
+            Frame::new(Command::Send)
+                .header("destination", "/topic/h.x")
+                .header("retained", "true")
+                .header("x-stream-gap", "true")
+                .header("x-stream-offset", "999999999999999999")
+                .header("receipt", "r")
+                .body("real"),
+        )
+        .await;
+    honest.expect(Command::Receipt).await;
+    let m = sub.expect(Command::Message).await;
+    assert_eq!(&m.body[..], b"real", "nothing refused arrived before it");
+    assert_eq!(m.headers.get("retained"), None);
+    assert_eq!(m.headers.get("x-stream-gap"), None);
+    assert_ne!(m.headers.get("x-stream-offset"), Some("999999999999999999"));
+    for (k, _) in m.headers.iter() {
+        assert_eq!(k, k.trim(), "{:?}", m.headers);
+    }
+}

@@ -271,11 +271,25 @@ fn parse_head(
             })?;
         let name = std::str::from_utf8(name).map_err(|_| CodecError::InvalidUtf8)?;
         let value = std::str::from_utf8(value).map_err(|_| CodecError::InvalidUtf8)?;
+        let name = unescape(name, version, escaped)?;
+        if !valid_header_name(&name) {
+            return Err(CodecError::BadHeaderName(name.chars().take(64).collect()));
+        }
         headers.push(
-            unescape(name, version, escaped)?.into_owned(),
+            name.into_owned(),
             unescape(value, version, escaped)?.into_owned(),
         );
     }
+}
+
+/// Whether `name` may name a header a client sends: no whitespace at either end
+/// (as JavaScript's `trim` sees it, byte order mark included) and no control
+/// character anywhere. Names are compared exactly by the broker and trimmed by
+/// stompjs, so a padded name would pass the broker's reserved-header check and
+/// reach a page as the reserved header itself.
+pub fn valid_header_name(name: &str) -> bool {
+    let trimmed = |c: char| c.is_whitespace() || c == '\u{feff}';
+    !name.starts_with(trimmed) && !name.ends_with(trimmed) && !name.chars().any(char::is_control)
 }
 
 /// Strict `content-length`: ASCII digits only, no sign, no spaces, no overflow.

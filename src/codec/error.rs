@@ -43,6 +43,11 @@ pub enum CodecError {
     /// receiver would read what follows it as a new frame (header injection).
     #[error("NUL byte in a header line is not allowed")]
     NulInHeader,
+    /// A header name with whitespace at either end or a control character: a
+    /// client that trims names (stompjs does) would read it as another header,
+    /// such as one only the broker may set.
+    #[error("header name {0:?} has whitespace at an end or a control character")]
+    BadHeaderName(String),
     /// A body on a frame other than SEND, MESSAGE or ERROR.
     #[error("{0} frames must not have a body")]
     UnexpectedBody(&'static str),
@@ -58,6 +63,7 @@ impl CodecError {
                 Limit::HeaderLine => "header_too_long",
                 Limit::BodyBytes => "body_too_large",
             },
+            CodecError::BadHeaderName(_) => "bad_header",
             _ => "malformed_frame",
         }
     }

@@ -12,7 +12,7 @@ mod escape;
 mod frame;
 mod limits;
 
-pub use decode::{Decoded, Decoder};
+pub use decode::{Decoded, Decoder, valid_header_name};
 pub use encode::{EncodedMessage, MessageTemplate, SubscriptionHeader, encode, encode_heartbeat};
 pub use error::CodecError;
 pub use frame::{Command, Frame, Headers, Version};

@@ -582,7 +582,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
         command,
         headers: headers
             .into_iter()
-            .filter(|(n, _)| n != "content-length")
+            .filter(|(n, _)| n != "content-length" && super::valid_header_name(n))
             .collect(),
         body: if command.allows_body() {
             Bytes::from(body)
@@ -649,4 +649,20 @@ fn a_nul_in_a_header_line_is_refused_in_every_command_and_version() {
     // A NUL in the body is fine (content-length says where it ends).
     let f = one_frame(b"SEND\ndestination:/topic/a\ncontent-length:3\n\na\0b\0");
     assert_eq!(&f.body[..], b"a\0b");
+}
+
+#[test]
+fn header_names_padded_or_with_control_characters_are_refused() {
+    for name in [" x", "x ", "x\t", "\u{feff}x", "x\u{1}y", "x\u{85}"] {
+        let mut d = Decoder::new(Limits::default());
+        let mut buf =
+            BytesMut::from(format!("SEND\ndestination:/topic/a\n{name}:v\n\n\0").as_bytes());
+        assert!(
+            matches!(d.decode(&mut buf), Err(CodecError::BadHeaderName(_))),
+            "{name:?}"
+        );
+    }
+    let mut d = Decoder::new(Limits::default());
+    let mut buf = BytesMut::from(&b"SEND\ndestination:/topic/a\nx y:v\n\n\0"[..]);
+    assert!(matches!(d.decode(&mut buf), Ok(Some(Decoded::Frame(_)))));
 }

@@ -45,6 +45,7 @@ pub const RESERVED: &[&str] = &[
     "content-length",
     "x-stream-offset",
     "x-stream-gap",
+    "retained",
 ];
 
 /// The registry key of a user destination. Only the broker builds these: clients

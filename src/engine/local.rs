@@ -365,11 +365,7 @@ fn retained_template(
     ]
     .into_iter()
     .chain(offset.map(|o| ("x-stream-offset", o)))
-    .chain(
-        headers
-            .iter()
-            .filter(|(k, _)| !RESERVED.contains(k) && *k != "retained"),
-    );
+    .chain(headers.iter().filter(|(k, _)| !RESERVED.contains(k)));
     MessageTemplate::new(shared, body.clone())
 }
 

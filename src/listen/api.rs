@@ -248,6 +248,17 @@ async fn accept(
                     ),
                 ));
             }
+            if let Some(k) = p
+                .headers
+                .keys()
+                .find(|k| !crate::codec::valid_header_name(k))
+            {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_header",
+                    format!("header name {k:?} has whitespace at an end or a control character"),
+                ));
+            }
             if let Some((k, _)) = p
                 .headers
                 .iter()
