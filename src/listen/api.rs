@@ -285,7 +285,7 @@ async fn accept(
         }
     };
     let session = broker.next_session_id();
-    match apply(broker, &identity, session, send, None) {
+    match apply(broker, &identity, session, send, None).await {
         Ok(Sent::Done) => Ok(()),
         Ok(Sent::Pending(mut answer)) => crate::queue::answered(&mut answer)
             .await

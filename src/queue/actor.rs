@@ -74,11 +74,7 @@ impl QueueActor {
         self.waiting.push_front(m);
     }
 
-    pub(super) async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<Cmd>,
-        shutdown: CancellationToken,
-    ) {
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, shutdown: CancellationToken) {
         loop {
             let idle = self.is_idle();
             let cmd = tokio::select! {
@@ -171,7 +167,7 @@ impl QueueActor {
     /// Removes this idle queue from the broker's map if no one else holds its
     /// handle and no command is on its way: then nobody can reach it any more and
     /// the task may end. Otherwise the queue stays and waits for the next idle spell.
-    fn reclaim(&self, rx: &mpsc::UnboundedReceiver<Cmd>) -> bool {
+    fn reclaim(&self, rx: &mpsc::Receiver<Cmd>) -> bool {
         // The map's handle is the only sender left, and nothing is queued: checked
         // with the map entry locked, so no one can take a new handle meanwhile.
         let removed = self.queues.reclaim(&self.name, || {

@@ -176,16 +176,27 @@ pub struct QueueStats {
     pub unacked: usize,
 }
 
+/// Commands that may wait for one queue's task (local or JetStream). Past it a
+/// sender waits for room: a session that floods a queue with ACKs stops reading
+/// its socket until the queue has caught up, and the queue's other senders take
+/// their turn in the channel's fair order meanwhile.
+pub const QUEUE_COMMANDS: usize = 1024;
+
+/// A new command channel of a queue task, bounded by [`QUEUE_COMMANDS`].
+pub(crate) fn command_channel() -> (mpsc::Sender<Cmd>, mpsc::Receiver<Cmd>) {
+    mpsc::channel(QUEUE_COMMANDS)
+}
+
 /// A handle to one queue's task.
 #[derive(Debug, Clone)]
 pub struct QueueHandle {
     name: Arc<str>,
-    tx: mpsc::UnboundedSender<Cmd>,
+    tx: mpsc::Sender<Cmd>,
 }
 
 impl QueueHandle {
     /// A handle speaking to the task that reads `tx` (another engine's queue).
-    pub(crate) fn new(name: &str, tx: mpsc::UnboundedSender<Cmd>) -> QueueHandle {
+    pub(crate) fn new(name: &str, tx: mpsc::Sender<Cmd>) -> QueueHandle {
         QueueHandle {
             name: name.into(),
             tx,
@@ -199,7 +210,7 @@ impl QueueHandle {
 
     /// Asks for the queue's counts.
     pub(crate) fn stats(&self, reply: oneshot::Sender<QueueStats>) {
-        let _ = self.tx.send(Cmd::Stats(reply));
+        self.command_now(Cmd::Stats(reply));
     }
 }
 
@@ -214,7 +225,7 @@ impl QueueHandle {
     /// for a durable message) or refused it; commands from one caller are applied in
     /// order, so a caller may send more before the answer arrives. With a
     /// reservation of this queue that has room left, the message takes that room.
-    pub fn send(
+    pub async fn send(
         &self,
         headers: Headers,
         body: Bytes,
@@ -233,7 +244,8 @@ impl QueueHandle {
             body,
             reply,
             reserved,
-        });
+        })
+        .await;
         answer
     }
 
@@ -248,7 +260,7 @@ impl QueueHandle {
             queue: self.clone(),
             left: n,
         };
-        self.command(Cmd::Reserve { n, reply });
+        self.command(Cmd::Reserve { n, reply }).await;
         match answered(&mut answer).await {
             Ok(()) => Ok(reservation),
             Err(e) => {
@@ -258,33 +270,44 @@ impl QueueHandle {
         }
     }
 
-    /// Sends a command; if the queue has stopped, answers its reply with `Gone`.
-    fn command(&self, cmd: Cmd) {
-        if let Err(mpsc::error::SendError(cmd)) = self.tx.send(cmd) {
-            let reply = match cmd {
-                Cmd::Send { reply, .. } | Cmd::Reserve { reply, .. } => Some(reply),
-                Cmd::Ack { reply, .. } => reply,
-                _ => None,
-            };
-            if let Some(reply) = reply {
-                let _ = reply.send(Err(QueueError::Gone(self.name.to_string())));
+    /// Sends a command, waiting while the queue's channel is full; if the queue
+    /// has stopped, answers its reply with `Gone`.
+    async fn command(&self, cmd: Cmd) {
+        if let Err(mpsc::error::SendError(cmd)) = self.tx.send(cmd).await {
+            gone(&self.name, cmd);
+        }
+    }
+
+    /// Sends a command from where nothing can wait (a drop, a closing session, a
+    /// queue task): at once when there is room, else from a task of its own that
+    /// waits for room. Those tasks are bounded by what makes them: reservations,
+    /// subscriptions and dead letters, each bounded by its own limit.
+    fn command_now(&self, cmd: Cmd) {
+        match self.tx.try_send(cmd) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(cmd)) => gone(&self.name, cmd),
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                let queue = self.clone();
+                tokio::spawn(async move { queue.command(cmd).await });
             }
         }
     }
 
     /// Hands over a message another queue moved here.
     fn take(&self, message: QueuedMessage) {
-        self.command(Cmd::Take(message));
+        self.command_now(Cmd::Take(message));
     }
 
     /// Adds a consumer.
-    pub fn subscribe(&self, consumer: Consumer) {
-        let _ = self.tx.send(Cmd::Subscribe(consumer));
+    pub async fn subscribe(&self, consumer: Consumer) {
+        self.command(Cmd::Subscribe(consumer)).await;
     }
 
-    /// Removes a consumer; its unacked messages are redelivered.
+    /// Removes a consumer; its unacked messages are redelivered. Does not wait:
+    /// a session that ends removes its consumers on its way out. A command sent
+    /// after this one by the same session waits behind it.
     pub fn unsubscribe(&self, session: u64, id: &str) {
-        let _ = self.tx.send(Cmd::Unsubscribe {
+        self.command_now(Cmd::Unsubscribe {
             session,
             id: id.to_owned(),
         });
@@ -293,7 +316,7 @@ impl QueueHandle {
     /// ACK (or NACK) of one delivery by `session`. With `want_answer`, returns an
     /// answer that comes once the ack has taken effect, durably if the message was
     /// stored (for a receipt).
-    pub fn ack(
+    pub async fn ack(
         &self,
         session: u64,
         delivery: u64,
@@ -312,7 +335,8 @@ impl QueueHandle {
             delivery,
             nack,
             reply,
-        });
+        })
+        .await;
         answer
     }
 }
@@ -335,8 +359,20 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.left > 0 {
-            self.queue.command(Cmd::Release { n: self.left });
+            self.queue.command_now(Cmd::Release { n: self.left });
         }
+    }
+}
+
+/// Answers the reply of a command that could not reach its stopped queue.
+fn gone(name: &str, cmd: Cmd) {
+    let reply = match cmd {
+        Cmd::Send { reply, .. } | Cmd::Reserve { reply, .. } => Some(reply),
+        Cmd::Ack { reply, .. } => reply,
+        _ => None,
+    };
+    if let Some(reply) = reply {
+        let _ = reply.send(Err(QueueError::Gone(name.to_owned())));
     }
 }
 
@@ -441,7 +477,7 @@ impl Queues {
 
     /// Starts the task of queue `name`, holding `waiting`.
     fn spawn(self: &Arc<Self>, name: &str, waiting: VecDeque<QueuedMessage>) -> QueueHandle {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = command_channel();
         let queue = QueueActor {
             reserved: 0,
             name: name.to_owned(),

@@ -394,13 +394,13 @@ impl Session {
             ClientCommand::Connect(c) => self.connect(c).await,
             ClientCommand::Send(s) => match s.transaction.clone() {
                 Some(t) => self.enlist(Enlisted::Send(s), &t),
-                None => return self.send(s),
+                None => return self.send(s).await,
             },
             ClientCommand::Ack(a) => match a.transaction.clone() {
                 Some(t) => self.enlist(Enlisted::Ack(a), &t),
-                None => return self.ack(&a),
+                None => return self.ack(&a).await,
             },
-            ClientCommand::Subscribe(s) => return self.subscribe(s),
+            ClientCommand::Subscribe(s) => return self.subscribe(s).await,
             ClientCommand::Unsubscribe(u) => self.unsubscribe(u),
             ClientCommand::Begin(t) => self.begin(t),
             ClientCommand::Commit(t) => self.commit(t).await,

@@ -89,7 +89,7 @@ pub(crate) fn route<'f>(
 /// Checks and applies a SEND by `identity` (of session `session`, for handlers'
 /// logs). A queue SEND takes its room from `reserved` when given (a COMMIT
 /// reserved it beforehand) and is pending until the queue answers.
-pub(crate) fn apply(
+pub(crate) async fn apply(
     broker: &Broker,
     identity: &Identity,
     session: u64,
@@ -115,7 +115,7 @@ pub(crate) fn apply(
                 None => broker.engine.queue(name)?,
             };
             let command::Send { headers, body, .. } = send;
-            return Ok(Sent::Pending(queue.send(headers, body, reserved)));
+            return Ok(Sent::Pending(queue.send(headers, body, reserved).await));
         }
     }
     Ok(Sent::Done)
@@ -154,19 +154,19 @@ impl Session {
 
     /// Routes a SEND. A queue SEND is pending until the queue answers, so that its
     /// receipt means the queue holds the message (durably, if it is durable).
-    pub(super) fn send(&mut self, send: command::Send) -> Result<Flow, ProtocolError> {
-        self.send_with(send, None)
+    pub(super) async fn send(&mut self, send: command::Send) -> Result<Flow, ProtocolError> {
+        self.send_with(send, None).await
     }
 
     /// [`Session::send`]; a queue SEND takes its room from `reserved` when given
     /// (a COMMIT reserved it beforehand).
-    pub(super) fn send_with(
+    pub(super) async fn send_with(
         &mut self,
         send: command::Send,
         reserved: Option<&mut Reservation>,
     ) -> Result<Flow, ProtocolError> {
         Ok(
-            match apply(&self.broker, &self.identity, self.id, send, reserved)? {
+            match apply(&self.broker, &self.identity, self.id, send, reserved).await? {
                 Sent::Done => Flow::Continue,
                 Sent::Pending(answer) => Flow::Pending(answer),
             },

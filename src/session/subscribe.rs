@@ -37,7 +37,7 @@ pub(super) struct Owned {
 impl Session {
     /// SUBSCRIBE; pending while the engine puts the subscription in place (a
     /// cluster node), so its receipt says that it is.
-    pub(super) fn subscribe(&mut self, subscribe: Subscribe) -> Result<Flow, ProtocolError> {
+    pub(super) async fn subscribe(&mut self, subscribe: Subscribe) -> Result<Flow, ProtocolError> {
         let Subscribe {
             id,
             destination,
@@ -95,6 +95,7 @@ impl Session {
             Destination::Queue(name) => {
                 return self
                     .subscribe_queue(id, name, ack, *prefetch, bytes)
+                    .await
                     .map(|()| Flow::Continue);
             }
             Destination::App(_) => return Err(forbidden()),
@@ -151,7 +152,7 @@ impl Session {
         Ok(())
     }
 
-    fn subscribe_queue(
+    async fn subscribe_queue(
         &mut self,
         id: &str,
         name: &str,
@@ -162,14 +163,16 @@ impl Session {
         let prefetch = prefetch.unwrap_or(self.broker.config.queues.default_prefetch);
         let queue = self.broker.engine.queue(name)?;
         let header = SubscriptionHeader::new(id, self.version.unwrap_or(Version::V1_2));
-        queue.subscribe(crate::queue::Consumer {
-            session: self.id,
-            id: id.to_owned(),
-            header: header.clone(),
-            ack,
-            prefetch,
-            outbox: self.outbox.clone(),
-        });
+        queue
+            .subscribe(crate::queue::Consumer {
+                session: self.id,
+                id: id.to_owned(),
+                header: header.clone(),
+                ack,
+                prefetch,
+                outbox: self.outbox.clone(),
+            })
+            .await;
         self.broker.subscription_added();
         let subscriber = Arc::new(Subscriber {
             session: self.id,
@@ -243,9 +246,9 @@ impl Session {
     /// ACK/NACK. Topic messages are not kept for redelivery, so there is nothing
     /// more to do for them. A receipted ACK/NACK of a queue delivery is pending
     /// until it has taken effect (durably, for a stored message).
-    pub(super) fn ack(&mut self, ack: &command::Ack) -> Result<Flow, ProtocolError> {
+    pub(super) async fn ack(&mut self, ack: &command::Ack) -> Result<Flow, ProtocolError> {
         if let Some((queue, delivery)) = self.check_ack(ack)?
-            && let Some(answer) = queue.ack(self.id, delivery, ack.nack, ack.receipted)
+            && let Some(answer) = queue.ack(self.id, delivery, ack.nack, ack.receipted).await
         {
             return Ok(Flow::Pending(answer));
         }

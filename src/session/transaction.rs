@@ -142,9 +142,9 @@ impl Session {
                         _ => None,
                     };
                     let reserved = queue.and_then(|name| reservations.get_mut(&name));
-                    self.send_with(s, reserved)?
+                    self.send_with(s, reserved).await?
                 }
-                Enlisted::Ack(a) => self.ack(&a)?,
+                Enlisted::Ack(a) => self.ack(&a).await?,
             };
             if let Flow::Pending(answer) = flow {
                 answers.push(answer);

@@ -195,6 +195,14 @@ impl Client {
         Client::new(Conn::Tcp(s))
     }
 
+    /// The TCP stream under this client (for tests that write raw bytes).
+    pub fn into_tcp(self) -> TcpStream {
+        match self.conn {
+            Conn::Tcp(s) => s,
+            Conn::Ws(_) => panic!("a WebSocket client"),
+        }
+    }
+
     /// A plain TCP connection to the broker's STOMP listener.
     pub async fn tcp(broker: &RunningBroker) -> Client {
         Client::tcp_at(broker.stomp_addr.unwrap()).await

@@ -36,6 +36,9 @@ use tokio_util::task::TaskTracker;
 pub const STREAM: &str = "STOMPEDE_QUEUES";
 /// Its subjects.
 pub const SUBJECTS: &str = "stompede.q.>";
+/// Events a JetStream queue task may have waiting: its consumer's creation and
+/// its one fetch at a time.
+const EVENTS: usize = 2;
 /// Most messages one fetch asks for.
 const MAX_FETCH: usize = 256;
 /// How long one fetch waits for messages before asking again.
@@ -145,7 +148,7 @@ impl ClusterQueues {
             .queues
             .entry(name.to_owned())
             .or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, rx) = crate::queue::command_channel();
                 let task = JetQueue {
                     name: name.to_owned(),
                     subject,
@@ -243,8 +246,10 @@ impl JetQueue {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-        let (events_tx, mut events) = mpsc::unbounded_channel();
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        // Bounded by construction: one consumer creation and at most one fetch
+        // at a time ([`JetQueue::fetch`]) each send one event.
+        let (events_tx, mut events) = mpsc::channel(EVENTS);
         tokio::spawn(create_consumer(
             self.queues.clone(),
             self.name.clone(),
@@ -429,7 +434,7 @@ impl JetQueue {
 
     /// Asks JetStream for as many messages as there is room for (one fetch at a
     /// time; it waits up to [`FETCH_WAIT`] for messages to come).
-    fn fetch(&mut self, events: &mpsc::UnboundedSender<Event>) {
+    fn fetch(&mut self, events: &mpsc::Sender<Event>) {
         let room = self.room().min(MAX_FETCH);
         let Some(consumer) = self.consumer.clone() else {
             return;
@@ -464,7 +469,7 @@ impl JetQueue {
                     tokio::time::sleep(FETCH_WAIT).await;
                 }
             }
-            let _ = events.send(Event::Fetched(got));
+            let _ = events.send(Event::Fetched(got)).await;
         });
     }
 
@@ -691,7 +696,7 @@ async fn create_consumer(
     queues: Arc<ClusterQueues>,
     name: String,
     subject: String,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::Sender<Event>,
 ) {
     let settings = &queues.settings;
     let config = jetstream::consumer::pull::Config {
@@ -717,7 +722,7 @@ async fn create_consumer(
             };
             match tokio::time::timeout(Duration::from_secs(5), made).await {
                 Ok(Ok(consumer)) => {
-                    let _ = events.send(Event::Ready(Box::new(consumer)));
+                    let _ = events.send(Event::Ready(Box::new(consumer))).await;
                     return;
                 }
                 Ok(Err(e)) => tracing::warn!(queue = %name, error = %e, "queue consumer: retrying"),
