@@ -80,7 +80,7 @@ pub mod names {
     /// subscription buffer (`cluster.subscription_capacity`).
     pub const CLUSTER_SLOW_CONSUMER_TOTAL: &str = "stompede_cluster_slow_consumer_drops_total";
     /// Gauge (cluster nodes only): NATS subscriptions held for clients' patterns
-    /// and user destinations (one per distinct pattern; two for a trailing `#`).
+    /// and user destinations (one per distinct NATS subject they need).
     pub const CLUSTER_SUBSCRIPTIONS: &str = "stompede_cluster_subscriptions";
     /// Counter (cluster nodes only): arrivals on cluster subjects no node wrote.
     pub const CLUSTER_MALFORMED_TOTAL: &str = "stompede_cluster_malformed_total";

@@ -858,3 +858,67 @@ async fn history_offsets_are_the_cluster_s_and_a_client_resumes_on_another_node(
         [(first + 121, "live".to_owned())]
     );
 }
+
+// One anonymous client's 1000 patterns that NATS sees as one subject
+// (`/topic/#.zN`, all `stompede.t.>`) cost the node one NATS subscription, not
+// 1000: a plain subscriber on the attacked node gets every message of three
+// receipted bursts, and each pattern still gets exactly what it matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_s_patterns_do_not_multiply_the_node_s_nats_subscriptions() {
+    let cluster = start_cluster("").await;
+    let (attacked, other) = (&cluster.nodes[0], &cluster.nodes[1]);
+    ready(attacked, 200).await;
+    ready(other, 200).await;
+    let before = nats_subscriptions(attacked).await;
+    let mut attacker = Client::tcp_at(attacked.stomp_addr).await;
+    attacker.connect_anonymously().await;
+    for i in 1..=1000 {
+        attacker
+            .send(
+                Frame::new(Command::Subscribe)
+                    .header("id", format!("z{i}"))
+                    .header("destination", format!("/topic/#.z{i}")),
+            )
+            .await;
+    }
+    attacker.subscribe("last", "/topic/#.z1000").await;
+    let mut plain = connected(attacked, "alice").await;
+    plain.subscribe("n", "/topic/news").await;
+    let held = nats_subscriptions(attacked).await - before;
+    assert!(
+        held <= 2.0,
+        "{held} NATS subscriptions for 1001 patterns and one topic"
+    );
+    let mut publisher = connected(other, "svc").await;
+    until_routed(&mut publisher, &mut plain, "/topic/news", &["n"]).await;
+    // The attacker's patterns match nothing of /topic/news; one matches this.
+    publisher.publish("/topic/x.z7", "for z7").await;
+    let m = message_within(&mut attacker, Duration::from_secs(10))
+        .await
+        .expect("the matching pattern's message");
+    assert_eq!(m.headers.get("subscription"), Some("z7"));
+    assert_eq!(body(&m), "for z7");
+    let body_of = |burst: usize, i: usize| format!("b{burst}-{i}-{}", "x".repeat(1024));
+    for burst in 0..3 {
+        for i in 0..300 {
+            publisher.publish("/topic/news", &body_of(burst, i)).await;
+        }
+        for i in 0..300 {
+            let m = message_within(&mut plain, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| panic!("burst {burst}: message {i} of 300 missing"));
+            assert_eq!(body(&m), body_of(burst, i));
+        }
+    }
+    let (_, metrics) = http_get(attacked.http_addr, "/metrics").await;
+    assert_eq!(
+        common::metric(&metrics, "stompede_cluster_slow_consumer_drops_total"),
+        Some(0.0)
+    );
+    // Nothing else reached the attacker: each pattern gets only what it matches.
+    assert!(
+        message_within(&mut attacker, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}

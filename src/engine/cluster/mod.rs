@@ -3,11 +3,14 @@
 //!
 //! Every topic and user message goes out through NATS only, never straight to
 //! local subscribers, and comes back in through the node's own NATS
-//! subscriptions: one per distinct local pattern or user destination, shared by
-//! every local subscriber of it (reference counted, dropped [`LINGER`] after the
-//! last one goes). A message arriving through pattern P's subscription goes only
-//! to the local subscribers of exactly P, so a subscriber gets each message once
-//! even when several of the node's patterns match it.
+//! subscriptions: one per distinct NATS subject the node's subscribers need,
+//! shared by every local pattern that maps to it (reference counted, dropped
+//! [`LINGER`] after the last one goes), so however many patterns a client holds,
+//! the node asks NATS for each message at most once per subject. A pattern maps to
+//! one or two disjoint subjects ([`subject::topic_interest`]); an arrival through
+//! subject S goes to the local subscribers whose pattern maps to S and matches the
+//! destination, found by a topic trie of S's subscribers. So a subscriber gets each
+//! message once, even when several of the node's subjects carry it.
 //!
 //! The NATS connection belongs to one task (the link, [`link`]); engine calls
 //! never wait on it. A publish is queued to the link in a bounded channel and is
@@ -26,13 +29,13 @@ use super::local::{build_template, hand_to};
 use super::{Engine, EngineStats, LocalEngine, Refused, Subscribed, Unready};
 use crate::codec::Headers;
 use crate::destination::RESERVED;
-use crate::destination::pattern::matches;
 use crate::queue::{QueueError, QueueHandle};
-use crate::registry::Subscriber;
+use crate::registry::{Subscriber, TopicRegistry};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -76,23 +79,44 @@ pub fn server_addrs(nats_url: &str) -> Result<Vec<async_nats::ServerAddr>, Strin
 /// What a NATS subscription of this node is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
-    /// A topic destination or pattern, as the clients wrote it.
+    /// A topic subject, shared by every local pattern that needs it.
     Topic(String),
     /// `/user/{login}/queue/{queue}`.
     User { login: String, queue: String },
 }
 
-/// One NATS subscription (one or two subjects) and the local subscribers it
-/// feeds.
+/// The local subscribers one NATS subscription feeds.
+#[derive(Debug)]
+enum Members {
+    /// Topic subscribers under their patterns: an arrival goes to those whose
+    /// pattern matches its destination, found by the trie.
+    Topic(TopicRegistry),
+    /// The subscribers of one user destination.
+    User(RwLock<Vec<Arc<Subscriber>>>),
+}
+
+/// Retained values handed to recent subscribers: by session, then subscription id.
+type HandedBySession = HashMap<u64, Vec<(String, Arc<Handed>)>>;
+
+/// One NATS subscription (one subject) and the local subscribers it feeds.
 #[derive(Debug)]
 struct Interest {
     key: Key,
+    /// The one subject subscribed to.
     subjects: Vec<String>,
-    /// A topic pattern arrivals must still match (a `#` NATS cannot express).
-    filter: Option<String>,
-    /// Read by the interest's reader task on every arrival; written on
-    /// (un)subscribe. Never held across `.await`.
-    subs: RwLock<Vec<Entry>>,
+    /// What the first subscriber asked for, for errors.
+    label: String,
+    members: Members,
+    /// Local subscriptions using it; changed under the interests' map lock.
+    count: AtomicUsize,
+    /// Written while a new subscriber is handed its retained values and added,
+    /// read by every arrival: no live message reaches a new subscriber before
+    /// its retained values. Never held across `.await`.
+    order: RwLock<()>,
+    /// Retained values handed to recent subscribers (by session, then id).
+    handed: Mutex<HandedBySession>,
+    /// Whether `handed` may hold anything (arrivals read only this otherwise).
+    any_handed: AtomicBool,
     /// Subscribers waiting for the NATS subscription to be in place.
     waiting: Mutex<Waiting>,
 }
@@ -105,6 +129,24 @@ struct Waiting {
 }
 
 impl Interest {
+    fn new(key: Key, subject: String, label: &str) -> Interest {
+        let members = match key {
+            Key::Topic(_) => Members::Topic(TopicRegistry::new()),
+            Key::User { .. } => Members::User(RwLock::default()),
+        };
+        Interest {
+            key,
+            subjects: vec![subject],
+            label: label.to_owned(),
+            members,
+            count: AtomicUsize::new(0),
+            order: RwLock::new(()),
+            handed: Mutex::default(),
+            any_handed: AtomicBool::new(false),
+            waiting: Mutex::default(),
+        }
+    }
+
     /// An answer for a new subscriber: none when the NATS subscription is in
     /// place already.
     fn wait(&self) -> Subscribed {
@@ -122,25 +164,60 @@ impl Interest {
     fn settle(&self, result: Result<(), String>) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         waiting.in_place = result.is_ok();
-        let destination = match &self.key {
-            Key::Topic(pattern) => pattern.clone(),
-            Key::User { queue, .. } => format!("/user/queue/{queue}"),
-        };
         for reply in waiting.replies.drain(..) {
             let _ = reply.send(result.clone().map_err(|reason| QueueError::Unavailable {
-                destination: destination.clone(),
+                destination: self.label.clone(),
                 reason,
             }));
         }
     }
-}
 
-/// One local subscriber of an interest.
-#[derive(Debug)]
-struct Entry {
-    sub: Arc<Subscriber>,
-    /// The retained values it was handed when it subscribed.
-    handed: Option<Box<Handed>>,
+    /// Adds `sub` (under `pattern`, for a topic); the caller holds `order`.
+    fn add(&self, pattern: &str, sub: Arc<Subscriber>, handed: Option<&Arc<Handed>>) {
+        if let Some(h) = handed {
+            let mut map = self.handed.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(sub.session)
+                .or_default()
+                .push((sub.id.clone(), h.clone()));
+            self.any_handed.store(true, Ordering::Release);
+        }
+        match &self.members {
+            Members::Topic(registry) => {
+                registry.subscribe(pattern, sub);
+            }
+            Members::User(list) => list.write().unwrap_or_else(|p| p.into_inner()).push(sub),
+        }
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Removes a subscriber; returns whether it was here.
+    fn remove(&self, pattern: &str, session: u64, id: &str) -> bool {
+        let found = match &self.members {
+            Members::Topic(registry) => registry.unsubscribe(pattern, session, id),
+            Members::User(list) => {
+                let mut list = list.write().unwrap_or_else(|p| p.into_inner());
+                let before = list.len();
+                list.retain(|s| !(s.session == session && s.id == id));
+                list.len() != before
+            }
+        };
+        if found {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+            let mut map = self.handed.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(ids) = map.get_mut(&session) {
+                ids.retain(|(i, _)| i != id);
+                if ids.is_empty() {
+                    map.remove(&session);
+                }
+            }
+        }
+        found
+    }
+
+    /// No local subscriber uses it any more.
+    fn is_unused(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
 }
 
 /// Retained values handed to a new subscriber, by destination. The node's copy
@@ -188,31 +265,60 @@ impl Interest {
             Key::User { queue, .. } => format!("/user/queue/{queue}"),
         };
         let shown = shown.as_str();
-        if let Some(pattern) = &self.filter
-            && !matches(pattern, shown)
-        {
-            return Ok(0);
-        }
         let template = build_template(shown, &message.message_id, &message.headers, message.body);
         let published = Instant::now();
-        let subs = self.subs.read().unwrap_or_else(|p| p.into_inner());
-        let mut n = 0;
-        for entry in subs.iter() {
-            if let Some(handed) = &entry.handed
-                && published < handed.until
-                && handed
-                    .ids
-                    .get(shown)
+        let _order = self.order.read().unwrap_or_else(|p| p.into_inner());
+        let handed = self.recent_handovers(published);
+        // A retained value handed at subscription may be this message or newer.
+        let handed_already = |sub: &Subscriber| {
+            handed.as_ref().is_some_and(|map| {
+                map.get(&sub.session)
+                    .and_then(|ids| ids.iter().find(|(id, _)| *id == sub.id))
+                    .and_then(|(_, h)| h.ids.get(shown))
                     .is_some_and(|id| not_newer(&message.message_id, id))
-            {
-                continue;
+            })
+        };
+        let mut n = 0;
+        match &self.members {
+            Members::Topic(registry) => {
+                registry.for_each_match(shown, |sub| {
+                    if !handed_already(sub) && sub.may_read(shown) {
+                        hand_to(sub, &template, &message.message_id, published);
+                        n += 1;
+                    }
+                });
             }
-            if matches!(self.key, Key::User { .. }) || entry.sub.may_read(shown) {
-                hand_to(&entry.sub, &template, &message.message_id, published);
-                n += 1;
+            Members::User(list) => {
+                for sub in list.read().unwrap_or_else(|p| p.into_inner()).iter() {
+                    if !handed_already(sub) {
+                        hand_to(sub, &template, &message.message_id, published);
+                        n += 1;
+                    }
+                }
             }
         }
         Ok(n)
+    }
+
+    /// The retained values handed to subscribers within [`HANDED_WINDOW`] of
+    /// `now`, forgetting older ones; `None` (one flag read) when there are none.
+    fn recent_handovers(
+        &self,
+        now: Instant,
+    ) -> Option<std::sync::MutexGuard<'_, HandedBySession>> {
+        if !self.any_handed.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut map = self.handed.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, ids| {
+            ids.retain(|(_, h)| now < h.until);
+            !ids.is_empty()
+        });
+        if map.is_empty() {
+            self.any_handed.store(false, Ordering::Release);
+            return None;
+        }
+        Some(map)
     }
 }
 
@@ -371,94 +477,146 @@ impl ClusterEngine {
         Ok(0)
     }
 
-    /// Adds `sub` under `key`, opening the NATS subscription if it is the first.
+    /// Adds `sub` (of `pattern`, a topic pattern or the user destination it
+    /// reads) to the interest of every subject in `keys`, opening each NATS
+    /// subscription that is new; hands it the retained values `pattern` matches
+    /// (topics) first, under the interests' `order`, so no live message comes
+    /// before them.
     fn join(
         &self,
-        key: Key,
-        interest: impl FnOnce() -> Result<subject::Interest, subject::TooLong>,
+        keys: Vec<(Key, String)>,
+        pattern: &str,
         sub: Arc<Subscriber>,
     ) -> Result<Subscribed, Refused> {
         let mut map = self.interests.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = map.get(&key) {
-            // Handed over under the write lock: no live message reaches the new
-            // subscriber before its retained values.
-            let mut subs = existing.subs.write().unwrap_or_else(|p| p.into_inner());
-            let entry = self.entry(&key, sub);
-            subs.push(entry);
-            return Ok(existing.wait());
+        let mut joined = Vec::with_capacity(keys.len());
+        for (key, subject) in keys {
+            let (interest, created) = match map.get(&key) {
+                Some(existing) => (existing.clone(), false),
+                None => {
+                    let created = Arc::new(Interest::new(key.clone(), subject, pattern));
+                    map.insert(key, created.clone());
+                    (created, true)
+                }
+            };
+            joined.push((interest, created));
         }
-        let wanted = interest().map_err(too_long)?;
-        let entry = self.entry(&key, sub);
-        let filter = match &key {
-            Key::Topic(pattern) if wanted.filter => Some(pattern.clone()),
-            _ => None,
-        };
-        let created = Arc::new(Interest {
-            key: key.clone(),
-            subjects: wanted.subjects,
-            filter,
-            subs: RwLock::new(vec![entry]),
-            waiting: Mutex::default(),
-        });
-        let subscribed = created.wait();
-        map.insert(key, created.clone());
-        // Sent under the lock, so opens and closes of one key reach the link in
-        // the order the map saw them.
-        let _ = self.control.send(link::Control::Open(created));
-        Ok(subscribed)
+        let orders: Vec<_> = joined
+            .iter()
+            .map(|(i, _)| i.order.write().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        let handed = self.hand_over(&joined[0].0.key, pattern, &sub);
+        for (interest, _) in &joined {
+            interest.add(pattern, sub.clone(), handed.as_ref());
+        }
+        drop(orders);
+        let mut answers = Vec::new();
+        for (interest, created) in joined {
+            answers.extend(interest.wait());
+            if created {
+                // Sent under the map's lock, so opens and closes of one key
+                // reach the link in the order the map saw them.
+                let _ = self.control.send(link::Control::Open(interest));
+            }
+        }
+        Ok(all_of(answers))
     }
 
-    /// A new subscriber's entry, after handing it the retained values it matches
-    /// (topics only).
-    fn entry(&self, key: &Key, sub: Arc<Subscriber>) -> Entry {
-        let Key::Topic(pattern) = key else {
-            return Entry { sub, handed: None };
+    /// Hands a new topic subscriber the retained values `pattern` matches;
+    /// what was handed, if anything.
+    fn hand_over(&self, key: &Key, pattern: &str, sub: &Arc<Subscriber>) -> Option<Arc<Handed>> {
+        let Key::Topic(_) = key else {
+            return None;
         };
         let mut ids = HashMap::new();
-        self.local.hand_over_retained(pattern, &sub, |dest, id| {
+        self.local.hand_over_retained(pattern, sub, |dest, id| {
             ids.insert(dest.to_owned(), id.to_owned());
         });
-        let handed = (!ids.is_empty()).then(|| {
-            Box::new(Handed {
+        (!ids.is_empty()).then(|| {
+            Arc::new(Handed {
                 until: Instant::now() + HANDED_WINDOW,
                 ids,
             })
-        });
-        Entry { sub, handed }
+        })
     }
 
-    /// Removes a subscriber; the NATS subscription goes [`LINGER`] after its last.
-    fn leave(&self, key: &Key, session: u64, id: &str) -> bool {
-        let map = self.interests.map.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(interest) = map.get(key).cloned() else {
-            return false;
-        };
-        drop(map);
-        let (found, empty) = {
-            let mut subs = interest.subs.write().unwrap_or_else(|p| p.into_inner());
-            let before = subs.len();
-            subs.retain(|e| !(e.sub.session == session && e.sub.id == id));
-            (subs.len() != before, subs.is_empty())
-        };
-        if found && empty {
-            let interests = self.interests.clone();
-            let control = self.control.clone();
-            let key = key.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(LINGER).await;
-                let mut map = interests.map.lock().unwrap_or_else(|p| p.into_inner());
-                let idle = map.get(&key).is_some_and(|i| {
-                    Arc::ptr_eq(i, &interest)
-                        && i.subs.read().unwrap_or_else(|p| p.into_inner()).is_empty()
-                });
-                if idle {
-                    map.remove(&key);
-                    let _ = control.send(link::Control::Close(interest));
-                }
-            });
+    /// Removes a subscriber from the interests of `keys`; a NATS subscription
+    /// goes [`LINGER`] after its last subscriber.
+    fn leave(&self, keys: Vec<Key>, pattern: &str, session: u64, id: &str) -> bool {
+        let mut found = false;
+        for key in keys {
+            let map = self.interests.map.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(interest) = map.get(&key).cloned() else {
+                continue;
+            };
+            let removed = interest.remove(pattern, session, id);
+            drop(map);
+            found |= removed;
+            if removed && interest.is_unused() {
+                self.close_later(key, interest);
+            }
         }
         found
     }
+
+    /// Closes `interest`'s NATS subscription [`LINGER`] from now if nobody has
+    /// joined it by then.
+    fn close_later(&self, key: Key, interest: Arc<Interest>) {
+        let interests = self.interests.clone();
+        let control = self.control.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LINGER).await;
+            let mut map = interests.map.lock().unwrap_or_else(|p| p.into_inner());
+            let idle = map
+                .get(&key)
+                .is_some_and(|i| Arc::ptr_eq(i, &interest) && i.is_unused());
+            if idle {
+                map.remove(&key);
+                let _ = control.send(link::Control::Close(interest));
+            }
+        });
+    }
+}
+
+/// One answer for several: in place when every one of `answers` is.
+fn all_of(mut answers: Vec<crate::queue::Answer>) -> Subscribed {
+    match answers.len() {
+        0 => None,
+        1 => answers.pop(),
+        _ => {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let mut result = Ok(());
+                for mut a in answers {
+                    if let Err(e) = crate::queue::answered(&mut a).await {
+                        result = Err(e);
+                    }
+                }
+                let _ = reply.send(result);
+            });
+            Some(answer)
+        }
+    }
+}
+
+/// The interests of a topic pattern's subjects.
+fn topic_keys(pattern: &str) -> Result<Vec<(Key, String)>, Refused> {
+    let wanted = subject::topic_interest(pattern).map_err(too_long)?;
+    Ok(wanted
+        .subjects
+        .into_iter()
+        .map(|s| (Key::Topic(s.clone()), s))
+        .collect())
+}
+
+/// The interest of a user destination.
+fn user_key(login: &str, queue: &str) -> Result<(Key, String), Refused> {
+    let subject = subject::user(login, queue).map_err(too_long)?;
+    let key = Key::User {
+        login: login.to_owned(),
+        queue: queue.to_owned(),
+    };
+    Ok((key, subject))
 }
 
 /// Why a publish found no room on its way to NATS.
@@ -513,18 +671,18 @@ impl Engine for ClusterEngine {
         subscriber: Arc<Subscriber>,
         from: crate::command::StreamOffset,
     ) -> Result<Subscribed, Refused> {
-        let subscribed = self.join(
-            Key::Topic(pattern.to_owned()),
-            || subject::topic_interest(pattern),
-            subscriber.clone(),
-        )?;
+        let subscribed = self.join(topic_keys(pattern)?, pattern, subscriber.clone())?;
         self.local.subscribe_kept(pattern, subscriber, from);
         Ok(subscribed)
     }
 
     fn unsubscribe_topic(&self, pattern: &str, session: u64, id: &str) -> bool {
         let kept = self.local.unsubscribe_kept(pattern, session, id);
-        self.leave(&Key::Topic(pattern.to_owned()), session, id) || kept
+        let keys = topic_keys(pattern).map_or_else(
+            |_| Vec::new(),
+            |k| k.into_iter().map(|(key, _)| key).collect(),
+        );
+        self.leave(keys, pattern, session, id) || kept
     }
 
     fn subscribe_user(
@@ -533,20 +691,8 @@ impl Engine for ClusterEngine {
         queue: &str,
         subscriber: Arc<Subscriber>,
     ) -> Result<Subscribed, Refused> {
-        let key = Key::User {
-            login: login.to_owned(),
-            queue: queue.to_owned(),
-        };
-        self.join(
-            key,
-            || {
-                Ok(subject::Interest {
-                    subjects: vec![subject::user(login, queue)?],
-                    filter: false,
-                })
-            },
-            subscriber,
-        )
+        let shown = format!("/user/queue/{queue}");
+        self.join(vec![user_key(login, queue)?], &shown, subscriber)
     }
 
     fn unsubscribe_user(&self, login: &str, queue: &str, session: u64, id: &str) -> bool {
@@ -554,7 +700,8 @@ impl Engine for ClusterEngine {
             login: login.to_owned(),
             queue: queue.to_owned(),
         };
-        self.leave(&key, session, id)
+        let shown = format!("/user/queue/{queue}");
+        self.leave(vec![key], &shown, session, id)
     }
 
     fn queue(&self, name: &str) -> Result<QueueHandle, QueueError> {
@@ -566,22 +713,10 @@ impl Engine for ClusterEngine {
         self.link.ready()
     }
 
+    /// Every topic subscriber of this node is in the local registry too (it
+    /// feeds kept destinations), so it counts them.
     fn topic_subscribers(&self, destination: &str) -> usize {
-        let map = self.interests.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter()
-            .filter_map(|(key, interest)| match key {
-                Key::Topic(p) if matches(p, destination) => Some(
-                    interest
-                        .subs
-                        .read()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .iter()
-                        .filter(|e| e.sub.may_read(destination))
-                        .count(),
-                ),
-                _ => None,
-            })
-            .sum()
+        self.local.topic_subscribers(destination)
     }
 
     fn queue_count(&self) -> usize {
