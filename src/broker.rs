@@ -95,8 +95,12 @@ impl Broker {
         engine: impl FnOnce(Arc<LocalEngine>) -> Arc<dyn Engine>,
     ) -> Result<Arc<Broker>, StoreError> {
         let metrics = Arc::new(Metrics::new());
-        let storage = RedbStorage::open(&config.store.path)?;
-        let (store, recovered) = Store::start(Box::new(storage), metrics.clone())?;
+        let storage = RedbStorage::open(&config.store.path, config.store.cache_bytes)?;
+        let (store, recovered) = Store::start(
+            Box::new(storage),
+            metrics.clone(),
+            config.store.max_pending_bytes,
+        )?;
         // Kept topic history goes to the engine, the rest to the queues.
         let (kept, recovered): (Vec<_>, Vec<_>) = recovered
             .into_iter()

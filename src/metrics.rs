@@ -55,6 +55,9 @@ pub mod names {
     pub const STORE_COMMIT_SECONDS: &str = "stompede_store_commit_seconds";
     /// Gauge: durable messages held in the queue store.
     pub const STORED_MESSAGES: &str = "stompede_stored_messages";
+    /// Counter: kept history records not written to the store because
+    /// `store.max_pending_bytes` were waiting for the disk already.
+    pub const STORE_SHED_TOTAL: &str = "stompede_store_shed_total";
     /// Gauge: 1 once the queue store failed a commit and stopped writing.
     pub const STORE_FAILED: &str = "stompede_store_failed";
     /// Gauge: destinations holding a retained message.
@@ -268,6 +271,8 @@ pub struct Metrics {
     pub stored_messages: Gauge,
     /// 1 once the store has failed a commit and stopped writing (fail-stop).
     pub store_failed: Gauge,
+    /// History records not written for a full store channel.
+    pub store_shed: Counter,
 }
 
 impl Metrics {
@@ -321,6 +326,11 @@ impl Metrics {
             store_writes: counter!(names::STORE_WRITES_TOTAL),
             store_commit_seconds: histogram!(names::STORE_COMMIT_SECONDS),
             stored_messages: gauge!(names::STORED_MESSAGES),
+            store_shed: {
+                let shed = counter!(names::STORE_SHED_TOTAL);
+                shed.absolute(0);
+                shed
+            },
             store_failed: {
                 let failed = gauge!(names::STORE_FAILED);
                 failed.set(0.0);

@@ -109,3 +109,60 @@ async fn an_ack_flood_is_held_back_and_others_queue_work_goes_on() {
         "grew {grown} MiB during the ACK flood ({sent} bytes of ACKs)"
     );
 }
+
+// Eight kept destinations flooded with 1000 KiB bodies under
+// `history_max_bytes = 64 MiB`: the history holds at most that, and the process
+// grows less than history_max_bytes + 100 MiB (the store's channel and cache are
+// bounded; they once added +420 MiB that stayed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_flood_stays_within_its_byte_bound() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let b = broker(
+        "[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_bytes = 67108864\nhistory_max_messages = 10000\n[limits]\nmax_frame_bytes = 1100000",
+    );
+    let before = rss_mib();
+    let mut peak = before;
+    let mut publishers = Vec::new();
+    for p in 0..2 {
+        let mut c = Client::tcp(&b).await;
+        c.connect_as("svc", "svc-pw").await;
+        publishers.push(tokio::spawn(async move {
+            let body = "x".repeat(1000 * 1024);
+            for i in 0..150 {
+                let destination = format!("/topic/h.d{}", (i + p * 4) % 8);
+                c.send(
+                    stompede::codec::Frame::new(Command::Send)
+                        .header("destination", destination.as_str())
+                        .body(body.clone()),
+                )
+                .await;
+            }
+            c.publish("/topic/h.d0", "end").await;
+        }));
+    }
+    while publishers.iter().any(|p| !p.is_finished()) {
+        peak = peak.max(rss_mib());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for p in publishers {
+        p.await.unwrap();
+    }
+    // Let the store catch up, then read again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    peak = peak.max(rss_mib());
+    let (status, text) = stats(&b).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let held = v["history"]["bytes"].as_u64().unwrap();
+    assert!(held <= 64 << 20, "history holds {held} bytes");
+    assert!(
+        held > 32 << 20,
+        "the flood reached the history: {held} bytes"
+    );
+    let grown = peak.saturating_sub(before);
+    eprintln!(
+        "history flood: 300 MB published, history holds {} MiB, grew {grown} MiB",
+        held >> 20
+    );
+    assert!(grown < 64 + 100, "grew {grown} MiB");
+}

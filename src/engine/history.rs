@@ -238,7 +238,11 @@ impl Log {
         }
     }
 
-    fn keep(&mut self, k: Kept) {
+    fn keep(&mut self, mut k: Kept) {
+        // A large body arrives as a slice of the connection's read buffer (or a
+        // NATS payload), which it would keep alive whole: the log holds its own
+        // copy, so what it holds is what `history_max_bytes` counts.
+        k.body = Bytes::copy_from_slice(&k.body);
         self.bytes += k.cost();
         self.kept.push_back(k);
     }

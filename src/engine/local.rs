@@ -169,8 +169,9 @@ impl LocalEngine {
             let before = log.bytes();
             let key = self.store.next_key();
             let offset = log.push(key, now_ms(), &message_id, headers, body.clone(), limits);
+            // Shed when the disk is far behind (counted): the log keeps it.
             if let Some(record) = log.record_of_last(destination) {
-                self.store.put(key, record);
+                self.store.put_if_room(key, record);
             }
             // After the store has the newest: shedding may drop it too.
             self.account(before, log, limits.max_bytes);

@@ -20,20 +20,25 @@ pub struct RedbStorage {
 }
 
 impl RedbStorage {
-    /// Opens (or creates) `dir/queues.redb`, creating `dir` if needed.
-    pub fn open(dir: &Path) -> Result<RedbStorage, StoreError> {
+    /// Opens (or creates) `dir/queues.redb`, creating `dir` if needed, caching at
+    /// most `cache_bytes` of its pages in memory (`store.cache_bytes`; redb's own
+    /// default is 1 GiB).
+    pub fn open(dir: &Path, cache_bytes: usize) -> Result<RedbStorage, StoreError> {
         let file = dir.join("queues.redb");
         let fail = |reason: String| StoreError::Open {
             path: file.display().to_string(),
             reason,
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-        let db = Database::create(&file).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                fail("it is in use by another broker".to_owned())
-            }
-            e => fail(e.to_string()),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&file)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    fail("it is in use by another broker".to_owned())
+                }
+                e => fail(e.to_string()),
+            })?;
         Ok(RedbStorage { db })
     }
 }

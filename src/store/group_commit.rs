@@ -3,6 +3,7 @@
 use super::{Op, Storage, StoreError, Waiter};
 use crate::metrics::Metrics;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -10,10 +11,21 @@ use tokio::sync::mpsc;
 /// Most operations in one commit, so that one commit's memory and time stay bounded.
 pub(super) const MAX_BATCH: usize = 8192;
 
+/// What the writer thread shares with the store's handles.
+pub(super) struct Writer {
+    /// Set when a commit fails; the store is then fail-stop.
+    pub(super) failed: Arc<OnceLock<StoreError>>,
+    /// Bytes of records waiting: the thread takes off what it has written.
+    pub(super) pending: Arc<AtomicUsize>,
+    pub(super) metrics: Arc<Metrics>,
+}
+
 /// One group commit being gathered.
 #[derive(Default)]
 pub(super) struct WriteBatch {
     pub(super) puts: Vec<(u64, Vec<u8>)>,
+    /// Bytes of the records taken, cancelled ones included.
+    taken_bytes: usize,
     pub(super) deletes: Vec<u64>,
     waiters: Vec<Waiter>,
     close: Option<tokio::sync::oneshot::Sender<()>>,
@@ -22,7 +34,10 @@ pub(super) struct WriteBatch {
 impl WriteBatch {
     fn take(&mut self, op: Op) {
         match op {
-            Op::Put { key, record } => self.puts.push((key, record)),
+            Op::Put { key, record } => {
+                self.taken_bytes += record.len();
+                self.puts.push((key, record));
+            }
             Op::Delete(key) => self.deletes.push(key),
             Op::Wait(w) => self.waiters.push(w),
             Op::Close(done) => self.close = Some(done),
@@ -65,9 +80,13 @@ impl WriteBatch {
 pub(super) fn run(
     mut storage: Box<dyn Storage>,
     mut rx: mpsc::UnboundedReceiver<Op>,
-    metrics: Arc<Metrics>,
-    failed: Arc<OnceLock<StoreError>>,
+    writer: Writer,
 ) {
+    let Writer {
+        failed,
+        pending,
+        metrics,
+    } = writer;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = WriteBatch::default();
         batch.take(first);
@@ -108,6 +127,7 @@ pub(super) fn run(
                 }
             }
         }
+        pending.fetch_sub(batch.taken_bytes, Ordering::AcqRel);
         for w in batch.waiters {
             w(result.clone());
         }
@@ -175,7 +195,7 @@ mod tests {
             fail: fail.clone(),
         };
         let (store, recovered) =
-            Store::start(Box::new(fake), Arc::new(Metrics::new())).expect("starts");
+            Store::start(Box::new(fake), Arc::new(Metrics::new()), usize::MAX).expect("starts");
         // An unreadable record is skipped, but keys continue after it.
         assert!(recovered.is_empty());
         assert_eq!(store.next_key(), 42);

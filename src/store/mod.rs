@@ -18,7 +18,7 @@ pub use disk::RedbStorage;
 pub use record::Record;
 
 use crate::metrics::Metrics;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -64,12 +64,25 @@ enum Op {
 
 /// A handle to the store's writer thread. Cheap to clone; operations from one
 /// handle are applied in the order they were made.
+///
+/// The channel to the thread counts the bytes of records waiting in it
+/// (`pending`): topic history, which a publisher never waits for, is not written
+/// past `store.max_pending_bytes` ([`Store::put_if_room`], shed and counted).
+/// Queue records always go (a receipt promises them): what bounds those is the
+/// queues' own bounds, since every waiting record is a message its queue holds.
+/// Deletes and waiters are a few bytes each, one per ack or pending answer.
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::UnboundedSender<Op>,
+    /// Bytes of records sent to the writer thread and not yet committed.
+    pending: Arc<AtomicUsize>,
+    /// `store.max_pending_bytes`.
+    max_pending: usize,
     next_key: Arc<AtomicU64>,
     /// Set by the writer thread when a commit fails; the store is then fail-stop.
     failed: Arc<OnceLock<StoreError>>,
+    /// Counts records [`Store::put_if_room`] did not write.
+    shed: metrics::Counter,
 }
 
 impl std::fmt::Debug for Store {
@@ -95,6 +108,7 @@ impl Store {
     pub fn start(
         mut storage: Box<dyn Storage>,
         metrics: Arc<Metrics>,
+        max_pending: usize,
     ) -> Result<(Store, Vec<Recovered>), StoreError> {
         let held = storage.recover()?;
         let next_key = held.last().map(|(k, _)| k + 1).unwrap_or(1);
@@ -108,16 +122,25 @@ impl Store {
         metrics.stored_messages.set(recovered.len() as f64);
         let (tx, rx) = mpsc::unbounded_channel();
         let failed = Arc::new(OnceLock::new());
-        let writer_failed = failed.clone();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let writer = group_commit::Writer {
+            failed: failed.clone(),
+            pending: pending.clone(),
+            metrics: metrics.clone(),
+        };
+        let shed = metrics.store_shed.clone();
         std::thread::Builder::new()
             .name("stompede-store".to_owned())
-            .spawn(move || group_commit::run(storage, rx, metrics, writer_failed))
+            .spawn(move || group_commit::run(storage, rx, writer))
             .map_err(|e| StoreError::Open {
                 path: String::new(),
                 reason: format!("cannot start the store thread: {e}"),
             })?;
         let store = Store {
             tx,
+            pending,
+            max_pending,
+            shed,
             next_key: Arc::new(AtomicU64::new(next_key)),
             failed,
         };
@@ -135,9 +158,37 @@ impl Store {
         self.next_key.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Writes a record.
+    /// Writes a record (a queue's: always, however much is pending).
     pub fn put(&self, key: u64, record: Vec<u8>) {
-        let _ = self.tx.send(Op::Put { key, record });
+        self.pending.fetch_add(record.len(), Ordering::AcqRel);
+        if let Err(mpsc::error::SendError(Op::Put { record, .. })) =
+            self.tx.send(Op::Put { key, record })
+        {
+            self.pending.fetch_sub(record.len(), Ordering::AcqRel);
+        }
+    }
+
+    /// Writes a record that may be lost (topic history, kept in memory anyway),
+    /// unless `store.max_pending_bytes` are waiting for the disk already: then it
+    /// is not written, counted in `stompede_store_shed_total`, and false.
+    pub fn put_if_room(&self, key: u64, record: Vec<u8>) -> bool {
+        let before = self.pending.fetch_add(record.len(), Ordering::AcqRel);
+        if before > 0 && before + record.len() > self.max_pending {
+            self.pending.fetch_sub(record.len(), Ordering::AcqRel);
+            self.shed.increment(1);
+            return false;
+        }
+        if let Err(mpsc::error::SendError(Op::Put { record, .. })) =
+            self.tx.send(Op::Put { key, record })
+        {
+            self.pending.fetch_sub(record.len(), Ordering::AcqRel);
+        }
+        true
+    }
+
+    /// Bytes of records waiting for the disk.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
     }
 
     /// Deletes a record.

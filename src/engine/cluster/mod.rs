@@ -302,10 +302,7 @@ impl Interest {
 
     /// The retained values handed to subscribers within [`HANDED_WINDOW`] of
     /// `now`, forgetting older ones; `None` (one flag read) when there are none.
-    fn recent_handovers(
-        &self,
-        now: Instant,
-    ) -> Option<std::sync::MutexGuard<'_, HandedBySession>> {
+    fn recent_handovers(&self, now: Instant) -> Option<std::sync::MutexGuard<'_, HandedBySession>> {
         if !self.any_handed.load(Ordering::Acquire) {
             return None;
         }
