@@ -116,19 +116,53 @@ impl Drop for HttpSlot {
     }
 }
 
-/// The broker-wide budget of bytes held in unfinished frames.
+/// The broker-wide budget of bytes held in unfinished frames (STOMP frames and
+/// `POST /api/publish` bodies), of which one client address, and one login,
+/// holds at most a share: an eighth, and at least one whole frame. So one client
+/// cannot take the budget from everyone else. The map of holders has an entry
+/// per address or login holding bytes now, at most one per connection.
 #[derive(Debug)]
 pub struct PendingBudget {
     used: AtomicUsize,
     max: usize,
+    share: usize,
+    held: DashMap<Holder, usize>,
+}
+
+/// Who holds part of a [`PendingBudget`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Holder {
+    /// A client address (an IPv4 address or an IPv6 /64).
+    Address(IpAddr),
+    /// A login (over HTTP, known before the body arrives).
+    Login(String),
+}
+
+impl Holder {
+    /// The holder for client address `ip`.
+    pub fn address(ip: IpAddr) -> Holder {
+        Holder::Address(address_key(ip))
+    }
+}
+
+/// Why a [`PendingBudget`] refused bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exhausted {
+    /// Every client together holds the budget.
+    All,
+    /// This holder has its share.
+    Share,
 }
 
 impl PendingBudget {
-    /// A budget of `max` bytes.
-    pub fn new(max: usize) -> Self {
+    /// A budget of `max` bytes, of which one holder may have an eighth, and at
+    /// least `frame` bytes.
+    pub fn new(max: usize, frame: usize) -> Self {
         PendingBudget {
             used: AtomicUsize::new(0),
             max,
+            share: (max / 8).max(frame).min(max),
+            held: DashMap::new(),
         }
     }
 
@@ -143,6 +177,51 @@ impl PendingBudget {
 
     pub(crate) fn give(&self, n: usize) {
         self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Takes `n` bytes for `holders` (each within its share), or takes nothing.
+    pub(crate) fn take_for(&self, holders: &[Holder], n: usize) -> Result<(), Exhausted> {
+        if n == 0 {
+            return Ok(());
+        }
+        for (i, h) in holders.iter().enumerate() {
+            let mut held = self.held.entry(h.clone()).or_insert(0);
+            if *held + n > self.share {
+                drop(held);
+                self.give_holders(&holders[..i], n);
+                self.held.remove_if(h, |_, v| *v == 0);
+                return Err(Exhausted::Share);
+            }
+            *held += n;
+        }
+        if !self.take(n) {
+            self.give_holders(holders, n);
+            return Err(Exhausted::All);
+        }
+        Ok(())
+    }
+
+    /// Gives back `n` bytes taken for `holders`.
+    pub(crate) fn give_for(&self, holders: &[Holder], n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.give_holders(holders, n);
+        self.give(n);
+    }
+
+    fn give_holders(&self, holders: &[Holder], n: usize) {
+        for h in holders {
+            if let Some(mut held) = self.held.get_mut(h) {
+                *held = held.saturating_sub(n);
+            }
+            self.held.remove_if(h, |_, v| *v == 0);
+        }
+    }
+
+    /// What one holder may have.
+    pub fn share(&self) -> usize {
+        self.share
     }
 
     /// The budget's size.
@@ -195,8 +274,36 @@ mod tests {
     }
 
     #[test]
+    fn one_holder_takes_at_most_its_share_and_everything_comes_back() {
+        let b = PendingBudget::new(800, 10);
+        assert_eq!(b.share(), 100);
+        let a = [
+            Holder::address("192.0.2.1".parse().unwrap()),
+            Holder::Login("t".into()),
+        ];
+        assert_eq!(b.take_for(&a, 60), Ok(()));
+        assert_eq!(b.take_for(&a, 60), Err(Exhausted::Share));
+        assert_eq!(b.used(), 60, "a refusal takes nothing");
+        // The same login from another address shares the login's share.
+        let other = [
+            Holder::address("192.0.2.2".parse().unwrap()),
+            Holder::Login("t".into()),
+        ];
+        assert_eq!(b.take_for(&other, 50), Err(Exhausted::Share));
+        let someone = [Holder::address("192.0.2.2".parse().unwrap())];
+        assert_eq!(b.take_for(&someone, 100), Ok(()));
+        b.give_for(&a, 60);
+        b.give_for(&someone, 100);
+        assert_eq!(b.used(), 0);
+        assert!(b.held.is_empty(), "no entry stays behind");
+        // A share is at least one frame, and never more than the budget.
+        assert_eq!(PendingBudget::new(800, 300).share(), 300);
+        assert_eq!(PendingBudget::new(800, 3000).share(), 800);
+    }
+
+    #[test]
     fn the_budget_never_passes_its_max() {
-        let b = PendingBudget::new(100);
+        let b = PendingBudget::new(100, 1);
         assert!(b.take(60));
         assert!(!b.take(41));
         assert!(b.take(40));

@@ -188,6 +188,7 @@ impl Broker {
             max_connections,
             pending_frames: crate::admission::PendingBudget::new(
                 config.limits.max_pending_frame_bytes,
+                config.limits.max_frame_bytes,
             ),
             config,
             engine,

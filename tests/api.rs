@@ -191,10 +191,11 @@ async fn bodies_share_the_pending_budget_and_a_slow_one_gets_408() {
         "[limits]\nframe_timeout_ms = 400\nmax_pending_frame_bytes = 3000\nmax_frame_bytes = 2048\n",
     );
     let svc = basic("svc", "svc-pw");
-    // A body that never finishes holds its declared 2,000 bytes of the budget.
+    // A body that never finishes holds the 1,990 bytes it sent of the budget.
     let mut slow = tokio::net::TcpStream::connect(b.http_addr).await.unwrap();
     let head = format!(
-        "POST /api/publish?destination=/topic/a HTTP/1.1\r\nHost: x\r\nAuthorization: {svc}\r\nContent-Length: 2000\r\n\r\n0123456789"
+        "POST /api/publish?destination=/topic/a HTTP/1.1\r\nHost: x\r\nAuthorization: {svc}\r\nContent-Length: 2000\r\n\r\n{}",
+        "0123456789".repeat(199)
     );
     slow.write_all(head.as_bytes()).await.unwrap();
     // Until it is held, another 1,500 bytes fit; from then on they get a 503.
@@ -290,4 +291,93 @@ async fn stats_show_connections_subscriptions_and_queues_to_admins_and_services_
     assert_eq!((status, error_of(&text).0.as_str()), (403, "forbidden"));
     let (status, _) = common::http_get(b.http_addr, "/api/stats").await;
     assert_eq!(status, 401);
+}
+
+/// Sends the head of a `POST /api/publish` by alice from 127.0.0.1 declaring
+/// `length` bytes, then `sent` bytes of it, and keeps the connection open.
+async fn stalled_publish(
+    b: &common::TestBroker,
+    query: &str,
+    length: usize,
+    sent: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = common::connect_from("127.0.0.1", b.http_addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/publish{query} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n",
+        basic("alice", "alice-pw")
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&vec![b' '; sent]).await.unwrap();
+    s
+}
+
+/// The status line's code of what `s` has answered, within a second (None if
+/// nothing came).
+async fn answered(s: &mut tokio::net::TcpStream) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(1), s.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    text.split(' ').nth(1)?.parse().ok()
+}
+
+// A trader's publish requests cannot take the unfinished-frame budget from
+// everyone: rights are checked from the head before any body is held; a head that
+// declares a megabyte holds nothing until bytes arrive; and what does arrive
+// counts against her address's and login's share (an eighth). A service from
+// another address then still sends its 512 KiB over STOMP and over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_requests_cannot_take_the_frame_budget_from_others() {
+    let b = broker("[limits]\nmax_pending_frame_bytes = 16777216\nmax_frame_bytes = 1048576");
+    let mut held = Vec::new();
+    // Where she may not publish: refused from the head, the body never read.
+    for _ in 0..40 {
+        let mut s = stalled_publish(&b, "?destination=/app/none", 1 << 20, 0).await;
+        assert_eq!(answered(&mut s).await, Some(400));
+        held.push(s);
+    }
+    // Heads declaring 1 MiB each (40 MiB, past the 16 MiB budget): nothing held.
+    for _ in 0..40 {
+        held.push(stalled_publish(&b, "", 1 << 20, 0).await);
+    }
+    // Bodies that arrive: 600 KiB each; her share is 2 MiB, so the fourth is refused.
+    let mut partial = Vec::new();
+    for _ in 0..3 {
+        partial.push(stalled_publish(&b, "", 1 << 20, 600 * 1024).await);
+    }
+    // (It sends its whole body, which is read and dropped, so it reads its 503.)
+    let mut fourth = stalled_publish(&b, "", 1 << 20, 1 << 20).await;
+    assert_eq!(answered(&mut fourth).await, Some(503), "past her share");
+    for s in &mut partial {
+        assert_eq!(answered(s).await, None, "within her share, still waiting");
+    }
+    // Everyone else: a service on another address, over STOMP and HTTP.
+    let mut svc = Client::tcp_from(&b, "127.0.0.2").await;
+    svc.connect_as("svc", "svc-pw").await;
+    let mut sub = Client::tcp(&b).await;
+    sub.connect().await;
+    sub.subscribe("s", "/topic/big").await;
+    let big = "y".repeat(512 * 1024);
+    svc.publish("/topic/big", &big).await;
+    assert_eq!(sub.message_on("/topic/big").await.len(), big.len());
+    let mut s = common::connect_from("127.0.0.2", b.http_addr)
+        .await
+        .unwrap();
+    let request = format!(
+        "POST /api/publish?destination=/topic/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {}\r\nContent-Length: {}\r\n\r\n{big}",
+        basic("svc", "svc-pw"),
+        big.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut s, request.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(answered(&mut s).await, Some(202));
+    assert_eq!(sub.message_on("/topic/big").await.len(), big.len());
+    drop((held, partial));
 }

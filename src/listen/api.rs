@@ -13,6 +13,7 @@
 //! the broker cannot take the message (or already holds
 //! `limits.max_pending_frame_bytes` in unfinished frames and bodies).
 
+use crate::admission::{Exhausted, Holder};
 use crate::auth::{AuthError, Credentials, Role};
 use crate::broker::Broker;
 use crate::codec::Headers;
@@ -21,7 +22,7 @@ use crate::session::ProtocolError;
 use crate::session::send::{Sent, apply};
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -186,18 +187,30 @@ async fn accept(
             format!("the body exceeds {max} bytes (limits.max_frame_bytes)"),
         )
     };
-    // The body is held in memory until routed: it takes its size (at most the
-    // frame limit) from the budget unfinished STOMP frames share, and must arrive
-    // within the frame timeout, as a frame must.
-    let declared = content_length.filter(|n| *n <= max);
     if content_length.is_some_and(|n| n > max) {
         return Err(too_large());
     }
-    let _held = Held::take(broker, declared.unwrap_or(max))?;
+    // Rights first, from the head alone, when it names the destination: a
+    // request that may not publish there holds nothing.
+    if let Some(destination) = &query_destination {
+        let probe = message(destination.clone(), Headers::new(), Bytes::new());
+        crate::session::send::route(broker, &identity, &probe).map_err(refusal)?;
+    }
+    // The body is held in memory until routed: each chunk, as it arrives, takes
+    // its bytes from the budget unfinished STOMP frames share (within this
+    // address's and this login's share of it), and all of it must arrive within
+    // the frame timeout, as a frame must.
+    let mut holders = vec![Holder::address(peer.ip())];
+    holders.extend(identity.login.clone().map(Holder::Login));
+    let mut held = Held {
+        broker,
+        holders,
+        bytes: 0,
+    };
     let limits = broker.limits();
     let body = tokio::time::timeout(
         limits.frame_timeout(),
-        Limited::new(req.into_body(), max).collect(),
+        read_body(req.into_body(), &mut held, max),
     )
     .await
     .map_err(|_| {
@@ -209,18 +222,7 @@ async fn accept(
                 limits.frame_timeout_ms
             ),
         )
-    })?
-    .map_err(
-        |e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
-            Some(_) => too_large(),
-            None => Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "the body could not be read",
-            ),
-        },
-    )?
-    .to_bytes();
+    })??;
     let send = match query_destination {
         Some(destination) => {
             let mut headers = Headers::new();
@@ -294,30 +296,92 @@ async fn accept(
     }
 }
 
-/// Bytes of a request body held against `limits.max_pending_frame_bytes`, given
-/// back on drop.
+/// Reads a request body of at most `max` bytes, each chunk held in `held`
+/// before it is kept. Once the budget refuses a chunk, the rest of the body is
+/// read and dropped, holding nothing, so the client reads its 503 instead of a
+/// connection reset (the frame timeout still bounds how long that takes).
+async fn read_body(mut body: Incoming, held: &mut Held<'_>, max: usize) -> Result<Bytes, Refusal> {
+    let mut out = bytes::BytesMut::new();
+    let mut refused = None;
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body could not be read",
+            )
+        })?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        seen += chunk.len();
+        if seen > max {
+            return Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body exceeds {max} bytes (limits.max_frame_bytes)"),
+            ));
+        }
+        if refused.is_some() {
+            continue;
+        }
+        match held.take(chunk.len()) {
+            Ok(()) => out.extend_from_slice(&chunk),
+            Err(r) => {
+                refused = Some(r);
+                out = bytes::BytesMut::new();
+                held.give_back();
+            }
+        }
+    }
+    match refused {
+        Some(r) => Err(r),
+        None => Ok(out.freeze()),
+    }
+}
+
+/// Bytes of a request body held against `limits.max_pending_frame_bytes` (and
+/// its holders' shares), as they arrive; given back on drop.
 struct Held<'b> {
     broker: &'b Broker,
+    holders: Vec<Holder>,
     bytes: usize,
 }
 
-impl<'b> Held<'b> {
-    fn take(broker: &'b Broker, bytes: usize) -> Result<Held<'b>, Refusal> {
-        if !broker.pending_frames.take(bytes) {
-            broker.metrics.error_sent("pending_frames_full");
-            return Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                ProtocolError::PendingFramesFull(broker.pending_frames.max()).to_string(),
-            ));
-        }
-        Ok(Held { broker, bytes })
+impl Held<'_> {
+    fn take(&mut self, n: usize) -> Result<(), Refusal> {
+        let budget = &self.broker.pending_frames;
+        let refused = match budget.take_for(&self.holders, n) {
+            Ok(()) => {
+                self.bytes += n;
+                return Ok(());
+            }
+            Err(Exhausted::All) => ProtocolError::PendingFramesFull(budget.max()),
+            Err(Exhausted::Share) => ProtocolError::PendingFramesShare(budget.share()),
+        };
+        self.broker.metrics.error_sent(refused.reason());
+        Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            refused.to_string(),
+        ))
+    }
+}
+
+impl Held<'_> {
+    /// Gives back everything held.
+    fn give_back(&mut self) {
+        self.broker
+            .pending_frames
+            .give_for(&self.holders, self.bytes);
+        self.bytes = 0;
     }
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.broker.pending_frames.give(self.bytes);
+        self.give_back();
     }
 }
 

@@ -88,6 +88,11 @@ pub enum ProtocolError {
         "the broker holds its limit of {0} bytes in unfinished frames (limits.max_pending_frame_bytes); send smaller frames or retry"
     )]
     PendingFramesFull(usize),
+    /// This client address (or login) holds its share of that budget.
+    #[error(
+        "this client holds its share of {0} bytes in unfinished frames (an eighth of limits.max_pending_frame_bytes); send smaller frames or retry"
+    )]
+    PendingFramesShare(usize),
     /// A reload removed the session's login from the configuration.
     #[error("login {0:?} was removed from the configuration")]
     LoginRemoved(String),
@@ -128,7 +133,9 @@ impl ProtocolError {
             ProtocolError::TokenExpired => "token_expired",
             ProtocolError::LoginRemoved(_) => "login_removed",
             ProtocolError::FrameTimeout(_) => "frame_timeout",
-            ProtocolError::PendingFramesFull(_) => "pending_frames_full",
+            ProtocolError::PendingFramesFull(_) | ProtocolError::PendingFramesShare(_) => {
+                "pending_frames_full"
+            }
             ProtocolError::TransactionTooLarge(_) => "transaction_too_large",
         }
     }

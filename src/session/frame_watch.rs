@@ -10,8 +10,10 @@
 //! message it has not finished, which never wake the read branch.
 
 use super::ProtocolError;
+use crate::admission::{Exhausted, Holder};
 use crate::broker::Broker;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,6 +24,8 @@ use tokio::time::{Instant, Sleep};
 #[derive(Debug)]
 pub(super) struct FrameWatch {
     broker: Arc<Broker>,
+    /// Whose share of the budget the bytes are: the client's address.
+    holder: [Holder; 1],
     timeout: Duration,
     /// When the unfinished frame was first seen.
     started: Option<Instant>,
@@ -31,10 +35,11 @@ pub(super) struct FrameWatch {
 }
 
 impl FrameWatch {
-    pub(super) fn new(broker: Arc<Broker>) -> Self {
+    pub(super) fn new(broker: Arc<Broker>, peer: IpAddr) -> Self {
         let timeout = broker.limits().frame_timeout();
         FrameWatch {
             broker,
+            holder: [Holder::address(peer)],
             timeout,
             started: None,
             deadline: None,
@@ -57,11 +62,17 @@ impl FrameWatch {
     ) -> Poll<ProtocolError> {
         let budget = &self.broker.pending_frames;
         if pending > self.accounted {
-            if !budget.take(pending - self.accounted) {
-                return Poll::Ready(ProtocolError::PendingFramesFull(budget.max()));
+            match budget.take_for(&self.holder, pending - self.accounted) {
+                Ok(()) => {}
+                Err(Exhausted::All) => {
+                    return Poll::Ready(ProtocolError::PendingFramesFull(budget.max()));
+                }
+                Err(Exhausted::Share) => {
+                    return Poll::Ready(ProtocolError::PendingFramesShare(budget.share()));
+                }
             }
         } else {
-            budget.give(self.accounted - pending);
+            budget.give_for(&self.holder, self.accounted - pending);
         }
         self.accounted = pending;
         if pending == 0 {
@@ -84,6 +95,8 @@ impl FrameWatch {
 
 impl Drop for FrameWatch {
     fn drop(&mut self) {
-        self.broker.pending_frames.give(self.accounted);
+        self.broker
+            .pending_frames
+            .give_for(&self.holder, self.accounted);
     }
 }

@@ -159,7 +159,7 @@ impl Session {
             id,
             name: format!("session-{id}"),
             decoder: Decoder::new(broker.limits().codec()),
-            frame_watch: frame_watch::FrameWatch::new(broker.clone()),
+            frame_watch: frame_watch::FrameWatch::new(broker.clone(), peer.ip()),
             peer,
             connect_deadline: far_future(broker.limits().connect_timeout()),
             token_deadline: None,
