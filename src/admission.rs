@@ -33,13 +33,38 @@ pub fn fit_to_descriptors(
     (max_connections.min(stomp), http)
 }
 
-/// Open sockets per client address, and open plain HTTP connections.
+/// Open sockets per client address, and open plain HTTP connections (of which
+/// one address holds at most a quarter, so one client's idle sockets cannot
+/// take HTTP from everyone), and the few probe connections that answer
+/// `/healthz` and `/readyz` when a client is past those limits.
 #[derive(Debug)]
 pub struct Admission {
     per_address: DashMap<IpAddr, usize>,
     max_per_address: usize,
     http_open: AtomicUsize,
     max_http: usize,
+    /// Plain HTTP connections by address; an entry per address holding one.
+    http_per_address: DashMap<IpAddr, usize>,
+    probes_open: AtomicUsize,
+}
+
+/// Connections served only for `/healthz` and `/readyz` beyond the limits, at
+/// once: each reads one request head within [`PROBE_WAIT`] and is closed.
+pub const MAX_PROBES: usize = 64;
+
+/// How long a probe connection has to send its request.
+pub const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A probe connection's place ([`Admission::open_probe`]).
+#[derive(Debug)]
+pub struct ProbeSlot {
+    admission: Arc<Admission>,
+}
+
+impl Drop for ProbeSlot {
+    fn drop(&mut self) {
+        self.admission.probes_open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// One socket's place in its address's count; shared by the HTTP connection and
@@ -54,6 +79,16 @@ pub struct AddressSlot {
 #[derive(Debug)]
 pub struct HttpSlot {
     admission: Arc<Admission>,
+    key: IpAddr,
+}
+
+/// Why [`Admission::open_http`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpFull {
+    /// Every HTTP slot is taken.
+    All,
+    /// This address holds its quarter of them.
+    Share,
 }
 
 impl Admission {
@@ -64,7 +99,26 @@ impl Admission {
             max_per_address,
             http_open: AtomicUsize::new(0),
             max_http,
+            http_per_address: DashMap::new(),
+            probes_open: AtomicUsize::new(0),
         })
+    }
+
+    /// HTTP connections one address may hold: a quarter, at least one.
+    pub fn http_share(&self) -> usize {
+        (self.max_http / 4).max(1)
+    }
+
+    /// A place for a probe connection, or `None` when [`MAX_PROBES`] are open.
+    pub fn open_probe(self: &Arc<Self>) -> Option<ProbeSlot> {
+        self.probes_open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_PROBES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ProbeSlot {
+                admission: self.clone(),
+            })
     }
 
     /// A place for a new socket from `ip`, or `None` at the per-address limit.
@@ -81,16 +135,28 @@ impl Admission {
         }))
     }
 
-    /// A place for a plain HTTP connection, or `None` at the limit.
-    pub fn open_http(self: &Arc<Self>) -> Option<HttpSlot> {
-        self.http_open
+    /// A place for a plain HTTP connection from `ip`, or why not.
+    pub fn open_http(self: &Arc<Self>, ip: IpAddr) -> Result<HttpSlot, HttpFull> {
+        let key = address_key(ip);
+        let mut mine = self.http_per_address.entry(key).or_insert(0);
+        if *mine >= self.http_share() {
+            return Err(HttpFull::Share);
+        }
+        let taken = self
+            .http_open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max_http).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| HttpSlot {
-                admission: self.clone(),
-            })
+            });
+        if taken.is_err() {
+            drop(mine);
+            self.http_per_address.remove_if(&key, |_, c| *c == 0);
+            return Err(HttpFull::All);
+        }
+        *mine += 1;
+        Ok(HttpSlot {
+            admission: self.clone(),
+            key,
+        })
     }
 
     /// Sockets open from `ip`'s address.
@@ -113,6 +179,12 @@ impl Drop for AddressSlot {
 impl Drop for HttpSlot {
     fn drop(&mut self) {
         self.admission.http_open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(mut c) = self.admission.http_per_address.get_mut(&self.key) {
+            *c -= 1;
+        }
+        self.admission
+            .http_per_address
+            .remove_if(&self.key, |_, c| *c == 0);
     }
 }
 
@@ -267,10 +339,30 @@ mod tests {
         assert!(a.admit(ip).is_none(), "still held by the clone");
         drop((shared, two));
         assert_eq!(a.open_from(ip), 0);
-        let h = a.open_http().unwrap();
-        assert!(a.open_http().is_none());
+        let h = a.open_http(ip).unwrap();
+        assert_eq!(a.open_http(ip).err(), Some(HttpFull::Share));
         drop(h);
-        assert!(a.open_http().is_some());
+        assert!(a.open_http(ip).is_ok());
+        // One address holds at most a quarter of the HTTP slots.
+        let a = Admission::new(100, 8);
+        let one: Vec<_> = (0..2).map(|_| a.open_http(ip).unwrap()).collect();
+        assert_eq!(a.open_http(ip).err(), Some(HttpFull::Share));
+        let others: Vec<_> = (2..8)
+            .map(|i| {
+                a.open_http(format!("192.0.2.{i}").parse().unwrap())
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            a.open_http("192.0.2.99".parse().unwrap()).err(),
+            Some(HttpFull::All)
+        );
+        drop((one, others));
+        assert!(a.http_per_address.is_empty());
+        let probes: Vec<_> = (0..MAX_PROBES).map(|_| a.open_probe().unwrap()).collect();
+        assert!(a.open_probe().is_none());
+        drop(probes);
+        assert!(a.open_probe().is_some());
     }
 
     #[test]

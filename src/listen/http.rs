@@ -2,7 +2,7 @@
 //! `GET /api/stats`, `/metrics`,
 //! `/healthz`, `/readyz` and the page at `/`.
 
-use crate::admission::AddressSlot;
+use crate::admission::{AddressSlot, HttpFull, PROBE_WAIT};
 use crate::broker::{Broker, ConnectionGuard};
 use crate::metrics::Transport;
 use bytes::Bytes;
@@ -41,8 +41,10 @@ pub async fn serve(
     while let Some((stream, peer)) = super::next_connection(&listener, &broker, "HTTP").await {
         let _ = stream.set_nodelay(true);
         // Over TLS a plain-text 503 could not be read: the socket just closes.
-        let refuse =
-            |stream, message| -> Option<_> { tls.is_none().then(|| refuse(stream, message)) };
+        let refuse = |stream, message| -> Option<_> {
+            tls.is_none()
+                .then(|| refuse_or_probe(stream, broker.clone(), message))
+        };
         let Some(address) = broker.admission.admit(peer.ip()) else {
             broker.metrics.transport(Transport::Ws).refused.increment(1);
             tracing::debug!(%peer, "refused: limits.max_connections_per_ip");
@@ -54,15 +56,21 @@ pub async fn serve(
             }
             continue;
         };
-        let Some(http_slot) = broker.admission.open_http() else {
-            tracing::debug!(%peer, "refused: limits.max_http_connections");
-            if let Some(refusal) = refuse(
-                stream,
-                "too many HTTP connections (limits.max_http_connections)\n",
-            ) {
-                broker.tasks.spawn(refusal);
+        let http_slot = match broker.admission.open_http(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                tracing::debug!(%peer, ?full, "refused: limits.max_http_connections");
+                let message = match full {
+                    HttpFull::All => "too many HTTP connections (limits.max_http_connections)\n",
+                    HttpFull::Share => {
+                        "too many HTTP connections from this address (a quarter of limits.max_http_connections)\n"
+                    }
+                };
+                if let Some(refusal) = refuse(stream, message) {
+                    broker.tasks.spawn(refusal);
+                }
+                continue;
             }
-            continue;
         };
         let conn_broker = broker.clone();
         let metrics = metrics.clone();
@@ -142,20 +150,66 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
 
 /// Answers a refused connection with a 503 naming the limit, then closes it. The
 /// request is read (briefly, a little) first, so the answer is not lost to a reset.
-async fn refuse(mut stream: tokio::net::TcpStream, message: &'static str) {
+/// Answers a connection past a limit: a health probe (`GET` or `HEAD` of
+/// `/healthz` or `/readyz`) as usual, anything else with a 503 naming the limit.
+/// At most [`crate::admission::MAX_PROBES`] such connections at once, each given [`PROBE_WAIT`] to
+/// send its request head; past that the socket just closes. So the probes a
+/// load balancer or an operator sends always answer, whoever holds the slots.
+async fn refuse_or_probe(
+    mut stream: tokio::net::TcpStream,
+    broker: Arc<Broker>,
+    message: &'static str,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{message}",
-        message.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let Some(_probe) = broker.admission.open_probe() else {
+        return;
+    };
+    let _ = tokio::time::timeout(PROBE_WAIT, async {
         let mut request = [0u8; 4096];
-        let _ = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut request)).await;
+        let mut len = 0;
+        while len < request.len() && !request[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut request[len..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => len += n,
+            }
+        }
+        let line = request[..len].split(|b| *b == b'\n').next().unwrap_or_default();
+        let mut words = std::str::from_utf8(line).unwrap_or("").split(' ');
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let (status, body) = match (matches!(method, "GET" | "HEAD"), health(path, &broker)) {
+            (true, Some((status, body))) => (status, body),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, message.to_owned()),
+        };
+        let response = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+            status.as_str(),
+            status.canonical_reason().unwrap_or(""),
+            body.len(),
+            if method == "HEAD" { "" } else { body.as_str() }
+        );
         let _ = stream.write_all(response.as_bytes()).await;
         let _ = stream.shutdown().await;
         while matches!(stream.read(&mut request).await, Ok(n) if n > 0) {}
     })
     .await;
+}
+
+/// The answer to a health probe of `path`, if it is one: `/healthz` is 200
+/// while the process serves; `/readyz` is 503 while shutting down or while the
+/// engine is not ready (a cluster node without NATS, a failed store).
+fn health(path: &str, broker: &Broker) -> Option<(StatusCode, String)> {
+    match path {
+        "/healthz" => Some((StatusCode::OK, "ok\n".to_owned())),
+        "/readyz" if broker.shutdown.is_cancelled() => Some((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_owned(),
+        )),
+        "/readyz" => Some(match broker.engine.ready() {
+            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+            Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        }),
+        _ => None,
+    }
 }
 
 fn route(
@@ -183,19 +237,9 @@ fn route(
                 metrics.render(),
             )
         }
-        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
-        "/readyz" if broker.shutdown.is_cancelled() => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "shutting down\n",
-        ),
-        "/readyz" => match broker.engine.ready() {
-            Err(e) => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                format!("{e}\n"),
-            ),
-            Ok(()) => text(StatusCode::OK, "text/plain", "ready\n"),
+        "/healthz" | "/readyz" => match health(req.uri().path(), &broker) {
+            Some((status, body)) => text(status, "text/plain", body),
+            None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         },
         path => match super::web::asset(path) {
             Some((kind, body)) => text(StatusCode::OK, kind, Bytes::from_static(body)),

@@ -265,3 +265,125 @@ async fn reconnecting_users_skip_the_password_check() {
     wrong.send(connect_frame("slow", "nope")).await;
     wrong.expect_error("authentication failed").await;
 }
+
+/// A plain HTTP request from loopback address `local`: (status, body); `None`
+/// when the connection closed without an answer.
+async fn http_from(
+    local: &str,
+    addr: std::net::SocketAddr,
+    request: &str,
+) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = crate::common::connect_from(local, addr).await.ok()?;
+    s.write_all(request.as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    tokio::time::timeout(TIMEOUT, s.read_to_end(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    Some((status, text.split_once("\r\n\r\n")?.1.to_owned()))
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+}
+
+/// `n` idle sockets from `local` to the HTTP port, held open.
+async fn idle_http(
+    b: &crate::common::TestBroker,
+    local: &str,
+    n: usize,
+) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(
+            crate::common::connect_from(local, b.http_addr)
+                .await
+                .unwrap(),
+        );
+    }
+    held
+}
+
+// Idle sockets from one address (then a few from a second) cannot take every HTTP
+// slot: an address holds at most a quarter of them, so a third address still gets
+// /healthz, the WebSocket handshake and /api/publish. And when the slots are full
+// all the same (four addresses), /healthz and /readyz still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http_sockets_from_one_address_cannot_take_every_slot() {
+    let b = broker("[limits]\nmax_http_connections = 64");
+    let mut held = idle_http(&b, "127.0.0.1", 60).await;
+    held.extend(idle_http(&b, "127.0.0.2", 10).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        http_from("127.0.0.3", b.http_addr, &get("/healthz")).await,
+        Some((200, "ok\n".to_owned()))
+    );
+    let mut ws = Client::ws_from(&b, "127.0.0.3").await.expect("a WebSocket");
+    ws.connect().await;
+    ws.subscribe("s", "/topic/t").await;
+    let publish = format!(
+        "POST /api/publish?destination=/topic/t HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {}\r\nContent-Length: 2\r\n\r\nhi",
+        crate::common::basic("svc", "svc-pw")
+    );
+    assert_eq!(
+        http_from("127.0.0.3", b.http_addr, &publish)
+            .await
+            .map(|a| a.0),
+        Some(202)
+    );
+    assert_eq!(ws.message_on("/topic/t").await, "hi");
+    // The first address is past its quarter: the page is refused, naming why.
+    let (status, body) = http_from("127.0.0.1", b.http_addr, &get("/"))
+        .await
+        .unwrap();
+    assert_eq!(status, 503);
+    assert!(body.contains("limits.max_http_connections"), "{body}");
+    // Every slot taken (a quarter each by four addresses): probes still answer.
+    for local in ["127.0.0.4", "127.0.0.5", "127.0.0.6"] {
+        held.extend(idle_http(&b, local, 16).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = http_from("127.0.0.7", b.http_addr, &get("/"))
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        http_from("127.0.0.7", b.http_addr, &get("/healthz")).await,
+        Some((200, "ok\n".to_owned()))
+    );
+    assert_eq!(
+        http_from("127.0.0.7", b.http_addr, &get("/readyz")).await,
+        Some((200, "ready\n".to_owned()))
+    );
+    drop(held);
+}
+
+// An address at `limits.max_connections_per_ip` with STOMP connections still
+// gets its /healthz and /readyz answered (a 503 naming the limit for anything else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_an_address_that_holds_all_its_connections() {
+    let b = broker("[limits]\nmax_connections_per_ip = 20");
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut c = Client::tcp_from(&b, "127.0.0.8").await;
+        c.connect().await;
+        clients.push(c);
+    }
+    let (status, body) = http_from("127.0.0.8", b.http_addr, &get("/"))
+        .await
+        .unwrap();
+    assert_eq!(status, 503);
+    assert!(body.contains("limits.max_connections_per_ip"), "{body}");
+    assert_eq!(
+        http_from("127.0.0.8", b.http_addr, &get("/healthz")).await,
+        Some((200, "ok\n".to_owned()))
+    );
+    assert_eq!(
+        http_from("127.0.0.8", b.http_addr, &get("/readyz")).await,
+        Some((200, "ready\n".to_owned()))
+    );
+    drop(clients);
+}
