@@ -295,6 +295,19 @@ impl Authenticator {
         self.users().by_login.contains_key(login)
     }
 
+    /// Who `login` is now (its roles in the users in force), if it is a user.
+    pub fn identity_of(&self, login: &str) -> Option<Identity> {
+        self.users().by_login.get(login).map(|u| Identity {
+            login: Some(u.login.clone()),
+            roles: u.roles.clone(),
+        })
+    }
+
+    /// Whether clients may connect without a login now (`auth.anonymous`).
+    pub fn anonymous_allowed(&self) -> bool {
+        self.users().anonymous
+    }
+
     fn users(&self) -> Arc<Users> {
         self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

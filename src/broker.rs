@@ -372,12 +372,11 @@ impl Broker {
     /// is named in `need_restart` and left as it was.
     pub fn apply(&self, new: &Config) -> Reloaded {
         let removed = self.auth.set_users(&new.auth.users, new.auth.anonymous);
-        if !removed.is_empty() {
-            self.revoked.send_replace(Arc::new(removed.clone()));
-        }
         // Checked when the configuration loaded.
         let access = crate::auth::acl::Access::new(&new.auth.acl).unwrap_or_default();
         *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(access);
+        // Every session checks itself against the new users and rules.
+        self.revoked.send_replace(Arc::new(removed.clone()));
         self.engine.set_retain(new.topics.retain.clone());
         self.engine.set_history(history_limits(&new.topics));
         let mut need_restart = Vec::new();

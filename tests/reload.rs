@@ -197,3 +197,75 @@ async fn a_reload_starts_keeping_history_for_new_patterns() {
         Some(offset.to_string().as_str())
     );
 }
+
+// A reload takes away what it removes, from sessions already open: a
+// subscription the new rules close ends (the ERROR names it), a wildcard stops
+// reading what they close while it goes on with the rest, a demoted admin's next
+// SEND has a trader's rights, and anonymous sessions end when anonymous access is
+// turned off. An admin's subscription to the closed topic goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_takes_away_what_it_removes_from_open_sessions() {
+    use stompede::codec::Frame;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "[store]\npath = {:?}\n",
+        dir.path().join("data").display().to_string()
+    );
+    let carol = user_toml("carol", "carol-pw", "admin");
+    let b = BrokerProcess::start(dir.path(), &format!("{store}{carol}"), &[]);
+    let session = |login: &'static str| async move {
+        let mut c = Client::tcp_at(b.stomp_addr).await;
+        c.connect_as(login, &format!("{login}-pw")).await;
+        c
+    };
+    let mut alice = session("alice").await;
+    alice.subscribe("s", "/topic/x.secret.#").await;
+    let mut bob = session("bob").await;
+    bob.subscribe("all", "/topic/x.#").await;
+    let mut root = session("root").await;
+    root.subscribe("s", "/topic/x.secret.#").await;
+    let mut carol = session("carol").await;
+    let mut anon = Client::tcp_at(b.stomp_addr).await;
+    anon.connect_anonymously().await;
+    anon.subscribe("p", "/topic/x.public").await;
+    let mut svc = session("svc").await;
+    // Before: everyone reads what they subscribed to, carol may send anywhere.
+    svc.publish("/topic/x.secret.a", "s1").await;
+    assert_eq!(alice.message_on("/topic/x.secret.a").await, "s1");
+    assert_eq!(bob.message_on("/topic/x.secret.a").await, "s1");
+    assert_eq!(root.message_on("/topic/x.secret.a").await, "s1");
+    carol.publish("/topic/x.public", "from admin carol").await;
+    assert_eq!(anon.message_on("/topic/x.public").await, "from admin carol");
+    assert_eq!(bob.message_on("/topic/x.public").await, "from admin carol");
+
+    let users: String = [
+        user_toml("alice", "alice-pw", "trader"),
+        user_toml("bob", "bob-pw", "trader"),
+        user_toml("svc", "svc-pw", "service"),
+        user_toml("root", "root-pw", "admin"),
+        user_toml("carol", "carol-pw", "trader"),
+    ]
+    .concat();
+    let rule = "[[auth.acl]]\nmatch = \"/topic/x.secret.#\"\nsend = [\"service\"]\nsubscribe = [\"admin\"]\n";
+    let anonymous = "[auth]\nanonymous = false\n";
+    write_config(dir.path(), &format!("{store}{anonymous}{rule}{users}"));
+    b.hangup();
+    b.log_line("configuration reloaded", 1).await;
+    alice.expect_error("/topic/x.secret.#").await;
+    anon.expect_error("anonymous access was turned off").await;
+    carol
+        .send(
+            Frame::new(Command::Send)
+                .header("destination", "/topic/x.public")
+                .body("as admin?"),
+        )
+        .await;
+    carol
+        .expect_error("not allowed to SEND to /topic/x.public")
+        .await;
+    svc.publish("/topic/x.secret.b", "s2").await;
+    svc.publish("/topic/x.public", "p2").await;
+    assert_eq!(root.message_on("/topic/x.secret.b").await, "s2");
+    // Bob's wildcard skips the closed topic and goes on with the rest.
+    assert_eq!(bob.message_on("/topic/x.public").await, "p2");
+}

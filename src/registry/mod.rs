@@ -8,6 +8,6 @@ pub mod exact;
 pub mod topic;
 
 pub use exact::ExactRegistry;
-pub use topic::{Hold, Subscriber, Takes, TopicRegistry};
+pub use topic::{Filter, Hold, Subscriber, Takes, TopicRegistry};
 
 pub use crate::command::AckMode;

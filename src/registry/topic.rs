@@ -35,15 +35,52 @@ pub struct Subscriber {
     pub outbox: Outbox,
     /// For a wildcard subscription under access rules: the check every message's
     /// concrete destination must pass, so no pattern reads past a rule.
-    pub filter: Option<crate::auth::acl::ReadFilter>,
+    pub filter: Filter,
     /// Destinations whose kept history is still being replayed to it.
     pub replay: Replaying,
+}
+
+/// The read check of a wildcard subscription: replaced when a reload changes
+/// the access rules or the subscriber's roles, so no subscription keeps reading
+/// what the new rules close. Off (one flag read per message) when there is none.
+#[derive(Debug, Default)]
+pub struct Filter {
+    on: AtomicBool,
+    current: RwLock<Option<crate::auth::acl::ReadFilter>>,
+}
+
+impl Filter {
+    /// A check of `filter`, if any.
+    pub fn new(filter: Option<crate::auth::acl::ReadFilter>) -> Filter {
+        Filter {
+            on: AtomicBool::new(filter.is_some()),
+            current: RwLock::new(filter),
+        }
+    }
+
+    /// Replaces the check.
+    pub fn set(&self, filter: Option<crate::auth::acl::ReadFilter>) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        self.on.store(filter.is_some(), Ordering::Release);
+        *current = filter;
+    }
+
+    fn allows(&self, destination: &str) -> bool {
+        if !self.on.load(Ordering::Acquire) {
+            return true;
+        }
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_none_or(|f| f.allows(destination))
+    }
 }
 
 impl Subscriber {
     /// Whether this subscription may receive a message published to `destination`.
     pub fn may_read(&self, destination: &str) -> bool {
-        self.filter.as_ref().is_none_or(|f| f.allows(destination))
+        self.filter.allows(destination)
     }
 
     /// Whether and how a live message of `destination` goes to this
@@ -370,7 +407,7 @@ mod tests {
             header: SubscriptionHeader::new(id, Version::V1_2),
             ack: AckMode::Auto,
             outbox: outbox(1024).0,
-            filter: None,
+            filter: Filter::default(),
             replay: Replaying::default(),
         })
     }

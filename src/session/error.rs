@@ -93,6 +93,9 @@ pub enum ProtocolError {
         "this client holds its share of {0} bytes in unfinished frames (an eighth of limits.max_pending_frame_bytes); send smaller frames or retry"
     )]
     PendingFramesShare(usize),
+    /// A reload turned anonymous access off.
+    #[error("anonymous access was turned off (auth.anonymous)")]
+    AnonymousRemoved,
     /// A reload removed the session's login from the configuration.
     #[error("login {0:?} was removed from the configuration")]
     LoginRemoved(String),
@@ -131,7 +134,7 @@ impl ProtocolError {
             ProtocolError::Topic(e) => e.reason(),
             ProtocolError::UnknownAck(_) => "unknown_ack",
             ProtocolError::TokenExpired => "token_expired",
-            ProtocolError::LoginRemoved(_) => "login_removed",
+            ProtocolError::LoginRemoved(_) | ProtocolError::AnonymousRemoved => "login_removed",
             ProtocolError::FrameTimeout(_) => "frame_timeout",
             ProtocolError::PendingFramesFull(_) | ProtocolError::PendingFramesShare(_) => {
                 "pending_frames_full"

@@ -226,16 +226,11 @@ impl Session {
                         return;
                     }
                     self.revoked.borrow_and_update();
-                    // Checked against the table, not the last change alone, so two
-                    // reloads in quick succession cannot hide a removal. A token
-                    // login is not in the table and stays.
-                    let gone = self
-                        .identity
-                        .login
-                        .clone()
-                        .filter(|l| self.token_deadline.is_none() && !self.broker.auth.has_user(l));
-                    if let Some(login) = gone {
-                        self.send_error(&ProtocolError::LoginRemoved(login), None);
+                    // Checked against the configuration in force, not the last
+                    // change alone, so two reloads in quick succession cannot hide
+                    // a removal. A token login is not in the table and stays.
+                    if let Err(e) = self.recheck_access() {
+                        self.send_error(&e, None);
                         return;
                     }
                 }

@@ -6,7 +6,7 @@ use crate::codec::{SubscriptionHeader, Version};
 use crate::command::{self, Subscribe, Unsubscribe};
 use crate::destination::pattern::{check_topic, is_pattern};
 use crate::destination::{Destination, valid_user_queue};
-use crate::registry::{AckMode, Subscriber};
+use crate::registry::{AckMode, Filter, Subscriber};
 use std::sync::Arc;
 
 /// Where a subscription is registered: each family has its own registry.
@@ -102,12 +102,7 @@ impl Session {
         };
         // A wildcard may match topics the rules close to this session: each message
         // it would receive is checked too.
-        let filter = match &target {
-            Target::Topic(t) if is_pattern(t) => {
-                ReadFilter::for_subscription(&self.broker.access(), &self.identity)
-            }
-            _ => None,
-        };
+        let filter = Filter::new(self.read_filter(&target));
         let subscriber = Arc::new(Subscriber {
             session: self.id,
             id: id.to_owned(),
@@ -180,7 +175,7 @@ impl Session {
             header,
             ack,
             outbox: self.outbox.clone(),
-            filter: None,
+            filter: Filter::default(),
             replay: Default::default(),
         });
         self.subscription_bytes += bytes;
@@ -213,6 +208,56 @@ impl Session {
         if found {
             self.broker.subscription_removed();
         }
+    }
+
+    /// The check each message of a wildcard topic subscription must pass under
+    /// the access rules in force, for this session's identity.
+    fn read_filter(&self, target: &Target) -> Option<ReadFilter> {
+        match target {
+            Target::Topic(t) if is_pattern(t) => {
+                ReadFilter::for_subscription(&self.broker.access(), &self.identity)
+            }
+            _ => None,
+        }
+    }
+
+    /// After a reload: takes the session's login, roles and anonymous access
+    /// from the new users, and checks every subscription against the new rules.
+    /// An error ends the session: its login or anonymous access is gone, or a
+    /// subscription reads what the rules now close (the ERROR names it). Wildcard
+    /// subscriptions get their new read check.
+    pub(super) fn recheck_access(&mut self) -> Result<(), ProtocolError> {
+        match self.identity.login.clone() {
+            // A token login carries its own roles until its token ends.
+            Some(_) if self.token_deadline.is_some() => {}
+            Some(login) => match self.broker.auth.identity_of(&login) {
+                Some(identity) => self.identity = identity,
+                None => return Err(ProtocolError::LoginRemoved(login)),
+            },
+            None if self.version.is_some() && !self.broker.auth.anonymous_allowed() => {
+                return Err(ProtocolError::AnonymousRemoved);
+            }
+            None => {}
+        }
+        let access = self.broker.access();
+        for owned in self.subscriptions.values() {
+            let destination = match &owned.target {
+                Target::Topic(t) => t.clone(),
+                Target::Queue(q) => format!("/queue/{}", q.name()),
+                // The session's own user queue, bound to its login.
+                Target::User { .. } => continue,
+            };
+            let allowed = Destination::classify(&destination)
+                .is_some_and(|family| access.may_subscribe(&self.identity, &family, &destination));
+            if !allowed {
+                return Err(ProtocolError::Forbidden {
+                    command: "SUBSCRIBE to",
+                    destination,
+                });
+            }
+            owned.subscriber.filter.set(self.read_filter(&owned.target));
+        }
+        Ok(())
     }
 
     /// The handle of queue `name` if this session has a subscription on it.
