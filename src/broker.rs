@@ -424,6 +424,10 @@ impl Broker {
                 "topics.max_retained",
                 old.topics.max_retained != new.topics.max_retained,
             ),
+            (
+                "topics.max_replay_destinations",
+                old.topics.max_replay_destinations != new.topics.max_replay_destinations,
+            ),
             ("quotes", differs(&old.quotes, &new.quotes)),
             ("trading", differs(&old.trading, &new.trading)),
             ("queues", differs(&old.queues, &new.queues)),

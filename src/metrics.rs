@@ -126,6 +126,7 @@ pub const ERROR_REASONS: &[&str] = &[
     "missing_header",
     "pending_frames_full",
     "queue_refused",
+    "replay_too_wide",
     "slow_consumer",
     "store_failed",
     "token_expired",

@@ -166,3 +166,100 @@ async fn a_history_flood_stays_within_its_byte_bound() {
     );
     assert!(grown < 64 + 100, "grew {grown} MiB");
 }
+
+/// Sends `n` SUBSCRIBEs of `pattern` from the first offset on `c`, ids
+/// `{prefix}{i}`, without reading anything.
+async fn replay_flood(c: &mut Client, prefix: &str, pattern: &str, n: usize) {
+    let mut frames = String::new();
+    for i in 0..n {
+        frames.push_str(&format!(
+            "SUBSCRIBE\nid:{prefix}{i}\ndestination:{pattern}\nx-stream-offset:first\n\n\0"
+        ));
+    }
+    c.send_raw(frames.as_bytes()).await;
+}
+
+/// `stompede_errors_sent_total` for `reason`.
+async fn errors_sent(b: &common::TestBroker, reason: &str) -> f64 {
+    let (_, text) = common::http_get(b.http_addr, "/metrics").await;
+    common::metric(
+        &text,
+        &format!("stompede_errors_sent_total{{reason=\"{reason}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+// 4000 kept destinations of 1 KiB, and two anonymous connections that never read
+// asking 1000 times each for all of it from the start: refused at once, naming
+// the cap. Two more asking 1000 times each for 200 destinations (under the cap):
+// what each replay may hold counts against the connection's subscription bytes,
+// so they are refused after a few. The process grows less than 200 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_hold_bounded_memory() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let b = broker("[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_messages = 10");
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect_as("svc", "svc-pw").await;
+    let body = "k".repeat(1024);
+    let mut frames = Vec::new();
+    for i in 0..4000 {
+        frames.extend_from_slice(
+            format!("SEND\ndestination:/topic/h.g{}.d{i}\n\n{body}\0", i % 20).as_bytes(),
+        );
+    }
+    publisher.send_raw(&frames).await;
+    publisher.publish("/topic/h.g0.d0", "fence").await;
+    // One such SUBSCRIBE is refused, naming the cap.
+    let mut probe = Client::tcp(&b).await;
+    probe.connect_anonymously().await;
+    probe
+        .send(
+            stompede::codec::Frame::new(Command::Subscribe)
+                .header("id", "w")
+                .header("destination", "/topic/h.#")
+                .header("x-stream-offset", "first"),
+        )
+        .await;
+    probe
+        .expect_error(
+            "would cover 4000 kept destinations; at most 256 (topics.max_replay_destinations)",
+        )
+        .await;
+    let (wide_before, bytes_before) = (
+        errors_sent(&b, "replay_too_wide").await,
+        errors_sent(&b, "too_many_subscriptions").await,
+    );
+    let before = rss_mib();
+    let mut wide = Vec::new();
+    let mut narrow = Vec::new();
+    for _ in 0..2 {
+        let mut c = Client::tcp(&b).await;
+        c.connect_anonymously().await;
+        replay_flood(&mut c, "w", "/topic/h.#", 1000).await;
+        wide.push(c);
+        let mut c = Client::tcp(&b).await;
+        c.connect_anonymously().await;
+        replay_flood(&mut c, "n", "/topic/h.g1.*", 1000).await;
+        narrow.push(c);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let grown = rss_mib().saturating_sub(before);
+    // Each flooding connection was refused (its ERROR may be lost to the reset
+    // of a socket closed with unread input: counted instead).
+    assert_eq!(errors_sent(&b, "replay_too_wide").await - wide_before, 2.0);
+    assert_eq!(
+        errors_sent(&b, "too_many_subscriptions").await - bytes_before,
+        2.0
+    );
+    drop((wide, narrow));
+    eprintln!("replay flood: grew {grown} MiB");
+    assert!(grown < 200, "grew {grown} MiB");
+    // Someone asking for what fits gets it.
+    let mut modest = Client::tcp(&b).await;
+    modest.connect_anonymously().await;
+    modest
+        .subscribe_with("m", "/topic/h.g0.d0", &[("x-stream-offset", "first")])
+        .await;
+    let m = modest.expect(Command::Message).await;
+    assert_eq!(m.body.len(), 1024);
+}

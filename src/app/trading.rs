@@ -591,6 +591,9 @@ mod tests {
     }
 
     impl Engine for Recorder {
+        fn kept_matching(&self, _: &str) -> crate::engine::KeptSpan {
+            crate::engine::KeptSpan::default()
+        }
         fn publish_topic(
             &self,
             destination: &str,

@@ -23,6 +23,9 @@ pub struct TopicsConfig {
     /// Bytes all histories together may hold; past it, the destination being
     /// published to drops its oldest messages.
     pub history_max_bytes: u64,
+    /// Most kept destinations one SUBSCRIBE with `x-stream-offset` may replay; a
+    /// pattern matching more is refused.
+    pub max_replay_destinations: usize,
 }
 
 impl Default for TopicsConfig {
@@ -38,6 +41,7 @@ impl Default for TopicsConfig {
             history_max_age_s: 3600,
             history_max_destinations: 10_000,
             history_max_bytes: 256 * 1024 * 1024,
+            max_replay_destinations: 256,
         }
     }
 }

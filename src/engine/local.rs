@@ -746,6 +746,24 @@ impl LocalEngine {
 }
 
 impl Engine for LocalEngine {
+    fn kept_matching(&self, pattern: &str) -> super::KeptSpan {
+        let mut span = super::KeptSpan::default();
+        if !is_pattern(pattern) {
+            if self.history.contains_key(pattern) {
+                span.destinations = 1;
+                span.name_bytes = pattern.len();
+            }
+            return span;
+        }
+        for entry in self.history.iter() {
+            if matches(pattern, entry.key()) {
+                span.destinations += 1;
+                span.name_bytes += entry.key().len();
+            }
+        }
+        span
+    }
+
     fn publish_topic(
         &self,
         destination: &str,

@@ -111,6 +111,27 @@ pub struct ClusterStats {
     pub nats: Option<&'static str>,
 }
 
+/// What a replay of one pattern would cover ([`Engine::kept_matching`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeptSpan {
+    /// Kept destinations it matches.
+    pub destinations: usize,
+    /// Bytes of their names.
+    pub name_bytes: usize,
+}
+
+impl KeptSpan {
+    /// Bytes a replay is counted at for each destination it may hold, besides
+    /// the name: its place in the replay's queue and in the held map.
+    pub const PER_DESTINATION: usize = 96;
+
+    /// What a replay over this span is counted at against the connection's
+    /// subscription bytes.
+    pub fn cost(&self) -> usize {
+        self.name_bytes + self.destinations * Self::PER_DESTINATION
+    }
+}
+
 /// What a subscribe leaves to wait for: nothing when it is in effect at once, or
 /// an answer that comes once it is (a cluster node: when its NATS subscription
 /// has reached NATS). The SUBSCRIBE's receipt waits for it.
@@ -164,6 +185,11 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
 
     /// Removes a topic subscription; returns whether it existed.
     fn unsubscribe_topic(&self, pattern: &str, session: u64, id: &str) -> bool;
+
+    /// The kept destinations (those with history) that `pattern` matches: how
+    /// many, and their names' bytes. What a replay of `pattern` may hold per
+    /// destination, for the session to bound and count.
+    fn kept_matching(&self, pattern: &str) -> KeptSpan;
 
     /// Subscribes a session of `login` to its `/user/queue/{queue}`.
     fn subscribe_user(

@@ -93,6 +93,19 @@ pub enum ProtocolError {
         "this client holds its share of {0} bytes in unfinished frames (an eighth of limits.max_pending_frame_bytes); send smaller frames or retry"
     )]
     PendingFramesShare(usize),
+    /// A SUBSCRIBE with `x-stream-offset` whose pattern matches too many kept
+    /// destinations.
+    #[error(
+        "a replay of {destination} would cover {destinations} kept destinations; at most {max} (topics.max_replay_destinations)"
+    )]
+    ReplayTooWide {
+        /// The pattern.
+        destination: String,
+        /// Kept destinations it matches.
+        destinations: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A reload turned anonymous access off.
     #[error("anonymous access was turned off (auth.anonymous)")]
     AnonymousRemoved,
@@ -122,6 +135,7 @@ impl ProtocolError {
             ProtocolError::TooManySubscriptions(_) | ProtocolError::SubscriptionBytes(_) => {
                 "too_many_subscriptions"
             }
+            ProtocolError::ReplayTooWide { .. } => "replay_too_wide",
             ProtocolError::ConnectTimeout(_) => "connect_timeout",
             ProtocolError::HeartBeatTimeout(_) => "heartbeat_timeout",
             ProtocolError::Auth(e) => e.reason(),

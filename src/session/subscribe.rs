@@ -55,7 +55,10 @@ impl Session {
         }
         // The id and destination are kept several times over (registry, encoded
         // header line, this session's map): bound what one connection may hold.
-        let bytes = id.len() + destination.len();
+        // A replay holds, for each destination it has not finished, its name and
+        // place: counted too, and bounded per SUBSCRIBE.
+        let replay = self.replay_cost(destination, *offset)?;
+        let bytes = id.len() + destination.len() + replay;
         let max_bytes = self.broker.limits().max_subscription_bytes;
         if self.subscription_bytes + bytes > max_bytes {
             return Err(ProtocolError::SubscriptionBytes(max_bytes));
@@ -208,6 +211,30 @@ impl Session {
         if found {
             self.broker.subscription_removed();
         }
+    }
+
+    /// What a replay from `offset` of topic `destination` is counted at, or the
+    /// error when it covers more than `topics.max_replay_destinations`.
+    fn replay_cost(
+        &self,
+        destination: &str,
+        offset: crate::command::StreamOffset,
+    ) -> Result<usize, ProtocolError> {
+        if offset == crate::command::StreamOffset::Next
+            || !destination.starts_with(crate::destination::pattern::TOPIC)
+        {
+            return Ok(0);
+        }
+        let span = self.broker.engine.kept_matching(destination);
+        let max = self.broker.config.topics.max_replay_destinations;
+        if span.destinations > max {
+            return Err(ProtocolError::ReplayTooWide {
+                destination: destination.to_owned(),
+                destinations: span.destinations,
+                max,
+            });
+        }
+        Ok(span.cost())
     }
 
     /// The check each message of a wildcard topic subscription must pass under

@@ -59,6 +59,9 @@ struct Client {
 struct LinkDown(Arc<crate::engine::LocalEngine>);
 
 impl crate::engine::Engine for LinkDown {
+    fn kept_matching(&self, pattern: &str) -> crate::engine::KeptSpan {
+        self.0.kept_matching(pattern)
+    }
     fn publish_topic(
         &self,
         _: &str,

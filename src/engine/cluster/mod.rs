@@ -636,6 +636,10 @@ fn too_long(e: subject::TooLong) -> Refused {
 }
 
 impl Engine for ClusterEngine {
+    fn kept_matching(&self, pattern: &str) -> super::KeptSpan {
+        self.local.kept_matching(pattern)
+    }
+
     fn publish_topic(
         &self,
         destination: &str,
