@@ -922,3 +922,45 @@ async fn a_client_s_patterns_do_not_multiply_the_node_s_nats_subscriptions() {
             .is_none()
     );
 }
+
+// After NATS restarts, a node reports ready only once kept destinations are
+// delivered again, and then at once: a kept message published right after
+// /readyz says 200 reaches the subscriber from before within 2 s (it took 16 s
+// while an ordered consumer of the old connection was retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_topics_are_delivered_as_soon_as_a_node_is_ready_after_nats_restarts() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let store = tempfile::tempdir().unwrap();
+    let mut server = nats::one(store.path());
+    let port = server.client_addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = node_toml(
+        &server.url(),
+        "solo",
+        dir.path(),
+        "[topics]\nhistory = [\"/topic/h.#\"]",
+    );
+    let node = BrokerProcess::start(dir.path(), &toml, &[]);
+    ready(&node, 200).await;
+    let mut sub = connected(&node, "alice").await;
+    sub.subscribe("s", "/topic/h.x").await;
+    let mut publisher = connected(&node, "svc").await;
+    publisher.publish("/topic/h.x", "before").await;
+    let m = message_within(&mut sub, Duration::from_secs(10)).await;
+    assert_eq!(m.map(|m| body(&m)).as_deref(), Some("before"));
+    server.kill();
+    ready(&node, 503).await;
+    let _server = nats::one_on(store.path(), port);
+    ready(&node, 200).await;
+    let ready_at = Instant::now();
+    publisher.publish("/topic/h.x", "after").await;
+    let m = message_within(&mut sub, Duration::from_secs(20))
+        .await
+        .expect("the kept message after the restart");
+    let took = ready_at.elapsed();
+    assert_eq!(body(&m), "after");
+    assert!(
+        took < Duration::from_secs(2),
+        "delivered {took:?} after /readyz said 200"
+    );
+}

@@ -64,7 +64,11 @@ impl Drop for NatsNode {
 /// One `nats-server` with JetStream on its own (storing in `store`), once it
 /// takes clients (at most 10 s).
 pub fn one(store: &std::path::Path) -> NatsNode {
-    let port = free_port();
+    one_on(store, free_port())
+}
+
+/// [`one`] on client port `port` (to start a server again where it was).
+pub fn one_on(store: &std::path::Path, port: u16) -> NatsNode {
     let child = Command::new(nats_server_binary())
         .args(["--addr", "127.0.0.1", "--port"])
         .arg(port.to_string())

@@ -122,13 +122,28 @@ async fn apply(
     Ok(())
 }
 
+/// How far a node's copy of the history stream is.
+#[derive(Debug, Default)]
+pub(super) struct Progress {
+    /// The node has read what the stream held when it first followed it.
+    pub(super) following: AtomicBool,
+    /// Its consumer of the stream is in place on the current NATS connection,
+    /// so kept destinations are delivered: false from a lost connection until
+    /// a new consumer is made (the node is not ready meanwhile).
+    pub(super) feeding: AtomicBool,
+}
+
+/// How often a follower checks that its NATS connection is still the one its
+/// consumer was made on.
+const CONNECTION_CHECK: Duration = Duration::from_millis(100);
+
 /// Keeps the local engine's history logs equal to the cluster's stream, until
-/// `stop`; `following` says the node has read what the stream held at start.
+/// `stop` (see [`Progress`]).
 pub(super) async fn mirror(
     client: async_nats::Client,
     local: Arc<LocalEngine>,
     mut limits: watch::Receiver<Arc<HistoryLimits>>,
-    following: Arc<AtomicBool>,
+    progress: Arc<Progress>,
     atomic: Arc<AtomicBool>,
     metrics: LinkMetrics,
     stop: CancellationToken,
@@ -145,23 +160,39 @@ pub(super) async fn mirror(
             &client,
             &local,
             &mut limits,
-            (&following, &atomic),
+            (&progress, &atomic),
             &metrics,
             &mut read,
         );
-        tokio::select! {
+        let result = tokio::select! {
             () = stop.cancelled() => return,
-            result = follow => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, stream = STREAM, "topic history: retrying in 1 s");
-                }
+            result = follow => result,
+        };
+        progress.feeding.store(false, Ordering::Relaxed);
+        let wait = match result {
+            // The connection went or was renewed: follow again once it is back.
+            Ok(Followed::ConnectionChanged) => Duration::ZERO,
+            Ok(Followed::Ended) => Duration::from_secs(1),
+            Err(e) => {
+                tracing::warn!(error = %e, stream = STREAM, "topic history: retrying in 250 ms");
+                Duration::from_millis(250)
             }
-        }
+        };
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Why [`follow`] stopped without an error.
+enum Followed {
+    /// The messages or the settings ended.
+    Ended,
+    /// The NATS connection was lost or made anew: an ordered consumer of the
+    /// old connection may be gone from the server, and async-nats would find
+    /// out only after backing off for seconds; a new one is made at once.
+    ConnectionChanged,
 }
 
 /// Reads the stream into the local engine until an error.
@@ -170,10 +201,12 @@ async fn follow(
     client: &async_nats::Client,
     local: &LocalEngine,
     limits: &mut watch::Receiver<Arc<HistoryLimits>>,
-    (following, atomic): (&AtomicBool, &AtomicBool),
+    (progress, atomic): (&Progress, &AtomicBool),
     metrics: &LinkMetrics,
     read: &mut u64,
-) -> Result<(), async_nats::Error> {
+) -> Result<Followed, async_nats::Error> {
+    let following = &progress.following;
+    let connects = client.statistics().connects.load(Ordering::Relaxed);
     let settings = limits.borrow_and_update().clone();
     let config = stream_config(&settings, replicas(client));
     let mut stream = tokio::time::timeout(ATTEMPT, js.get_or_create_stream(config)).await??;
@@ -206,12 +239,22 @@ async fn follow(
     )
     .await??;
     let mut messages = consumer.messages().await?;
+    progress.feeding.store(true, Ordering::Relaxed);
     tracing::info!(stream = STREAM, "following the cluster's topic history");
     let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut connection = tokio::time::interval(CONNECTION_CHECK);
     loop {
         tokio::select! {
+            _ = connection.tick() => {
+                if client.connection_state() != async_nats::connection::State::Connected
+                    || client.statistics().connects.load(Ordering::Relaxed) != connects
+                {
+                    tracing::info!(stream = STREAM, "NATS connection changed: following the topic history anew");
+                    return Ok(Followed::ConnectionChanged);
+                }
+            }
             message = messages.next() => {
-                let Some(message) = message else { return Ok(()) };
+                let Some(message) = message else { return Ok(Followed::Ended) };
                 let message = message?;
                 let (seq, pending) = {
                     let info = message.info()?;
@@ -231,7 +274,7 @@ async fn follow(
             }
             changed = limits.changed() => {
                 if changed.is_err() {
-                    return Ok(());
+                    return Ok(Followed::Ended);
                 }
                 let settings = limits.borrow_and_update().clone();
                 apply(js, &mut stream, &settings, atomic).await?;

@@ -107,8 +107,9 @@ pub(super) struct Link {
     /// Whether the cluster's streams exist and this node follows the retained
     /// values.
     retained: Arc<AtomicBool>,
-    /// Whether this node has read the cluster's topic history and follows it.
-    history: Arc<AtomicBool>,
+    /// Whether this node has read the cluster's topic history, and whether its
+    /// consumer of it is in place now.
+    history: Arc<history::Progress>,
     /// Whether the history stream takes atomic batches (NATS 2.12 and later).
     atomic: Arc<AtomicBool>,
 }
@@ -168,9 +169,15 @@ impl Link {
                 retained::STREAM,
                 super::queue::STREAM
             )))
-        } else if !self.history.load(Ordering::Relaxed) {
+        } else if !self.history.following.load(Ordering::Relaxed) {
             Err(Unready::Cluster(format!(
                 "reading the topic history (JetStream stream {})",
+                history::STREAM
+            )))
+        } else if !self.history.feeding.load(Ordering::Relaxed) {
+            // Ready again only once kept destinations are delivered again.
+            Err(Unready::Cluster(format!(
+                "following the topic history again (JetStream stream {})",
                 history::STREAM
             )))
         } else {
@@ -195,7 +202,7 @@ impl Link {
     /// Refuses a message for the topic history until the node has read it (its
     /// offsets continue from there).
     pub(super) fn check_history(&self) -> Result<(), Refused> {
-        if self.history.load(Ordering::Relaxed) {
+        if self.history.following.load(Ordering::Relaxed) {
             Ok(())
         } else {
             Err(Refused::Unavailable(format!(
