@@ -54,7 +54,7 @@ fi
 launch() { # binary port store source-tree -> pid. Every load-generator connection
   # comes from 127.0.0.1, so the per-address limit is lifted where the build has one.
   local bin=$1 p=$2 dir=$3 tree=$4 per_ip=()
-  if grep -q max_connections_per_ip "$tree/src/config.rs"; then
+  if grep -rqs max_connections_per_ip "$tree/src/config.rs" "$tree/src/config"; then
     per_ip=(STOMPEDE__LIMITS__MAX_CONNECTIONS_PER_IP=$((idle_conns + 2000)))
   fi
   env "${per_ip[@]}" STOMPEDE__SERVER__HTTP_ADDR=127.0.0.1:$p STOMPEDE__SERVER__STOMP_ADDR= \

@@ -120,6 +120,8 @@ impl Store {
             }
         }
         metrics.stored_messages.set(recovered.len() as f64);
+        // Unbounded in items, bounded in bytes as the `Store` doc says
+        // (`store.max_pending_bytes` for history; queue records by the queues).
         let (tx, rx) = mpsc::unbounded_channel();
         let failed = Arc::new(OnceLock::new());
         let pending = Arc::new(AtomicUsize::new(0));

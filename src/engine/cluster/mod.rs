@@ -338,6 +338,13 @@ pub struct ClusterEngine {
     kept: mpsc::Sender<history::ToKeep>,
     /// The history settings, for the task that keeps the stream's bounds.
     history_limits: tokio::sync::watch::Sender<Arc<super::history::HistoryLimits>>,
+    /// Opens and closes of NATS subscriptions, for the link task. Unbounded,
+    /// because they are sent under the interests' lock where nothing may wait;
+    /// bounded by what makes them: one open and one close per distinct NATS
+    /// subject the node's subscriptions need (each subscription at most two,
+    /// within `limits.max_subscriptions` per connection), and a close comes only
+    /// [`LINGER`] after an open. `tests/cluster.rs` shows 1001 patterns making
+    /// one subscription.
     control: mpsc::UnboundedSender<link::Control>,
     interests: Arc<Interests>,
     queues: Arc<queue::ClusterQueues>,
