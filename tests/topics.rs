@@ -289,3 +289,31 @@ async fn reserved_headers_cannot_be_spoofed_through_whitespace_or_control_charac
         assert_eq!(k, k.trim(), "{:?}", m.headers);
     }
 }
+
+// At most `topics.max_retained` destinations keep a retained value: a fourth new
+// destination is delivered live but not retained.
+#[tokio::test]
+async fn at_most_max_retained_destinations_keep_a_value() {
+    let b = broker("[topics]\nretain = [\"/topic/r.*\"]\nmax_retained = 3");
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    for d in ["a", "b", "c", "d"] {
+        publisher.publish(&format!("/topic/r.{d}"), d).await;
+    }
+    let mut late = Client::tcp(&b).await;
+    late.connect().await;
+    late.subscribe("s", "/topic/r.*").await;
+    publisher.publish("/topic/r.live", "live").await;
+    let mut got = Vec::new();
+    loop {
+        let m = late.expect(Command::Message).await;
+        let body = String::from_utf8(m.body.to_vec()).unwrap();
+        if body == "live" {
+            break;
+        }
+        assert_eq!(m.headers.get("retained"), Some("true"));
+        got.push(body);
+    }
+    got.sort();
+    assert_eq!(got, ["a", "b", "c"]);
+}
