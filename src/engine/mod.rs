@@ -13,17 +13,20 @@
 //! | [`Engine::publish_topic`] | every topic subscription matching the destination gets the message once; a `topics.retain` destination keeps it as its retained value | per publisher and destination, subscribers see messages in publish order; returns when the message is handed to every local outbox (no waiting on slow clients), or [`Refused`] when it cannot be taken (the sender gets an ERROR: never a silent loss) |
 //! | [`Engine::subscribe_topic`] | registers a subscription (exact or `*`/`#` pattern); the retained value of every matching destination is handed over first | a message published after the call returns is delivered; the retained value comes before any newer message and never twice |
 //! | [`Engine::unsubscribe_topic`] | removes it | nothing is delivered to it after the call returns |
+//! | [`Engine::kept_matching`] | how many kept destinations (and their names' bytes) a pattern matches | what a replay of it may hold, for the session to bound before it subscribes |
 //! | [`Engine::publish_user`] | every session of `login` subscribed to `/user/queue/NAME` gets it | as topics; no other login's subscription can match |
 //! | [`Engine::subscribe_user`], [`Engine::unsubscribe_user`] | as topics, keyed by the session's own login | |
-//! | [`Engine::queue`] | a handle to queue `NAME`'s actor, created on first use | commands from one caller apply in order; a SEND's answer means the queue holds the message (durably for a durable one); each message goes to one consumer; unacked messages go back when their consumer goes |
+//! | [`Engine::queue`] | a handle to queue `NAME`'s actor, created on first use | commands from one caller apply in order; a caller waits while the actor's channel is full (`queue::QUEUE_COMMANDS`); a SEND's answer means the queue holds the message (durably for a durable one); each message goes to one consumer; unacked messages go back when their consumer goes |
 //! | [`Engine::ready`] | whether the engine can take work (store, cluster link) | drives `/readyz` |
 //! | [`Engine::close`] | at shutdown, after every session and queue task ended | what was accepted is persisted |
 //! | [`Engine::topic_subscribers`], [`Engine::queue_count`], [`Engine::stats`] | counts, for tests and `GET /api/stats` | a snapshot, not a consistent cut |
 //!
 //! Calls never block on I/O and never hold a lock a caller could wait on across
 //! `.await`: topic and user publishing is a synchronous push into bounded outboxes,
-//! queue work is a command to the queue's actor. Topic history by offset (resume
-//! after a reconnect) joins this trait with the history issue.
+//! queue work is a command to the queue's actor. A subscription of a kept
+//! destination whose outbox is full is not cut off: it reads the destination's
+//! log at its own pace until it has caught up (only what leaves the log
+//! meanwhile is lost to it, flagged `x-stream-gap`).
 
 pub mod cluster;
 pub mod history;
