@@ -623,6 +623,25 @@ async fn publish_kilobytes(publisher: &mut Client, from: usize, to: usize) {
     publisher.publish("/topic/h.slow", "s-end").await;
 }
 
+/// A broker keeping at most `kept` messages of `/topic/h.#` with 64 KiB outboxes,
+/// a subscriber of `/topic/h.slow` that does not read while a publisher sends it
+/// 20 MB, and that publisher: (broker, what the subscriber then reads, publisher).
+async fn twenty_megabytes_to_a_stalled_reader(
+    kept: usize,
+) -> (common::TestBroker, Client, Vec<(String, u64, bool)>, Client) {
+    let b = broker(&format!(
+        "[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_messages = {kept}\n[limits]\nmax_outbox_bytes = 65536"
+    ));
+    let mut reader = small_window_client(&b).await;
+    reader.connect().await;
+    reader.subscribe("r", "/topic/h.slow").await;
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    publish_kilobytes(&mut publisher, 0, 20_000).await;
+    let got = read_to_end(&mut reader).await;
+    (b, reader, got, publisher)
+}
+
 /// Reads MESSAGEs up to the one whose body is `s-end`: (trimmed body, offset, gap).
 async fn read_to_end(c: &mut Client) -> Vec<(String, u64, bool)> {
     let mut got = Vec::new();
@@ -645,16 +664,7 @@ async fn read_to_end(c: &mut Client) -> Vec<(String, u64, bool)> {
 // once it reads, it gets every message once, in order, with no gap, then live ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_subscriber_that_falls_behind_reads_the_log_instead_of_being_cut_off() {
-    let b = broker(
-        "[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_messages = 30000\n[limits]\nmax_outbox_bytes = 65536",
-    );
-    let mut reader = small_window_client(&b).await;
-    reader.connect().await;
-    reader.subscribe("r", "/topic/h.slow").await;
-    let mut publisher = Client::tcp(&b).await;
-    publisher.connect().await;
-    publish_kilobytes(&mut publisher, 0, 20_000).await;
-    let got = read_to_end(&mut reader).await;
+    let (b, mut reader, got, mut publisher) = twenty_megabytes_to_a_stalled_reader(30_000).await;
     let bodies: Vec<&str> = got.iter().map(|(b, _, _)| b.as_str()).collect();
     let mut want: Vec<String> = (0..20_000).map(|i| format!("s{i}")).collect();
     want.push("s-end".into());
@@ -675,16 +685,7 @@ async fn a_kept_subscriber_that_falls_behind_reads_the_log_instead_of_being_cut_
 // there it gets the rest in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_subscriber_that_falls_off_the_log_resumes_after_a_flagged_gap() {
-    let b = broker(
-        "[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_messages = 1000\n[limits]\nmax_outbox_bytes = 65536",
-    );
-    let mut reader = small_window_client(&b).await;
-    reader.connect().await;
-    reader.subscribe("r", "/topic/h.slow").await;
-    let mut publisher = Client::tcp(&b).await;
-    publisher.connect().await;
-    publish_kilobytes(&mut publisher, 0, 20_000).await;
-    let got = read_to_end(&mut reader).await;
+    let (_b, _reader, got, _publisher) = twenty_megabytes_to_a_stalled_reader(1000).await;
     let gaps: Vec<usize> = (0..got.len()).filter(|&i| got[i].2).collect();
     assert_eq!(gaps.len(), 1, "one flagged resume point: {gaps:?}");
     let at = gaps[0];

@@ -29,14 +29,7 @@ async fn stats(b: &common::TestBroker) -> (u16, String) {
 }
 
 fn rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb / 1024
+    common::rss_bytes() / (1024 * 1024)
 }
 
 // A trader floods un-receipted ACKs of a queue it consumes, for four seconds, as

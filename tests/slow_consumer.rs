@@ -6,24 +6,13 @@
 
 mod common;
 
-use common::{Client, broker, http_get, metric};
+use common::{Client, broker, http_get, metric, rss_bytes};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use stompede::codec::{Command, Frame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb * 1024
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_is_cut_off_and_others_get_everything() {
