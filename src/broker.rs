@@ -490,5 +490,6 @@ fn history_limits(topics: &crate::config::TopicsConfig) -> crate::engine::histor
         max_age: std::time::Duration::from_secs(topics.history_max_age_s),
         max_destinations: topics.history_max_destinations,
         max_bytes: usize::try_from(topics.history_max_bytes).unwrap_or(usize::MAX),
+        max_held: topics.max_replay_destinations,
     }
 }

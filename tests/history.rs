@@ -707,3 +707,40 @@ async fn a_kept_subscriber_that_falls_off_the_log_resumes_after_a_flagged_gap() 
     let want: Vec<String> = (0..at).map(|i| format!("s{i}")).collect();
     assert_eq!(head, want);
 }
+
+// A wildcard subscriber that falls behind on more kept destinations than one
+// replay may cover (`topics.max_replay_destinations`) is cut off as a slow
+// consumer instead of holding them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_behind_on_too_many_kept_destinations_is_cut_off() {
+    let b = broker(
+        "[topics]\nhistory = [\"/topic/h.#\"]\nhistory_max_messages = 30000\nmax_replay_destinations = 4\n[limits]\nmax_outbox_bytes = 65536",
+    );
+    let mut reader = small_window_client(&b).await;
+    reader.connect().await;
+    reader.subscribe("r", "/topic/h.#").await;
+    let mut publisher = Client::tcp(&b).await;
+    publisher.connect().await;
+    for i in 0..20_000 {
+        publisher
+            .send(
+                Frame::new(Command::Send)
+                    .header("destination", format!("/topic/h.d{}", i % 10))
+                    .body(format!("s{i:<1023}")),
+            )
+            .await;
+    }
+    publisher.publish("/topic/h.d0", "s-end").await;
+    let error = loop {
+        let f = reader
+            .next_frame()
+            .await
+            .expect("an ERROR before the close");
+        if f.command == Command::Error {
+            break f;
+        }
+        assert_eq!(f.command, Command::Message);
+    };
+    let message = error.headers.get("message").unwrap_or_default();
+    assert!(message.starts_with("slow consumer"), "{error:?}");
+}

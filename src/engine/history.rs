@@ -34,6 +34,9 @@ pub struct HistoryLimits {
     pub max_destinations: usize,
     /// `topics.history_max_bytes`: bytes all logs together may hold.
     pub max_bytes: usize,
+    /// `topics.max_replay_destinations`: destinations one subscription may be
+    /// reading from the logs at once (a replay, or having fallen behind).
+    pub max_held: usize,
 }
 
 /// Bytes a kept message is counted at besides its id, headers and body (its
@@ -399,6 +402,7 @@ mod tests {
             max_age: Duration::from_secs(60),
             max_destinations: 10,
             max_bytes: usize::MAX,
+            max_held: 10,
         }
     }
 

@@ -436,6 +436,13 @@ impl LocalEngine {
         else {
             return;
         };
+        // A subscriber reading as many destinations from the logs as a replay may
+        // cover (`topics.max_replay_destinations`) holds no more: it is a slow
+        // consumer after all, and is cut off.
+        if sub.replay.held_count() >= self.history_limits().max_held {
+            hand_to(sub, template, message_id, published);
+            return;
+        }
         self.metrics.log_fallbacks.increment(1);
         tracing::debug!(
             session = sub.session,

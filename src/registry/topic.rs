@@ -201,6 +201,14 @@ impl Replaying {
         Some(r)
     }
 
+    /// Destinations held now.
+    pub fn held_count(&self) -> usize {
+        if !self.any.load(Ordering::Acquire) {
+            return 0;
+        }
+        self.held().as_ref().map_or(0, |m| m.len())
+    }
+
     /// Whether the subscription is gone.
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
