@@ -288,6 +288,15 @@ fn parse_head(
 /// stompjs, so a padded name would pass the broker's reserved-header check and
 /// reach a page as the reserved header itself.
 pub fn valid_header_name(name: &str) -> bool {
+    // The common case, printable ASCII with no space at either end, byte by byte.
+    let printable = |b: &u8| (0x21..0x7f).contains(b);
+    let bytes = name.as_bytes();
+    if bytes.first().is_none_or(printable)
+        && bytes.last().is_none_or(printable)
+        && bytes.iter().all(|b| (0x20..0x7f).contains(b))
+    {
+        return true;
+    }
     let trimmed = |c: char| c.is_whitespace() || c == '\u{feff}';
     !name.starts_with(trimmed) && !name.ends_with(trimmed) && !name.chars().any(char::is_control)
 }

@@ -273,6 +273,12 @@ impl QueueHandle {
     /// Sends a command, waiting while the queue's channel is full; if the queue
     /// has stopped, answers its reply with `Gone`.
     async fn command(&self, cmd: Cmd) {
+        // Room is the common case: taken at once, without a future to wait on.
+        let cmd = match self.tx.try_send(cmd) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Closed(cmd)) => return gone(&self.name, cmd),
+            Err(mpsc::error::TrySendError::Full(cmd)) => cmd,
+        };
         if let Err(mpsc::error::SendError(cmd)) = self.tx.send(cmd).await {
             gone(&self.name, cmd);
         }
