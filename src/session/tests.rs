@@ -54,9 +54,13 @@ struct Client {
 }
 
 /// An engine whose link is down: it publishes nothing and says so; everything
-/// else goes to the local engine it stands in front of (as a cluster engine would).
+/// else goes to the local engine it stands in front of (as a cluster engine would),
+/// but queues, when it has a handle to give instead (a queue that never answers).
 #[derive(Debug)]
-struct LinkDown(Arc<crate::engine::LocalEngine>);
+struct LinkDown(
+    Arc<crate::engine::LocalEngine>,
+    Option<crate::queue::QueueHandle>,
+);
 
 impl crate::engine::Engine for LinkDown {
     fn kept_matching(&self, pattern: &str) -> crate::engine::KeptSpan {
@@ -102,7 +106,10 @@ impl crate::engine::Engine for LinkDown {
         self.0.unsubscribe_user(login, queue, session, id)
     }
     fn queue(&self, name: &str) -> Result<crate::queue::QueueHandle, QueueError> {
-        self.0.queue(name)
+        match &self.1 {
+            Some(stalled) => Ok(stalled.clone()),
+            None => self.0.queue(name),
+        }
     }
     fn ready(&self) -> Result<(), crate::engine::Unready> {
         Err(crate::engine::Unready::Cluster(
@@ -518,7 +525,7 @@ async fn huge_heart_beats_never_cut_a_session_off_early() {
 
 #[tokio::test(start_paused = true)]
 async fn a_commit_while_the_link_is_down_applies_nothing() {
-    let mut c = Client::on(broker_with("", |local| Arc::new(LinkDown(local))));
+    let mut c = Client::on(broker_with("", |local| Arc::new(LinkDown(local, None))));
     c.connect_as("svc", &["service"]).await;
     c.send(with(Frame::new(Command::Begin), &[("transaction", "t")]));
     // A queue SEND the local queue could take, then a topic SEND the link cannot.
@@ -547,7 +554,7 @@ async fn a_commit_while_the_link_is_down_applies_nothing() {
 #[tokio::test(start_paused = true)]
 async fn a_send_the_engine_cannot_take_gets_an_error_never_a_receipt() {
     for destination in ["/topic/news", "/user/bob/queue/x"] {
-        let mut c = Client::on(broker_with("", |local| Arc::new(LinkDown(local))));
+        let mut c = Client::on(broker_with("", |local| Arc::new(LinkDown(local, None))));
         c.connect_as("svc", &["service"]).await;
         // Subscribing works: only publishing needs the link.
         c.send(with(
@@ -568,5 +575,60 @@ async fn a_send_the_engine_cannot_take_gets_an_error_never_a_receipt() {
             .expect_error("the broker cannot take messages right now: the NATS link is down")
             .await;
         assert_eq!(e.headers.get("receipt-id"), Some("r"), "{destination}");
+    }
+}
+
+// A session waits for at most MAX_PENDING answers (queue SENDs here): past them
+// it stops reading until the oldest is answered, so a queue that is slow to
+// answer holds a bounded number of each session's frames.
+#[tokio::test(start_paused = true)]
+async fn a_session_stops_reading_past_its_pending_answers() {
+    let (tx, mut rx) = mpsc::channel(4 * MAX_PENDING);
+    let stalled = crate::queue::QueueHandle::new("stalled", tx);
+    let mut c = Client::on(broker_with("", |local| {
+        Arc::new(LinkDown(local, Some(stalled)))
+    }));
+    c.connect_as("svc", &["service"]).await;
+    let frames: Vec<Frame> = (0..2 * MAX_PENDING)
+        .map(|i| {
+            with(
+                Frame::new(Command::Send),
+                &[
+                    ("destination", "/queue/stalled"),
+                    ("receipt", &format!("r{i}")),
+                ],
+            )
+            .body("x")
+        })
+        .collect();
+    c.send_together(&frames);
+    // The queue takes what the session hands it, and answers nothing yet.
+    let mut replies = Vec::new();
+    while let Ok(Some(cmd)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+        if let crate::queue::Cmd::Send { reply, .. } = cmd {
+            replies.push(reply);
+        }
+    }
+    assert_eq!(replies.len(), MAX_PENDING + 1, "then it stopped reading");
+    // Answered, it goes on: every SEND reaches the queue, receipts in order.
+    let mut next = 0;
+    loop {
+        for reply in replies.drain(..) {
+            let _ = reply.send(Ok(()));
+        }
+        if next == 2 * MAX_PENDING {
+            break;
+        }
+        let f = c.expect(Command::Receipt).await;
+        assert_eq!(
+            f.headers.get("receipt-id"),
+            Some(format!("r{next}").as_str())
+        );
+        next += 1;
+        while let Ok(Some(cmd)) = tokio::time::timeout(Duration::from_millis(1), rx.recv()).await {
+            if let crate::queue::Cmd::Send { reply, .. } = cmd {
+                replies.push(reply);
+            }
+        }
     }
 }
