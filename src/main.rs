@@ -114,14 +114,13 @@ fn init_logging(config: &Config) -> stompede::broker::LogFilterSetter {
 }
 
 async fn serve(config: Config, reload: stompede::broker::ReloadWith) -> ExitCode {
-    let running = match stompede::server::start(config) {
+    let running = match stompede::server::start_reloadable(config, Some(reload)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("stompede: {e}");
             return ExitCode::from(2);
         }
     };
-    running.broker.reload_from(reload);
     reload_on_hangup(&running.broker).await;
     tracing::info!("shutting down; a second signal exits at once");
     tokio::select! {

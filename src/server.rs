@@ -72,6 +72,16 @@ fn listen(addr: SocketAddr, key: &'static str) -> Result<(TcpListener, SocketAdd
 
 /// Binds the listeners and starts serving. Must be called inside a Tokio runtime.
 pub fn start(config: Config) -> Result<RunningBroker, StartError> {
+    start_reloadable(config, None)
+}
+
+/// [`start`], reloadable from `reload` (the binary's file) from the first
+/// request on: it is in place before the listeners take anyone, so a
+/// `POST /api/reload` that comes at once does not find the broker without one.
+pub fn start_reloadable(
+    config: Config,
+    reload: Option<crate::broker::ReloadWith>,
+) -> Result<RunningBroker, StartError> {
     let prometheus = crate::metrics::install();
     // Before the connection limits are fitted to it.
     if let Some(limit) = raise_fd_limit() {
@@ -100,6 +110,9 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let (http, http_addr) = http;
     let node_name = config.cluster.node_name(http_addr.port());
     let broker = Broker::start_node(config, node_name)?;
+    if let Some(reload) = reload {
+        broker.reload_from(reload);
+    }
     let stomp_addr = tcp.as_ref().map(|(_, a)| *a);
     broker.tasks.spawn(listen::http::serve(
         http,
