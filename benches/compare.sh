@@ -64,7 +64,7 @@ launch() { # binary port store source-tree -> pid. Every load-generator connecti
 wait_port() { for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && break; sleep 0.1; done; }
 stop() { # pid: the brokers are not this shell's children, so poll until gone
   [ -n "$1" ] || return 0
-  kill "$1" 2>/dev/null || true
+  kill -INT "$1" 2>/dev/null || true # SIGINT stops at once; SIGTERM would drain
   for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
 }
 start_broker() { # fresh processes, so one scenario's memory does not colour the next

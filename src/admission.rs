@@ -79,7 +79,8 @@ pub struct AddressSlot {
 #[derive(Debug)]
 pub struct HttpSlot {
     admission: Arc<Admission>,
-    key: IpAddr,
+    /// The address whose share it is in; `None` for a trusted proxy's.
+    key: Option<IpAddr>,
 }
 
 /// Why [`Admission::open_http`] refused.
@@ -135,8 +136,21 @@ impl Admission {
         }))
     }
 
-    /// A place for a plain HTTP connection from `ip`, or why not.
-    pub fn open_http(self: &Arc<Self>, ip: IpAddr) -> Result<HttpSlot, HttpFull> {
+    /// A place for a plain HTTP connection from `ip`, or why not. `None`: a
+    /// trusted proxy's connection, carrying many clients, counted only in the
+    /// total.
+    pub fn open_http(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<HttpSlot, HttpFull> {
+        let Some(ip) = ip else {
+            self.http_open
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.max_http).then_some(n + 1)
+                })
+                .map_err(|_| HttpFull::All)?;
+            return Ok(HttpSlot {
+                admission: self.clone(),
+                key: None,
+            });
+        };
         let key = address_key(ip);
         let mut mine = self.http_per_address.entry(key).or_insert(0);
         if *mine >= self.http_share() {
@@ -155,7 +169,7 @@ impl Admission {
         *mine += 1;
         Ok(HttpSlot {
             admission: self.clone(),
-            key,
+            key: Some(key),
         })
     }
 
@@ -179,12 +193,15 @@ impl Drop for AddressSlot {
 impl Drop for HttpSlot {
     fn drop(&mut self) {
         self.admission.http_open.fetch_sub(1, Ordering::AcqRel);
-        if let Some(mut c) = self.admission.http_per_address.get_mut(&self.key) {
+        let Some(key) = self.key else {
+            return;
+        };
+        if let Some(mut c) = self.admission.http_per_address.get_mut(&key) {
             *c -= 1;
         }
         self.admission
             .http_per_address
-            .remove_if(&self.key, |_, c| *c == 0);
+            .remove_if(&key, |_, c| *c == 0);
     }
 }
 
@@ -339,25 +356,30 @@ mod tests {
         assert!(a.admit(ip).is_none(), "still held by the clone");
         drop((shared, two));
         assert_eq!(a.open_from(ip), 0);
-        let h = a.open_http(ip).unwrap();
-        assert_eq!(a.open_http(ip).err(), Some(HttpFull::Share));
+        let h = a.open_http(Some(ip)).unwrap();
+        assert_eq!(a.open_http(Some(ip)).err(), Some(HttpFull::Share));
         drop(h);
-        assert!(a.open_http(ip).is_ok());
+        assert!(a.open_http(Some(ip)).is_ok());
         // One address holds at most a quarter of the HTTP slots.
         let a = Admission::new(100, 8);
-        let one: Vec<_> = (0..2).map(|_| a.open_http(ip).unwrap()).collect();
-        assert_eq!(a.open_http(ip).err(), Some(HttpFull::Share));
+        let one: Vec<_> = (0..2).map(|_| a.open_http(Some(ip)).unwrap()).collect();
+        assert_eq!(a.open_http(Some(ip)).err(), Some(HttpFull::Share));
         let others: Vec<_> = (2..8)
             .map(|i| {
-                a.open_http(format!("192.0.2.{i}").parse().unwrap())
+                a.open_http(Some(format!("192.0.2.{i}").parse().unwrap()))
                     .unwrap()
             })
             .collect();
         assert_eq!(
-            a.open_http("192.0.2.99".parse().unwrap()).err(),
+            a.open_http(Some("192.0.2.99".parse().unwrap())).err(),
             Some(HttpFull::All)
         );
+        // A trusted proxy's connection: only the total counts.
+        assert_eq!(a.open_http(None).err(), Some(HttpFull::All));
         drop((one, others));
+        let proxied: Vec<_> = (0..8).map(|_| a.open_http(None).unwrap()).collect();
+        assert_eq!(a.open_http(None).err(), Some(HttpFull::All));
+        drop(proxied);
         assert!(a.http_per_address.is_empty());
         let probes: Vec<_> = (0..MAX_PROBES).map(|_| a.open_probe().unwrap()).collect();
         assert!(a.open_probe().is_none());

@@ -37,6 +37,12 @@ pub struct Broker {
     reload_with: OnceLock<ReloadWith>,
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
+    /// Draining: `/readyz` 503, then the client listeners close, then each
+    /// connection at its moment.
+    pub drain: crate::drain::Drain,
+    /// `server.trusted_proxies`, replaced by a reload. Read through
+    /// [`Broker::trusted_proxies`].
+    trusted: RwLock<Arc<crate::config::TrustedProxies>>,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
     /// Sockets per client address and plain HTTP connections.
@@ -179,7 +185,11 @@ impl Broker {
         }
         let admission =
             crate::admission::Admission::new(config.limits.max_connections_per_ip, max_http);
+        // Checked when the configuration loaded.
+        let trusted = config.server.trusted().unwrap_or_default();
         Ok(Arc::new(Broker {
+            drain: crate::drain::Drain::new(shutdown.child_token()),
+            trusted: RwLock::new(Arc::new(trusted)),
             access: RwLock::new(access),
             limits: RwLock::new(Arc::new(config.limits.clone())),
             revoked: tokio::sync::watch::Sender::new(Arc::new(Vec::new())),
@@ -322,6 +332,27 @@ impl Broker {
             .clone()
     }
 
+    /// The proxies trusted to name their clients (`server.trusted_proxies`, as
+    /// last reloaded).
+    pub fn trusted_proxies(&self) -> Arc<crate::config::TrustedProxies> {
+        self.trusted
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Begins draining with the configured grace and spread (or returns the
+    /// drain under way); `/readyz` answers 503 from now on.
+    pub fn begin_drain(&self) -> crate::drain::DrainPlan {
+        let s = &self.config.server;
+        let plan = self.drain.begin(
+            std::time::Duration::from_secs(s.drain_grace_s),
+            std::time::Duration::from_secs(s.drain_spread_s),
+        );
+        self.metrics.draining.set(1.0);
+        plan
+    }
+
     /// The limits in force (`[limits]`, as last reloaded).
     pub fn limits(&self) -> Arc<crate::config::LimitsConfig> {
         self.limits
@@ -377,6 +408,9 @@ impl Broker {
         *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(access);
         // Every session checks itself against the new users and rules.
         self.revoked.send_replace(Arc::new(removed.clone()));
+        // Checked when the configuration loaded.
+        let trusted = new.server.trusted().unwrap_or_default();
+        *self.trusted.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(trusted);
         self.engine.set_retain(new.topics.retain.clone());
         self.engine.set_history(history_limits(&new.topics));
         let mut need_restart = Vec::new();
@@ -409,7 +443,7 @@ impl Broker {
         let differs =
             |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
         for (section, changed) in [
-            ("server", differs(&old.server, &new.server)),
+            ("server", !old.server.same_but_reloadable(&new.server)),
             ("heartbeat", differs(&old.heartbeat, &new.heartbeat)),
             ("log.format", differs(&old.log.format, &new.log.format)),
             ("auth.jwt", differs(&old.auth.jwt, &new.auth.jwt)),
@@ -441,6 +475,7 @@ impl Broker {
         }
         Reloaded {
             applied: vec![
+                "server.trusted_proxies",
                 "auth.users",
                 "auth.anonymous",
                 "auth.acl",

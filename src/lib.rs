@@ -13,6 +13,7 @@
 //! - [`command`]: frames checked into typed client commands;
 //! - [`engine`]: the seam a cluster engine implements;
 //! - [`broker`]: the state shared by a running broker's connections;
+//! - [`drain`]: how a node leaves its load balancer's pool;
 //! - [`auth`]: password hashes (`stompede hash-password`) and tokens.
 //!
 //! Everything else is internal to the crate.
@@ -27,6 +28,7 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub(crate) mod destination;
+pub mod drain;
 pub mod engine;
 pub(crate) mod listen;
 pub mod metrics;

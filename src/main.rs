@@ -1,5 +1,6 @@
-//! The `stompede` binary: loads the configuration, starts the broker, and stops it
-//! on SIGINT/SIGTERM.
+//! The `stompede` binary: loads the configuration, starts the broker, reloads it
+//! on SIGHUP, drains it on SIGTERM (or `POST /api/drain`) and stops it at once on
+//! SIGINT.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -26,6 +27,10 @@ enum Cmd {
 
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the runtime waits for blocking work (a store write, a password
+/// check) when the process exits.
+const RUNTIME_EXIT_WAIT: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -59,7 +64,11 @@ fn main() -> ExitCode {
         required,
         log_filter,
     };
-    runtime.block_on(serve(config, reload))
+    let code = runtime.block_on(serve(config, reload));
+    // Whatever still runs (a blocking call into an unreachable NATS, say) must
+    // not keep the process alive.
+    runtime.shutdown_timeout(RUNTIME_EXIT_WAIT);
+    code
 }
 
 fn hash_password() -> ExitCode {
@@ -121,29 +130,55 @@ async fn serve(config: Config, reload: stompede::broker::ReloadWith) -> ExitCode
             return ExitCode::from(2);
         }
     };
-    reload_on_hangup(&running.broker).await;
-    tracing::info!("shutting down; a second signal exits at once");
+    let stop = until_stopped(&running.broker).await;
+    let finish = async {
+        match stop {
+            Stop::Drain => {
+                tracing::info!("draining, then shutting down; a second signal exits at once");
+                running.drain(SHUTDOWN_GRACE).await
+            }
+            Stop::Now => {
+                tracing::info!("shutting down; a second signal exits at once");
+                running.shutdown(SHUTDOWN_GRACE).await
+            }
+        }
+    };
     tokio::select! {
-        clean = running.shutdown(SHUTDOWN_GRACE) => {
+        clean = finish => {
             if !clean {
                 tracing::warn!("some connections did not close in time");
             }
+            tracing::info!("stopped");
         }
-        _ = wait_for_signal() => tracing::warn!("second signal: exiting now"),
+        _ = next_signal() => tracing::warn!("second signal: exiting now"),
     }
     ExitCode::SUCCESS
 }
 
-/// Reloads the configuration on every SIGHUP until SIGINT or SIGTERM.
-async fn reload_on_hangup(broker: &stompede::broker::Broker) {
+/// How the process was asked to stop.
+enum Stop {
+    /// SIGTERM or `POST /api/drain`: drain first.
+    Drain,
+    /// SIGINT (Ctrl-C): at once.
+    Now,
+}
+
+/// Reloads the configuration on every SIGHUP until a signal or a drain
+/// request says to stop.
+async fn until_stopped(broker: &stompede::broker::Broker) -> Stop {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        wait_for_signal().await;
-        return;
+    let hangup = signal(SignalKind::hangup());
+    let terminate = signal(SignalKind::terminate());
+    let (Ok(mut hangup), Ok(mut terminate)) = (hangup, terminate) else {
+        tracing::warn!("no signal handlers: stopping on Ctrl-C only");
+        let _ = tokio::signal::ctrl_c().await;
+        return Stop::Now;
     };
     loop {
         tokio::select! {
-            _ = wait_for_signal() => return,
+            _ = tokio::signal::ctrl_c() => return Stop::Now,
+            _ = terminate.recv() => return Stop::Drain,
+            _ = broker.drain.begun() => return Stop::Drain,
             _ = hangup.recv() => {
                 if let Err(e) = broker.reload() {
                     tracing::error!(error = %e, "SIGHUP: nothing changed");
@@ -153,7 +188,8 @@ async fn reload_on_hangup(broker: &stompede::broker::Broker) {
     }
 }
 
-async fn wait_for_signal() {
+/// The next SIGINT or SIGTERM.
+async fn next_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -92,6 +92,10 @@ pub mod names {
     /// Counter: subscribers of a kept destination that fell behind and went on
     /// reading its log at their own pace instead of being cut off.
     pub const LOG_FALLBACKS_TOTAL: &str = "stompede_history_fallbacks_total";
+    /// Gauge: 1 while the node drains (SIGTERM or `POST /api/drain`).
+    pub const DRAINING: &str = "stompede_draining";
+    /// Counter: client connections closed by draining, each told to reconnect.
+    pub const DRAIN_CLOSED_TOTAL: &str = "stompede_drain_closed_total";
     /// Histogram: seconds from a message's publication to its write to a subscriber.
     pub const PUBLISH_TO_WRITE_SECONDS: &str = "stompede_publish_to_write_seconds";
 }
@@ -124,7 +128,9 @@ pub const ERROR_REASONS: &[&str] = &[
     "login_throttled",
     "malformed_frame",
     "missing_header",
+    "node_restarting",
     "pending_frames_full",
+    "proxy_header",
     "queue_refused",
     "replay_too_wide",
     "slow_consumer",
@@ -274,6 +280,10 @@ pub struct Metrics {
     pub store_failed: Gauge,
     /// History records not written for a full store channel.
     pub store_shed: Counter,
+    /// 1 while draining.
+    pub draining: Gauge,
+    /// Connections closed by draining.
+    pub drain_closed: Counter,
 }
 
 impl Metrics {
@@ -336,6 +346,16 @@ impl Metrics {
                 let failed = gauge!(names::STORE_FAILED);
                 failed.set(0.0);
                 failed
+            },
+            draining: {
+                let draining = gauge!(names::DRAINING);
+                draining.set(0.0);
+                draining
+            },
+            drain_closed: {
+                let closed = counter!(names::DRAIN_CLOSED_TOTAL);
+                closed.absolute(0);
+                closed
             },
         }
     }

@@ -35,6 +35,9 @@ pub enum Outgoing {
     HeartBeatEvery(Duration),
     /// Write everything before this, then close the connection cleanly.
     Close,
+    /// Write everything before this, then close the connection saying the node
+    /// restarts (WebSocket close code 1012), so the client reconnects elsewhere.
+    Restart,
 }
 
 impl Outgoing {
@@ -43,7 +46,7 @@ impl Outgoing {
         match self {
             Outgoing::Frame { bytes, .. } => bytes.len(),
             Outgoing::Message { message, .. } => message.len(),
-            Outgoing::HeartBeatEvery(_) | Outgoing::Close => 0,
+            Outgoing::HeartBeatEvery(_) | Outgoing::Close | Outgoing::Restart => 0,
         }
     }
 }

@@ -47,6 +47,8 @@ pub struct RunningBroker {
     pub https_addr: Option<SocketAddr>,
     /// Where the STOMP-over-TLS listener is bound, if TLS is on.
     pub stomps_addr: Option<SocketAddr>,
+    /// Where the operators' listener is bound, if `server.ops_addr` is set.
+    pub ops_addr: Option<SocketAddr>,
     /// Shared state, for tests that look inside.
     pub broker: Arc<Broker>,
 }
@@ -89,6 +91,11 @@ pub fn start_reloadable(
     }
     let stomp_addr = config.server.stomp_socket_addr()?;
     let http = listen(config.server.http_addr, "server.http_addr")?;
+    let ops = config
+        .server
+        .ops_socket_addr()?
+        .map(|a| listen(a, "server.ops_addr"))
+        .transpose()?;
     let tcp = stomp_addr
         .map(|a| listen(a, "server.stomp_addr"))
         .transpose()?;
@@ -114,6 +121,12 @@ pub fn start_reloadable(
         broker.reload_from(reload);
     }
     let stomp_addr = tcp.as_ref().map(|(_, a)| *a);
+    let ops_addr = ops.as_ref().map(|(_, a)| *a);
+    if let Some((ops, _)) = ops {
+        broker
+            .tasks
+            .spawn(listen::ops::serve(ops, broker.clone(), prometheus.clone()));
+    }
     broker.tasks.spawn(listen::http::serve(
         http,
         broker.clone(),
@@ -148,6 +161,7 @@ pub fn start_reloadable(
         stomp_addr = %shown(stomp_addr),
         https_addr = %shown(https_addr),
         stomps_addr = %shown(stomps_addr),
+        ops_addr = %shown(ops_addr),
         "stompede listening"
     );
     Ok(RunningBroker {
@@ -155,22 +169,75 @@ pub fn start_reloadable(
         stomp_addr,
         https_addr,
         stomps_addr,
+        ops_addr,
         broker,
     })
 }
 
+/// Longest wait for the engine to write out what it holds at shutdown (the
+/// queue store, publishes on their way to NATS): a node whose NATS servers are
+/// gone must still exit.
+pub const ENGINE_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 impl RunningBroker {
     /// Stops accepting, tells every session, lets writers flush and close, and waits
-    /// up to `grace` for all connection and queue tasks; then closes the queue store.
-    /// Returns whether all finished in time.
+    /// up to `grace` for all connection and queue tasks; then closes the queue store
+    /// (waiting at most [`ENGINE_CLOSE_WAIT`]). Returns whether all finished in time.
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.broker.shutdown.cancel();
         self.broker.tasks.close();
         let finished = tokio::time::timeout(grace, self.broker.tasks.wait())
             .await
             .is_ok();
-        self.broker.engine.close().await;
-        finished
+        let closed = tokio::time::timeout(ENGINE_CLOSE_WAIT, self.broker.engine.close())
+            .await
+            .is_ok();
+        if !closed {
+            tracing::warn!("the engine did not close in time (is NATS reachable?)");
+        }
+        finished && closed
+    }
+
+    /// Drains, then shuts down: `/readyz` answers 503 at once; new connections
+    /// are taken for `server.drain_grace_s`; then the client listeners close and
+    /// each connection is closed at its moment within `server.drain_spread_s`
+    /// (an ERROR saying the node restarts, WebSocket close 1012), its unacked
+    /// queue deliveries going back to their queues; once the last is gone, or
+    /// `last_words` after the spread ends, [`RunningBroker::shutdown`] with
+    /// `last_words`. A drain begun earlier (`POST /api/drain`) goes on as
+    /// planned. Returns whether everything finished in time.
+    pub async fn drain(&self, last_words: Duration) -> bool {
+        let broker = &self.broker;
+        let plan = broker.begin_drain();
+        tracing::info!(
+            grace_s = plan
+                .close_from
+                .saturating_duration_since(plan.began)
+                .as_secs_f64(),
+            spread_s = plan.spread.as_secs_f64(),
+            connections = broker.connection_count(),
+            "draining: /readyz answers 503"
+        );
+        tokio::time::sleep_until(plan.close_from).await;
+        broker.drain.stop_accepting().cancel();
+        tracing::info!(
+            connections = broker.connection_count(),
+            "draining: listeners closed; closing connections"
+        );
+        let deadline = plan.last_close() + last_words;
+        let all_gone = async {
+            while broker.connection_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let gone = tokio::time::timeout_at(deadline, all_gone).await.is_ok();
+        if !gone {
+            tracing::warn!(
+                connections = broker.connection_count(),
+                "draining: connections still open at the deadline"
+            );
+        }
+        self.shutdown(last_words).await && gone
     }
 }
 

@@ -8,7 +8,7 @@
 use crate::codec::{Command, Frame, Version, encode, encode_heartbeat};
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxReceiver, Outgoing};
-use crate::transport::{FrameBatch, Writer};
+use crate::transport::{FrameBatch, Goodbye, Writer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
@@ -22,6 +22,8 @@ const LAST_WORDS: Duration = Duration::from_secs(2);
 pub enum WriterEnd {
     /// Asked to close, or the session went away.
     Closed,
+    /// Asked to close because the node drains.
+    Restarted,
     /// The outbox overflowed between writes: slow consumer, told with an ERROR.
     SlowConsumer,
     /// The outbox overflowed while a write was stuck: slow consumer, whose stream may
@@ -67,13 +69,20 @@ pub async fn run(
             let mut batch = FrameBatch::default();
             batch.push(true, |out| encode(&error, Version::V1_2, out));
             let _ = timeout(LAST_WORDS, writer.write_batch(&mut batch)).await;
-            let _ = timeout(LAST_WORDS, writer.close(false)).await;
+            let _ = timeout(LAST_WORDS, writer.close(Goodbye::Normal)).await;
         }
         WriterEnd::SlowConsumerMidWrite => {
             metrics.slow_consumers.increment(1);
         }
         WriterEnd::Closed => {
-            let _ = timeout(LAST_WORDS, writer.close(shutdown.is_cancelled())).await;
+            let goodbye = match shutdown.is_cancelled() {
+                true => Goodbye::GoingAway,
+                false => Goodbye::Normal,
+            };
+            let _ = timeout(LAST_WORDS, writer.close(goodbye)).await;
+        }
+        WriterEnd::Restarted => {
+            let _ = timeout(LAST_WORDS, writer.close(Goodbye::Restart)).await;
         }
         WriterEnd::WriteFailed => {}
     }
@@ -107,7 +116,7 @@ async fn write_loop(
                 std::collections::VecDeque::new()
             }
         };
-        let mut close = false;
+        let mut close = None;
         let mut cost = 0;
         let mut messages = Vec::new();
         for item in items {
@@ -125,7 +134,11 @@ async fn write_loop(
                 }
                 Outgoing::HeartBeatEvery(d) => heartbeat = Some(d),
                 Outgoing::Close => {
-                    close = true;
+                    close = Some(WriterEnd::Closed);
+                    break;
+                }
+                Outgoing::Restart => {
+                    close = Some(WriterEnd::Restarted);
                     break;
                 }
             }
@@ -156,8 +169,8 @@ async fn write_loop(
             }
         }
         rx.written(cost);
-        if close {
-            return WriterEnd::Closed;
+        if let Some(end) = close {
+            return end;
         }
     }
 }

@@ -964,3 +964,53 @@ async fn kept_topics_are_delivered_as_soon_as_a_node_is_ready_after_nats_restart
         "delivered {took:?} after /readyz said 200"
     );
 }
+
+/// A node whose NATS server is gone still drains and exits on SIGTERM (it
+/// used to keep running until a second signal, waiting on NATS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_drains_and_exits_on_sigterm_when_nats_is_gone() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let store = tempfile::tempdir().unwrap();
+    let mut server = nats::one(store.path());
+    let dir = tempfile::tempdir().unwrap();
+    let toml = node_toml(
+        &server.url(),
+        "leaving",
+        dir.path(),
+        "[topics]\nhistory = [\"/topic/h.#\"]\n[server]\ndrain_grace_s = 1\ndrain_spread_s = 1",
+    );
+    let mut node = BrokerProcess::start(dir.path(), &toml, &[]);
+    ready(&node, 200).await;
+    let mut consumer = connected(&node, "svc").await;
+    consumer
+        .subscribe_with("q", "/queue/work", &[("ack", "client")])
+        .await;
+    let mut sub = connected(&node, "alice").await;
+    sub.subscribe("s", "/topic/h.x").await;
+    let mut publisher = connected(&node, "svc").await;
+    publisher.publish("/topic/h.x", "before").await;
+    let m = message_within(&mut sub, Duration::from_secs(10)).await;
+    assert_eq!(m.map(|m| body(&m)).as_deref(), Some("before"));
+    server.kill();
+    ready(&node, 503).await;
+    let asked = Instant::now();
+    node.signal("TERM");
+    let status = node
+        .wait_exit(Duration::from_secs(40))
+        .await
+        .expect("the node still runs 40 s after SIGTERM without NATS");
+    assert!(status.success(), "{status:?}");
+    // Grace 1 s, spread 1 s, then at most 10 s for last words and 5 s for the engine.
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        asked.elapsed()
+    );
+    let e = consumer.next_frame().await;
+    assert!(
+        e.as_ref()
+            .and_then(|f| f.headers.get("message"))
+            .is_some_and(|m| m.contains("node restarting")),
+        "{e:?}"
+    );
+}

@@ -23,6 +23,7 @@ const LAYERS: &[&str] = &[
     "engine",
     "config",
     "admission",
+    "drain",
     "app",
     "broker",
     "session",

@@ -74,7 +74,7 @@ pub use auth::AuthConfig;
 pub use cluster::ClusterConfig;
 pub use limits::{HeartbeatConfig, LimitsConfig};
 pub use log::{LogConfig, LogFormat};
-pub use server::ServerConfig;
+pub use server::{ServerConfig, TrustedProxies};
 pub use store::{QueuesConfig, StoreConfig};
 pub use tls::TlsConfig;
 pub use topics::TopicsConfig;
@@ -83,6 +83,7 @@ pub use trading::{QuotesConfig, SymbolConfig, TradingConfig};
 /// Keys whose environment values are comma-separated lists.
 const LIST_KEYS: &[&str] = &[
     "server.allowed_origins",
+    "server.trusted_proxies",
     "queues.durable",
     "topics.retain",
     "topics.history",

@@ -7,6 +7,31 @@ impl Config {
     /// Refuses any value that would fail later, naming its key.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         self.server.stomp_socket_addr()?;
+        self.server.trusted()?;
+        // Port 0 (an ephemeral port, as tests use) cannot clash.
+        if let Some(ops) = self.server.ops_socket_addr()?.filter(|a| a.port() != 0) {
+            let public = [
+                Some(self.server.http_addr),
+                self.server.stomp_socket_addr()?,
+            ];
+            if public.contains(&Some(ops)) {
+                return Err(ConfigError::BadValue {
+                    key: "server.ops_addr",
+                    reason: format!("{ops} is also a client listener's address"),
+                });
+            }
+        }
+        for (key, value) in [
+            ("server.drain_grace_s", self.server.drain_grace_s),
+            ("server.drain_spread_s", self.server.drain_spread_s),
+        ] {
+            if value > super::server::MAX_DRAIN_S {
+                return Err(ConfigError::BadValue {
+                    key,
+                    reason: format!("{value} is more than {} s", super::server::MAX_DRAIN_S),
+                });
+            }
+        }
         self.tls.stomp_socket_addr()?;
         if self.tls.enabled() {
             crate::transport::tls::acceptor(&self.tls.cert_file, &self.tls.key_file, &[]).map_err(

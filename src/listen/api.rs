@@ -93,6 +93,34 @@ pub async fn stats(
             "history": engine.history,
             "store": {"bytes": store_bytes, "failed": engine.store_failed},
             "cluster": engine.cluster,
+            "draining": broker.drain.is_draining(),
+        }),
+    )
+}
+
+/// Serves `POST /api/drain` to an admin: begins draining, as SIGTERM does
+/// (`/readyz` 503 at once, connections closed over `server.drain_spread_s`
+/// after `server.drain_grace_s`; the binary exits when they are gone). 202
+/// with the plan; a second request changes nothing and answers the same.
+pub async fn drain(
+    req: Request<Incoming>,
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let identity = match authorized(&req, &broker, peer, &[Role::Admin]).await {
+        Ok(identity) => identity,
+        Err(r) => return refused(r),
+    };
+    let plan = broker.begin_drain();
+    let login = identity.login.as_deref().unwrap_or("");
+    tracing::warn!(login, %peer, "POST /api/drain: draining");
+    let seconds = |d: std::time::Duration| d.as_secs_f64();
+    json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({
+            "draining": true,
+            "grace_s": seconds(plan.close_from.duration_since(plan.began)),
+            "spread_s": seconds(plan.spread),
         }),
     )
 }

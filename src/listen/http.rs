@@ -1,7 +1,9 @@
-//! The HTTP listener: WebSocket STOMP at `/ws`, `POST /api/publish`,
-//! `GET /api/stats`, `/metrics`,
-//! `/healthz`, `/readyz` and the page at `/`.
+//! The HTTP listener: WebSocket STOMP at `/ws`, `/healthz`, `/readyz`, the page
+//! at `/`, and `/metrics` and the admin API (`POST /api/publish`, `GET
+//! /api/stats`, `POST /api/reload`, `POST /api/drain`) unless the operators'
+//! listener serves them.
 
+use super::{Admitted, Refusal};
 use crate::admission::{AddressSlot, HttpFull, PROBE_WAIT};
 use crate::broker::{Broker, ConnectionGuard};
 use crate::metrics::Transport;
@@ -16,7 +18,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -28,8 +30,30 @@ const SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 /// Time a client has to send its HTTP request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts HTTP connections until shutdown, over TLS when `tls` is given (HTTPS:
-/// the same routes, so `wss://` at `/ws`; the handshake runs in the connection's
+/// Which listener a request came through, and so which routes it may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// A client listener: `/ws`, health, the page, and `/metrics` and the admin
+    /// API when no operators' listener is set (`admin`).
+    Public {
+        /// Whether `/metrics` and the admin API are served here.
+        admin: bool,
+    },
+    /// The operators' listener (`server.ops_addr`): `/metrics`, health and the
+    /// admin API, outside the client limits.
+    Ops,
+}
+
+impl Surface {
+    /// Whether `/metrics` and the admin API are served here.
+    fn admin(self) -> bool {
+        matches!(self, Surface::Ops | Surface::Public { admin: true })
+    }
+}
+
+/// Accepts HTTP connections until the node stops taking clients (a drain, or
+/// shutdown), over TLS when `tls` is given (HTTPS: the same routes, so `wss://`
+/// at `/ws`; the PROXY header and the handshake are read in the connection's
 /// own task, within `limits.connect_timeout_ms`). Accept errors are logged and
 /// retried.
 pub async fn serve(
@@ -38,89 +62,152 @@ pub async fn serve(
     metrics: PrometheusHandle,
     tls: Option<TlsAcceptor>,
 ) {
-    while let Some((stream, peer)) = super::next_connection(&listener, &broker, "HTTP").await {
+    let stop = broker.drain.stop_accepting().clone();
+    let surface = Surface::Public {
+        admin: broker.config.server.ops_addr.trim().is_empty(),
+    };
+    while let Some((stream, peer)) = super::next_connection(&listener, &stop, "HTTP").await {
         let _ = stream.set_nodelay(true);
-        // Over TLS a plain-text 503 could not be read: the socket just closes.
-        let refuse = |stream, message| -> Option<_> {
-            tls.is_none()
-                .then(|| refuse_or_probe(stream, broker.clone(), message))
-        };
-        let Some(address) = broker.admission.admit(peer.ip()) else {
+        let tasks = broker.tasks.clone();
+        tasks.spawn(accept(
+            stream,
+            peer,
+            broker.clone(),
+            metrics.clone(),
+            tls.clone(),
+            surface,
+        ));
+    }
+}
+
+/// Admits one HTTP connection and serves it, or refuses it with a 503 (or a
+/// 400 for a refused PROXY header) naming the limit; over TLS a plain-text
+/// refusal could not be read, so the socket just closes.
+async fn accept(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    metrics: PrometheusHandle,
+    tls: Option<TlsAcceptor>,
+    surface: Surface,
+) {
+    let plain = tls.is_none();
+    let Admitted { client, address } = match super::admit(&mut stream, peer, &broker, true).await {
+        Ok(admitted) => admitted,
+        Err(Refusal::PerAddress) => {
             broker.metrics.transport(Transport::Ws).refused.increment(1);
             tracing::debug!(%peer, "refused: limits.max_connections_per_ip");
-            if let Some(refusal) = refuse(
-                stream,
-                "too many connections from this address (limits.max_connections_per_ip)\n",
-            ) {
-                broker.tasks.spawn(refusal);
+            if plain {
+                let message =
+                    "too many connections from this address (limits.max_connections_per_ip)\n";
+                refuse_or_probe(stream, broker, StatusCode::SERVICE_UNAVAILABLE, message).await;
             }
-            continue;
-        };
-        let http_slot = match broker.admission.open_http(peer.ip()) {
-            Ok(slot) => slot,
-            Err(full) => {
-                tracing::debug!(%peer, ?full, "refused: limits.max_http_connections");
-                let message = match full {
-                    HttpFull::All => "too many HTTP connections (limits.max_http_connections)\n",
-                    HttpFull::Share => {
-                        "too many HTTP connections from this address (a quarter of limits.max_http_connections)\n"
-                    }
-                };
-                if let Some(refusal) = refuse(stream, message) {
-                    broker.tasks.spawn(refusal);
+            return;
+        }
+        Err(Refusal::ProxyHeader(e)) => {
+            tracing::info!(%peer, error = %e, "refused a PROXY protocol header");
+            broker.metrics.error_sent("proxy_header");
+            if plain {
+                let message = format!("{e}\n");
+                refuse_or_probe(stream, broker, StatusCode::BAD_REQUEST, &message).await;
+            }
+            return;
+        }
+    };
+    // A trusted proxy's connection counts only against the total.
+    let slot_ip = address.as_ref().map(|_| client.ip());
+    let http_slot = match broker.admission.open_http(slot_ip) {
+        Ok(slot) => slot,
+        Err(full) => {
+            tracing::debug!(%client, ?full, "refused: limits.max_http_connections");
+            let message = match full {
+                HttpFull::All => "too many HTTP connections (limits.max_http_connections)\n",
+                HttpFull::Share => {
+                    "too many HTTP connections from this address (a quarter of limits.max_http_connections)\n"
                 }
-                continue;
-            }
-        };
-        let conn_broker = broker.clone();
-        let metrics = metrics.clone();
-        let tls = tls.clone();
-        broker.tasks.spawn(async move {
-            let _http_slot = http_slot;
-            let Some(tls) = tls else {
-                connection(stream, conn_broker, metrics, peer, address).await;
-                return;
             };
-            let limit = conn_broker.limits().connect_timeout();
-            match tokio::time::timeout(limit, tls.accept(stream)).await {
-                Ok(Ok(stream)) => connection(stream, conn_broker, metrics, peer, address).await,
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            if plain {
+                refuse_or_probe(stream, broker, StatusCode::SERVICE_UNAVAILABLE, message).await;
             }
-        });
+            return;
+        }
+    };
+    let _http_slot = http_slot;
+    let conn = Conn {
+        broker: broker.clone(),
+        metrics,
+        client,
+        address,
+        surface,
+    };
+    let Some(tls) = tls else {
+        connection(stream, conn).await;
+        return;
+    };
+    let limit = broker.limits().connect_timeout();
+    match tokio::time::timeout(limit, tls.accept(stream)).await {
+        Ok(Ok(stream)) => connection(stream, conn).await,
+        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+    }
+}
+
+/// One HTTP connection's context.
+#[derive(Clone)]
+pub(super) struct Conn {
+    pub(super) broker: Arc<Broker>,
+    pub(super) metrics: PrometheusHandle,
+    /// The client, or the trusted proxy whose requests each name their client.
+    pub(super) client: SocketAddr,
+    /// The connection's place in its client's address count; `None` for a
+    /// trusted proxy's connection (each WebSocket takes its client's place).
+    pub(super) address: Option<Arc<AddressSlot>>,
+    pub(super) surface: Surface,
+}
+
+impl Conn {
+    /// The client a request is for: the connection's, or when it comes from a
+    /// trusted proxy, the one its `Forwarded` / `X-Forwarded-For` names.
+    fn client_of(&self, req: &Request<Incoming>) -> SocketAddr {
+        match self.address {
+            Some(_) => self.client,
+            None => {
+                super::forwarded::client(req.headers(), self.client, &self.broker.trusted_proxies())
+            }
+        }
     }
 }
 
 /// Serves one HTTP connection (plain or TLS) until it ends, it upgrades to a
 /// WebSocket, or the broker shuts down.
-async fn connection<IO>(
-    io: IO,
-    broker: Arc<Broker>,
-    metrics: PrometheusHandle,
-    peer: SocketAddr,
-    address: Arc<AddressSlot>,
-) where
+pub(super) async fn connection<IO>(io: IO, conn: Conn)
+where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let shutdown = broker.shutdown.clone();
+    let shutdown = conn.broker.shutdown.clone();
     let service = hyper::service::service_fn(move |req| {
-        let broker = broker.clone();
-        let metrics = metrics.clone();
-        let address = address.clone();
+        let conn = conn.clone();
         async move {
-            match (req.method(), req.uri().path()) {
-                (&Method::POST, "/api/publish") => {
-                    return Ok::<_, Infallible>(super::api::publish(req, broker, peer).await);
+            let peer = conn.client_of(&req);
+            let broker = conn.broker.clone();
+            if conn.surface.admin() {
+                match (req.method(), req.uri().path()) {
+                    (&Method::POST, "/api/publish") => {
+                        return Ok::<_, Infallible>(super::api::publish(req, broker, peer).await);
+                    }
+                    (&Method::GET, "/api/stats") => {
+                        return Ok(super::api::stats(req, broker, peer).await);
+                    }
+                    (&Method::POST, "/api/reload") => {
+                        return Ok(super::api::reload(req, broker, peer).await);
+                    }
+                    (&Method::POST, "/api/drain") => {
+                        return Ok(super::api::drain(req, broker, peer).await);
+                    }
+                    _ => {}
                 }
-                (&Method::GET, "/api/stats") => {
-                    return Ok(super::api::stats(req, broker, peer).await);
-                }
-                (&Method::POST, "/api/reload") => {
-                    return Ok(super::api::reload(req, broker, peer).await);
-                }
-                _ => {}
             }
-            Ok(route(req, broker, metrics, peer, address))
+            Ok(route(req, conn, peer))
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -148,17 +235,18 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
     res
 }
 
-/// Answers a refused connection with a 503 naming the limit, then closes it. The
-/// request is read (briefly, a little) first, so the answer is not lost to a reset.
 /// Answers a connection past a limit: a health probe (`GET` or `HEAD` of
-/// `/healthz` or `/readyz`) as usual, anything else with a 503 naming the limit.
+/// `/healthz` or `/readyz`) as usual, anything else with `status` (a 503) and
+/// `message` naming the limit. The request is read (briefly, a little) first, so
+/// the answer is not lost to a reset.
 /// At most [`crate::admission::MAX_PROBES`] such connections at once, each given [`PROBE_WAIT`] to
 /// send its request head; past that the socket just closes. So the probes a
 /// load balancer or an operator sends always answer, whoever holds the slots.
 async fn refuse_or_probe(
-    mut stream: tokio::net::TcpStream,
+    mut stream: TcpStream,
     broker: Arc<Broker>,
-    message: &'static str,
+    status: StatusCode,
+    message: &str,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Some(_probe) = broker.admission.open_probe() else {
@@ -178,7 +266,7 @@ async fn refuse_or_probe(
         let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         let (status, body) = match (matches!(method, "GET" | "HEAD"), health(path, &broker)) {
             (true, Some((status, body))) => (status, body),
-            _ => (StatusCode::SERVICE_UNAVAILABLE, message.to_owned()),
+            _ => (status, message.to_owned()),
         };
         let response = format!(
             "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
@@ -204,6 +292,9 @@ fn health(path: &str, broker: &Broker) -> Option<(StatusCode, String)> {
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting down\n".to_owned(),
         )),
+        "/readyz" if broker.drain.is_draining() => {
+            Some((StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned()))
+        }
         "/readyz" => Some(match broker.engine.ready() {
             Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
             Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
@@ -212,13 +303,15 @@ fn health(path: &str, broker: &Broker) -> Option<(StatusCode, String)> {
     }
 }
 
-fn route(
-    req: Request<Incoming>,
-    broker: Arc<Broker>,
-    metrics: PrometheusHandle,
-    peer: SocketAddr,
-    address: Arc<AddressSlot>,
-) -> Response<Body> {
+fn route(req: Request<Incoming>, conn: Conn, peer: SocketAddr) -> Response<Body> {
+    let path = req.uri().path();
+    if !conn.surface.admin() && (path == "/metrics" || path.starts_with("/api/")) {
+        return text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: served on the operators' listener (server.ops_addr)\n",
+        );
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -226,25 +319,28 @@ fn route(
             "method not allowed\n",
         );
     }
+    let public = matches!(conn.surface, Surface::Public { .. });
+    let admin = conn.surface.admin();
     match req.uri().path() {
-        "/ws" => upgrade(req, broker, peer, address),
-        "/api/publish" => text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n"),
-        "/metrics" => {
-            metrics.run_upkeep();
+        "/ws" if public => upgrade(req, conn, peer),
+        "/api/publish" if admin => text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n"),
+        "/metrics" if admin => {
+            conn.metrics.run_upkeep();
             text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                metrics.render(),
+                conn.metrics.render(),
             )
         }
-        "/healthz" | "/readyz" => match health(req.uri().path(), &broker) {
+        "/healthz" | "/readyz" => match health(req.uri().path(), &conn.broker) {
             Some((status, body)) => text(status, "text/plain", body),
             None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         },
-        path => match super::web::asset(path) {
+        path if public => match super::web::asset(path) {
             Some((kind, body)) => text(StatusCode::OK, kind, Bytes::from_static(body)),
             None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         },
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
 
@@ -282,12 +378,8 @@ fn valid_websocket_key(key: &[u8]) -> bool {
         && &key[22..] == b"=="
 }
 
-fn upgrade(
-    mut req: Request<Incoming>,
-    broker: Arc<Broker>,
-    peer: SocketAddr,
-    address: Arc<AddressSlot>,
-) -> Response<Body> {
+fn upgrade(mut req: Request<Incoming>, conn: Conn, peer: SocketAddr) -> Response<Body> {
+    let broker = conn.broker;
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
     let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade")
         && header_has_token(&req, header::UPGRADE, "websocket")
@@ -319,6 +411,22 @@ fn upgrade(
             return text(StatusCode::FORBIDDEN, "text/plain", "origin not allowed\n");
         }
     }
+    // Through a trusted proxy the client is known only now: it takes its place.
+    let address = match conn.address {
+        Some(address) => address,
+        None => match broker.admission.admit(peer.ip()) {
+            Some(address) => address,
+            None => {
+                broker.metrics.transport(Transport::Ws).refused.increment(1);
+                tracing::debug!(%peer, "refused: limits.max_connections_per_ip");
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "too many connections from this address (limits.max_connections_per_ip)\n",
+                );
+            }
+        },
+    };
     let Some(guard) = broker.open_connection(Transport::Ws, address) else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,

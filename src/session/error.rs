@@ -115,6 +115,9 @@ pub enum ProtocolError {
     /// The session's token reached its `exp` (plus the leeway).
     #[error("token expired")]
     TokenExpired,
+    /// The node drains (a rolling restart): reconnect, to another node.
+    #[error("node restarting: reconnect (this node drains for a restart)")]
+    NodeRestarting,
     /// The client stopped sending heart-beats.
     #[error("no heart-beat or frame from client for {0} ms")]
     HeartBeatTimeout(u64),
@@ -148,6 +151,7 @@ impl ProtocolError {
             ProtocolError::Topic(e) => e.reason(),
             ProtocolError::UnknownAck(_) => "unknown_ack",
             ProtocolError::TokenExpired => "token_expired",
+            ProtocolError::NodeRestarting => "node_restarting",
             ProtocolError::LoginRemoved(_) | ProtocolError::AnonymousRemoved => "login_removed",
             ProtocolError::FrameTimeout(_) => "frame_timeout",
             ProtocolError::PendingFramesFull(_) | ProtocolError::PendingFramesShare(_) => {

@@ -199,6 +199,9 @@ impl Session {
         let mut deadline = self.connect_deadline;
         // Bytes the transport holds below whole messages (WebSocket).
         let transport = reader.progress();
+        // When a drain closes this connection: its own moment in the spread.
+        let mut drain = self.broker.drain.watch();
+        let mut drain_at = drain.borrow_and_update().map(|plan| plan.close_at(self.id));
         loop {
             let buffered = buf.len();
             tokio::select! {
@@ -214,6 +217,19 @@ impl Session {
                     };
                     self.send_error(&error, None);
                     return;
+                }
+                _ = sleep_until_some(drain_at), if drain_at.is_some() => {
+                    self.broker.metrics.drain_closed.increment(1);
+                    self.send_error(&ProtocolError::NodeRestarting, None);
+                    let _ = self.outbox.push(Outgoing::Restart);
+                    return;
+                }
+                changed = drain.changed(), if drain_at.is_none() => {
+                    // The broker holds the sender as long as this session runs.
+                    if changed.is_err() {
+                        return;
+                    }
+                    drain_at = drain.borrow_and_update().map(|plan| plan.close_at(self.id));
                 }
                 _ = sleep_until_some(self.token_deadline), if self.token_deadline.is_some() => {
                     self.broker.metrics.token_expired();
@@ -418,7 +434,7 @@ impl Session {
 
     /// Queues an ERROR frame for `error` (the connection is closed after it).
     fn send_error(&self, error: &ProtocolError, receipt: Option<&str>) {
-        tracing::info!(session = self.id, login = self.login(), reason = error.reason(), %error, "closing with ERROR");
+        tracing::info!(session = self.id, login = self.login(), peer = %self.peer, reason = error.reason(), %error, "closing with ERROR");
         self.broker.metrics.error_sent(error.reason());
         let mut frame = Frame::new(Command::Error)
             .header("message", error.to_string())

@@ -223,7 +223,7 @@ impl Client {
                     Outgoing::Frame { bytes, .. } => bytes.to_vec(),
                     Outgoing::Message { message, .. } => message.chunks().concat(),
                     Outgoing::HeartBeatEvery(d) => return Out::HeartBeatEvery(d),
-                    Outgoing::Close => return Out::Close,
+                    Outgoing::Close | Outgoing::Restart => return Out::Close,
                 };
                 let mut buf = BytesMut::from(&bytes[..]);
                 match self.decoder.decode(&mut buf) {

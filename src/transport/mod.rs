@@ -233,20 +233,21 @@ impl Writer {
         Ok(())
     }
 
-    /// Closes cleanly: a WebSocket close frame (1000, or 1001 when the broker is
-    /// going away), or a TCP shutdown.
-    pub async fn close(&mut self, going_away: bool) -> io::Result<()> {
+    /// Closes cleanly: a WebSocket close frame with `goodbye`'s code, or a TCP
+    /// shutdown.
+    pub async fn close(&mut self, goodbye: Goodbye) -> io::Result<()> {
         match self {
             Writer::Tcp(w) => w.shutdown().await,
             Writer::Tls(w) => w.shutdown().await,
             Writer::Ws(w) => {
+                let (code, reason) = match goodbye {
+                    Goodbye::Normal => (CloseCode::Normal, ""),
+                    Goodbye::GoingAway => (CloseCode::Away, ""),
+                    Goodbye::Restart => (CloseCode::Restart, "service restart"),
+                };
                 let frame = CloseFrame {
-                    code: if going_away {
-                        CloseCode::Away
-                    } else {
-                        CloseCode::Normal
-                    },
-                    reason: Utf8Bytes::from_static(""),
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
                 };
                 // After the peer's close, sending ours fails: tungstenite has queued
                 // the reply itself. Closing the sink flushes whichever is pending.
@@ -263,6 +264,17 @@ impl Writer {
             }
         }
     }
+}
+
+/// Why a connection is closed, as a WebSocket close code says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goodbye {
+    /// 1000: done.
+    Normal,
+    /// 1001: the broker shuts down.
+    GoingAway,
+    /// 1012 "service restart": the node drains; reconnect (to another node).
+    Restart,
 }
 
 fn ws_message(payload: Bytes, utf8: bool) -> Message {

@@ -170,6 +170,8 @@ pub struct Client {
     pub heartbeats: usize,
     /// Frames that arrived while waiting for a receipt, handed out next.
     stash: std::collections::VecDeque<Frame>,
+    /// The WebSocket close frame's code and reason, once one arrived.
+    pub close: Option<(u16, String)>,
 }
 
 impl Client {
@@ -186,6 +188,7 @@ impl Client {
             subprotocol: None,
             heartbeats: 0,
             stash: std::collections::VecDeque::new(),
+            close: None,
         }
     }
 
@@ -228,13 +231,33 @@ impl Client {
     /// A WebSocket connection to `/ws` from loopback address `local`; the HTTP
     /// status on refusal.
     pub async fn ws_from(broker: &RunningBroker, local: &str) -> Result<Client, u16> {
-        let addr = broker.http_addr;
-        let s = connect_from(local, addr).await.unwrap();
+        Client::ws_from_with(broker.http_addr, local, b"", &[]).await
+    }
+
+    /// A WebSocket connection to `/ws` at `addr` from loopback address `local`,
+    /// with `prefix` written first (a PROXY protocol header, say) and extra
+    /// request `headers`; the HTTP status on refusal.
+    pub async fn ws_from_with(
+        addr: SocketAddr,
+        local: &str,
+        prefix: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<Client, u16> {
+        let mut s = connect_from(local, addr).await.unwrap();
+        if !prefix.is_empty() {
+            s.write_all(prefix).await.unwrap();
+        }
         let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
         req.headers_mut().insert(
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static("v12.stomp"),
         );
+        for (k, v) in headers {
+            req.headers_mut().append(
+                tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
         let stream = MaybeTlsStream::Plain(s);
         match tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(req, stream))
             .await
@@ -348,7 +371,11 @@ impl Client {
                         self.buf.extend_from_slice(&b);
                         return true;
                     }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return false,
+                    Some(Ok(Message::Close(frame))) => {
+                        self.close = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                        return false;
+                    }
+                    None | Some(Err(_)) => return false,
                     Some(Ok(_)) => continue,
                 }
             },
@@ -544,6 +571,63 @@ impl Client {
     }
 }
 
+/// A PROXY protocol v1 header naming `client` (an IPv4 address) as the source.
+pub fn proxy_v1(client: &str, port: u16) -> Vec<u8> {
+    format!("PROXY TCP4 {client} 127.0.0.1 {port} 61613\r\n").into_bytes()
+}
+
+/// A PROXY protocol v2 header (PROXY command, TCP over IPv4) naming `client`.
+pub fn proxy_v2(client: &str, port: u16) -> Vec<u8> {
+    let ip: std::net::Ipv4Addr = client.parse().unwrap();
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    h.extend_from_slice(&ip.octets());
+    h.extend_from_slice(&[127, 0, 0, 1]);
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&61613u16.to_be_bytes());
+    h
+}
+
+/// A STOMP client over TCP at `addr` from loopback address `local`, with
+/// `prefix` written first (a PROXY protocol header).
+pub async fn tcp_with_prefix(addr: SocketAddr, local: &str, prefix: &[u8]) -> Client {
+    let mut s = connect_from(local, addr).await.unwrap();
+    s.write_all(prefix).await.unwrap();
+    Client::from_tcp(s)
+}
+
+/// A `GET path` from loopback address `local`, with `prefix` written first
+/// and extra `headers`: (status, body).
+pub async fn http_get_from(
+    addr: SocketAddr,
+    local: &str,
+    prefix: &[u8],
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut s = connect_from(local, addr).await.unwrap();
+    let mut head = prefix.to_vec();
+    head.extend_from_slice(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n").as_bytes(),
+    );
+    for (k, v) in headers {
+        head.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    s.write_all(&head).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(TIMEOUT, s.read_to_end(&mut out))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// A TCP connection to `addr` from loopback address `local`.
 pub async fn connect_from(local: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
@@ -694,11 +778,31 @@ impl BrokerProcess {
 
     /// Sends SIGHUP (reload the configuration).
     pub fn hangup(&self) {
+        self.signal("HUP");
+    }
+
+    /// Sends signal `name` (`TERM`, `INT`, `HUP`).
+    pub fn signal(&self, name: &str) {
         let status = std::process::Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None` if it
+    /// still runs.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits (at most [`TIMEOUT`]) for the `nth` (from 1) log line containing

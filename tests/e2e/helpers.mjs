@@ -70,6 +70,9 @@ export async function startBroker(env = {}, extraToml = '') {
       STOMPEDE__SERVER__STOMP_ADDR: '127.0.0.1:0',
       STOMPEDE__LOG__FORMAT: 'json',
       STOMPEDE__LOG__FILTER: 'info',
+      // stop() sends SIGTERM: no drain unless a test asks for one.
+      STOMPEDE__SERVER__DRAIN_GRACE_S: '0',
+      STOMPEDE__SERVER__DRAIN_SPREAD_S: '0',
       ...env,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
