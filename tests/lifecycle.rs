@@ -1,5 +1,5 @@
 //! Start-up and shutdown: graceful close of every connection, the real binary on
-//! SIGTERM, and refusal of bad configuration.
+//! SIGINT, and refusal of bad configuration.
 
 // A panic in a test is a failed test, not a crashed broker.
 #![allow(clippy::unwrap_used)]
@@ -82,7 +82,8 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test]
-async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
+/// SIGINT (Ctrl-C) stops at once; SIGTERM drains (tests/deployment/drain.rs).
+async fn the_binary_serves_and_exits_cleanly_at_once_on_sigint() {
     let http = free_port();
     let stomp = free_port();
     let store = tempfile::tempdir().unwrap();
@@ -114,7 +115,7 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
     c.connect_anonymously().await;
 
     let status = Process::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -126,7 +127,7 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
         }
         assert!(
             Instant::now() < deadline,
-            "broker did not exit after SIGTERM"
+            "broker did not exit after SIGINT"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };

@@ -78,6 +78,9 @@ export async function startBroker(env = {}, extraToml = '') {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   const lines = createInterface({ input: child.stderr });
+  const logs = [];
+  lines.on('line', (line) => logs.push(line));
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   const listening = new Promise((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`broker exited with ${code}`)));
     lines.on('line', (line) => {
@@ -92,6 +95,7 @@ export async function startBroker(env = {}, extraToml = '') {
           http: entry.fields.http_addr,
           stomp: entry.fields.stomp_addr,
           https: entry.fields.https_addr,
+          ops: entry.fields.ops_addr,
         });
       }
     });
@@ -100,6 +104,14 @@ export async function startBroker(env = {}, extraToml = '') {
   return {
     ...addrs,
     url: `ws://${addrs.http}/ws`,
+    /** Log lines so far (JSON). */
+    logs,
+    /** Resolves with `{ code, signal }` when the process exits. */
+    exited,
+    /** Sends `signal` (default SIGTERM) without waiting. */
+    signal(signal = 'SIGTERM') {
+      child.kill(signal);
+    },
     async stop() {
       if (child.exitCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));
@@ -189,10 +201,17 @@ export async function publishConfirmed(client, params) {
   return within(5000, `receipt for SEND ${params.destination}`, acked);
 }
 
-/** A minimal STOMP 1.2 client over plain TCP, as a backend service would use. */
-export async function tcpClient(address) {
+/**
+ * A minimal STOMP 1.2 client over plain TCP, as a backend service would use.
+ * Options: `localAddress` (a loopback address to connect from), `login`
+ * (default `svc`; `null` for anonymous), `connect: false` to send nothing yet.
+ */
+export async function tcpClient(address, options = {}) {
   const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
-  const socket = net.connect({ host, port });
+  const socket = net.connect({ host, port, localAddress: options.localAddress });
+  let closedResolve;
+  const closed = new Promise((resolve) => { closedResolve = resolve; });
+  socket.once('close', () => closedResolve());
   await within(5000, 'TCP connect', new Promise((resolve, reject) => {
     socket.once('connect', resolve);
     socket.once('error', reject);
@@ -250,8 +269,13 @@ export async function tcpClient(address) {
     close() {
       socket.destroy();
     },
+    /** Resolves when the connection has closed. */
+    closed,
   };
-  client.send('CONNECT', { 'accept-version': '1.2', host: 'localhost', login: 'svc', passcode: USERS.svc[0] });
+  if (options.connect === false) return client;
+  const login = options.login === undefined ? 'svc' : options.login;
+  const credentials = login ? { login, passcode: options.passcode ?? USERS[login][0] } : {};
+  client.send('CONNECT', { 'accept-version': '1.2', host: 'localhost', ...credentials });
   await client.expect('CONNECTED');
   return client;
 }
