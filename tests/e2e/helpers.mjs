@@ -28,6 +28,7 @@ export const USERS = {
   alice: ['alice-pw', 'trader'],
   bob: ['bob-pw', 'trader'],
   svc: ['svc-pw', 'service'],
+  root: ['root-pw', 'admin'],
 };
 
 /**
