@@ -3,7 +3,7 @@
 # the same load generator, in one run. Loopback only; every step is bounded in time.
 #
 #   benches/compare.sh                 # all scenarios
-#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: wildcard, latency, queue, durable, logins, idle, api, cluster, cluster-history, history
+#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: wildcard, latency, queue, durable, logins, idle, api, cluster, cluster-history, history, rolling
 #   BASELINE=<git rev> benches/compare.sh fanout   # also an earlier stompede, side by side
 #   FANOUT_SUBSCRIBERS="100" benches/compare.sh fanout  # only some fan-out widths
 #
@@ -216,6 +216,14 @@ if [ "$what" = all ] || [ "$what" = history ]; then
   stop "$plain"
   rm -rf "$plain_store"
   start_broker
+fi
+if [ "$what" = all ] || [ "$what" = rolling ]; then
+  # A rolling restart of a three-node cluster behind HAProxy, under load
+  # (benches/rolling.mjs: stompjs clients, receipts, acks, resumed offsets),
+  # once with the connections closed spread out and once all at once.
+  [ -d tests/e2e/node_modules ] || (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error) >&2
+  STOMPEDE_BIN=$PWD/target/release/stompede STOMPEDE_NATS_SERVER=$(scripts/nats-server) \
+    timeout 600 node benches/rolling.mjs
 fi
 if [ "$what" = all ] || [ "$what" = logins ]; then
   # A reconnect storm: 200 password logins at once (the demo account, real argon2id

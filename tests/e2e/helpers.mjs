@@ -11,6 +11,10 @@ import { fileURLToPath } from 'node:url';
 import { Client } from '@stomp/stompjs';
 import WebSocket from 'ws';
 
+// For scripts outside this package (benches/rolling.mjs), which cannot resolve
+// the packages themselves.
+export { Client, WebSocket };
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 const BIN = process.env.STOMPEDE_BIN ?? path.join(here, '..', '..', 'target', 'debug', 'stompede');
 
