@@ -1014,3 +1014,78 @@ async fn a_node_drains_and_exits_on_sigterm_when_nats_is_gone() {
         "{e:?}"
     );
 }
+
+/// Draining a node hands its consumers' unacked messages to a consumer on
+/// another node at once (not after `cluster.ack_wait_s`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_s_unacked_messages_go_to_a_consumer_on_another_node_at_once() {
+    let cluster = start_cluster_with(
+        "[server]\ndrain_grace_s = 0\ndrain_spread_s = 0",
+        &[("STOMPEDE__CLUSTER__ACK_WAIT_S", "120")],
+    )
+    .await;
+    for node in &cluster.nodes {
+        ready(node, 200).await;
+    }
+    let mut sender = connected(&cluster.nodes[2], "svc").await;
+    for i in 0..10 {
+        sender.publish("/queue/drained", &format!("w{i}")).await;
+    }
+    let mut a = connected(&cluster.nodes[0], "alice").await;
+    a.subscribe_with(
+        "qa",
+        "/queue/drained",
+        &[("ack", "client"), ("prefetch-count", "10")],
+    )
+    .await;
+    let mut held = Vec::new();
+    while held.len() < 10 {
+        let m = message_within(&mut a, Duration::from_secs(10))
+            .await
+            .expect("a delivery on A");
+        held.push(body(&m));
+    }
+    let mut b = connected(&cluster.nodes[1], "bob").await;
+    b.subscribe_with(
+        "qb",
+        "/queue/drained",
+        &[("ack", "client-individual"), ("prefetch-count", "50")],
+    )
+    .await;
+    let root = common::basic("root", "root-pw");
+    let (status, _) = common::http_request(
+        cluster.nodes[0].http_addr,
+        "POST",
+        "/api/drain",
+        &[("Authorization", &root)],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 202);
+    let error = a.next_frame().await.expect("the drain's ERROR");
+    assert!(
+        error
+            .headers
+            .get("message")
+            .unwrap()
+            .contains("node restarting"),
+        "{error:?}"
+    );
+    let drained = Instant::now();
+    let mut again = Vec::new();
+    while again.len() < 10 {
+        let m = message_within(&mut b, Duration::from_secs(10))
+            .await
+            .expect("redelivery on B");
+        assert_eq!(m.headers.get("redelivered"), Some("true"), "{m:?}");
+        ack(&mut b, &m).await;
+        again.push(body(&m));
+    }
+    assert!(
+        drained.elapsed() < Duration::from_secs(60),
+        "waited for ack_wait_s"
+    );
+    held.sort();
+    again.sort();
+    assert_eq!(again, held);
+}
