@@ -515,51 +515,69 @@ async fn queue_consumers_on_two_nodes_share_a_queue_with_nothing_lost_or_doubled
     );
 }
 
+/// Publishes `n` messages to `queue` through node C, then has alice on node A
+/// take them all without acking: A's client and the bodies it holds.
+async fn held_on_a(cluster: &Cluster, queue: &str, n: usize) -> (Client, Vec<String>) {
+    let mut sender = connected(&cluster.nodes[2], "svc").await;
+    for i in 0..n {
+        sender.publish(queue, &format!("w{i}")).await;
+    }
+    let mut a = connected(&cluster.nodes[0], "alice").await;
+    let prefetch = n.to_string();
+    a.subscribe_with(
+        "qa",
+        queue,
+        &[("ack", "client"), ("prefetch-count", prefetch.as_str())],
+    )
+    .await;
+    let mut held = Vec::new();
+    while held.len() < n {
+        let m = message_within(&mut a, Duration::from_secs(10))
+            .await
+            .expect("a delivery on A");
+        held.push(body(&m));
+    }
+    (a, held)
+}
+
+/// bob on node B, consuming `queue` (client-individual acks).
+async fn consumer_on_b(cluster: &Cluster, queue: &str) -> Client {
+    let mut b = connected(&cluster.nodes[1], "bob").await;
+    b.subscribe_with(
+        "qb",
+        queue,
+        &[("ack", "client-individual"), ("prefetch-count", "50")],
+    )
+    .await;
+    b
+}
+
+/// Receives and acks `held.len()` redeliveries on `b` (each within `wait`);
+/// they must be exactly what was held.
+async fn redelivered(b: &mut Client, mut held: Vec<String>, wait: Duration) {
+    let mut again = Vec::new();
+    while again.len() < held.len() {
+        let m = message_within(b, wait).await.expect("redelivery on B");
+        assert_eq!(m.headers.get("redelivered"), Some("true"), "{m:?}");
+        ack(b, &m).await;
+        again.push(body(&m));
+    }
+    held.sort();
+    again.sort();
+    assert_eq!(again, held);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_s_unacked_messages_go_to_a_consumer_on_another_node() {
     let mut cluster = start_cluster_with("", &[("STOMPEDE__CLUSTER__ACK_WAIT_S", "2")]).await;
     for node in &cluster.nodes {
         ready(node, 200).await;
     }
-    let mut sender = connected(&cluster.nodes[2], "svc").await;
-    for i in 0..20 {
-        sender.publish("/queue/work", &format!("w{i}")).await;
-    }
     // Node A's consumer takes messages and acks none; B's has no room yet.
-    let mut a = connected(&cluster.nodes[0], "alice").await;
-    a.subscribe_with(
-        "qa",
-        "/queue/work",
-        &[("ack", "client"), ("prefetch-count", "20")],
-    )
-    .await;
-    let mut held = Vec::new();
-    while held.len() < 20 {
-        let m = message_within(&mut a, Duration::from_secs(10))
-            .await
-            .expect("a delivery on A");
-        held.push(body(&m));
-    }
+    let (_a, held) = held_on_a(&cluster, "/queue/work", 20).await;
     cluster.nodes[0].kill_9();
-    let mut b = connected(&cluster.nodes[1], "bob").await;
-    b.subscribe_with(
-        "qb",
-        "/queue/work",
-        &[("ack", "client-individual"), ("prefetch-count", "50")],
-    )
-    .await;
-    let mut again = Vec::new();
-    while again.len() < 20 {
-        let m = message_within(&mut b, Duration::from_secs(15))
-            .await
-            .expect("redelivery on B");
-        assert_eq!(m.headers.get("redelivered"), Some("true"), "{m:?}");
-        ack(&mut b, &m).await;
-        again.push(body(&m));
-    }
-    held.sort();
-    again.sort();
-    assert_eq!(again, held);
+    let mut b = consumer_on_b(&cluster, "/queue/work").await;
+    redelivered(&mut b, held, Duration::from_secs(15)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1027,31 +1045,8 @@ async fn a_drained_node_s_unacked_messages_go_to_a_consumer_on_another_node_at_o
     for node in &cluster.nodes {
         ready(node, 200).await;
     }
-    let mut sender = connected(&cluster.nodes[2], "svc").await;
-    for i in 0..10 {
-        sender.publish("/queue/drained", &format!("w{i}")).await;
-    }
-    let mut a = connected(&cluster.nodes[0], "alice").await;
-    a.subscribe_with(
-        "qa",
-        "/queue/drained",
-        &[("ack", "client"), ("prefetch-count", "10")],
-    )
-    .await;
-    let mut held = Vec::new();
-    while held.len() < 10 {
-        let m = message_within(&mut a, Duration::from_secs(10))
-            .await
-            .expect("a delivery on A");
-        held.push(body(&m));
-    }
-    let mut b = connected(&cluster.nodes[1], "bob").await;
-    b.subscribe_with(
-        "qb",
-        "/queue/drained",
-        &[("ack", "client-individual"), ("prefetch-count", "50")],
-    )
-    .await;
+    let (mut a, held) = held_on_a(&cluster, "/queue/drained", 10).await;
+    let mut b = consumer_on_b(&cluster, "/queue/drained").await;
     let root = common::basic("root", "root-pw");
     let (status, _) = common::http_request(
         cluster.nodes[0].http_addr,
@@ -1071,21 +1066,6 @@ async fn a_drained_node_s_unacked_messages_go_to_a_consumer_on_another_node_at_o
             .contains("node restarting"),
         "{error:?}"
     );
-    let drained = Instant::now();
-    let mut again = Vec::new();
-    while again.len() < 10 {
-        let m = message_within(&mut b, Duration::from_secs(10))
-            .await
-            .expect("redelivery on B");
-        assert_eq!(m.headers.get("redelivered"), Some("true"), "{m:?}");
-        ack(&mut b, &m).await;
-        again.push(body(&m));
-    }
-    assert!(
-        drained.elapsed() < Duration::from_secs(60),
-        "waited for ack_wait_s"
-    );
-    held.sort();
-    again.sort();
-    assert_eq!(again, held);
+    // Within seconds, not after the 120 s of cluster.ack_wait_s.
+    redelivered(&mut b, held, Duration::from_secs(10)).await;
 }

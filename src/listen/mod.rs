@@ -80,30 +80,15 @@ async fn admit(
     let trusted = broker.trusted_proxies();
     let within = broker.limits().connect_timeout();
     let proxy_protocol = broker.config.server.proxy_protocol;
+    let from_proxy = trusted.contains(peer.ip());
     let mut client = peer;
-    if proxy_protocol && trusted.contains(peer.ip()) {
-        if let Some(named) = proxy_header::read_from_trusted(stream, within)
+    if proxy_protocol && from_proxy {
+        let named = proxy_header::read_from_trusted(stream, within)
             .await
-            .map_err(Refusal::ProxyHeader)?
-        {
-            client = named;
-        }
-        if forwards && trusted.contains(client.ip()) {
-            return Ok(Admitted {
-                client,
-                address: None,
-            });
-        }
-        let address = broker
-            .admission
-            .admit(client.ip())
-            .ok_or(Refusal::PerAddress)?;
-        return Ok(Admitted {
-            client,
-            address: Some(address),
-        });
+            .map_err(Refusal::ProxyHeader)?;
+        client = named.unwrap_or(peer);
     }
-    if forwards && trusted.contains(peer.ip()) {
+    if forwards && trusted.contains(client.ip()) {
         return Ok(Admitted {
             client,
             address: None,
@@ -111,9 +96,10 @@ async fn admit(
     }
     let address = broker
         .admission
-        .admit(peer.ip())
+        .admit(client.ip())
         .ok_or(Refusal::PerAddress)?;
-    if proxy_protocol {
+    // Only now, with its place taken, is an untrusted peer's first byte awaited.
+    if proxy_protocol && !from_proxy {
         proxy_header::refuse_from_untrusted(stream, within)
             .await
             .map_err(Refusal::ProxyHeader)?;
