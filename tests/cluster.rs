@@ -945,6 +945,18 @@ async fn a_client_s_patterns_do_not_multiply_the_node_s_nats_subscriptions() {
 // delivered again, and then at once: a kept message published right after
 // /readyz says 200 reaches the subscriber from before within 2 s (it took 16 s
 // while an ordered consumer of the old connection was retried).
+/// alice subscribed to the kept `/topic/h.x` on `node`, and svc's publisher
+/// there, once a first message ("before") went from one to the other.
+async fn kept_topic_flowing(node: &BrokerProcess) -> (Client, Client) {
+    let mut sub = connected(node, "alice").await;
+    sub.subscribe("s", "/topic/h.x").await;
+    let mut publisher = connected(node, "svc").await;
+    publisher.publish("/topic/h.x", "before").await;
+    let m = message_within(&mut sub, Duration::from_secs(10)).await;
+    assert_eq!(m.map(|m| body(&m)).as_deref(), Some("before"));
+    (sub, publisher)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kept_topics_are_delivered_as_soon_as_a_node_is_ready_after_nats_restarts() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -960,12 +972,7 @@ async fn kept_topics_are_delivered_as_soon_as_a_node_is_ready_after_nats_restart
     );
     let node = BrokerProcess::start(dir.path(), &toml, &[]);
     ready(&node, 200).await;
-    let mut sub = connected(&node, "alice").await;
-    sub.subscribe("s", "/topic/h.x").await;
-    let mut publisher = connected(&node, "svc").await;
-    publisher.publish("/topic/h.x", "before").await;
-    let m = message_within(&mut sub, Duration::from_secs(10)).await;
-    assert_eq!(m.map(|m| body(&m)).as_deref(), Some("before"));
+    let (mut sub, mut publisher) = kept_topic_flowing(&node).await;
     server.kill();
     ready(&node, 503).await;
     let _server = nats::one_on(store.path(), port);
@@ -1003,12 +1010,7 @@ async fn a_node_drains_and_exits_on_sigterm_when_nats_is_gone() {
     consumer
         .subscribe_with("q", "/queue/work", &[("ack", "client")])
         .await;
-    let mut sub = connected(&node, "alice").await;
-    sub.subscribe("s", "/topic/h.x").await;
-    let mut publisher = connected(&node, "svc").await;
-    publisher.publish("/topic/h.x", "before").await;
-    let m = message_within(&mut sub, Duration::from_secs(10)).await;
-    assert_eq!(m.map(|m| body(&m)).as_deref(), Some("before"));
+    let (_sub, _publisher) = kept_topic_flowing(&node).await;
     server.kill();
     ready(&node, 503).await;
     let asked = Instant::now();
