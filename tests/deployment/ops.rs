@@ -88,7 +88,7 @@ async fn a_client_flood_on_the_public_port_does_not_reach_the_operators() {
         n
     });
     // Meanwhile, more operator connections than one address may hold on the
-    // public port, each answered within a second.
+    // public port, each answered within two seconds (in milliseconds, unloaded).
     let mut held = Vec::new();
     for _ in 0..8 {
         held.push(connect_from("127.0.0.1", ops).await.unwrap());
