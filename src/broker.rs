@@ -1,5 +1,6 @@
 //! State shared by every connection of one running broker.
 
+use crate::app::AppMaker;
 use crate::config::Config;
 use crate::engine::{Engine, LocalEngine};
 use crate::metrics::{Metrics, Transport};
@@ -61,19 +62,22 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Shared state for a broker with `config`, with its application handlers
-    /// registered and their background tasks started (the trading market, when
-    /// `trading.enabled`), and the queue store opened and read back. Must be
-    /// called inside a Tokio runtime.
-    pub fn start(config: Config) -> Result<Arc<Broker>, StoreError> {
-        Self::start_with(config, |local| local)
+    /// Shared state for a broker with `config`, with the application handlers
+    /// `apps` makes registered (their background tasks started), and the queue
+    /// store opened and read back. Must be called inside a Tokio runtime.
+    pub fn start(config: Config, apps: Vec<(String, AppMaker)>) -> Result<Arc<Broker>, StoreError> {
+        Self::start_with(config, |local| local, apps)
     }
 
     /// [`Broker::start`] for a node of a cluster when `cluster.nats_url` is set
     /// (named `node_name`), otherwise one node on its own.
-    pub fn start_node(config: Config, node_name: String) -> Result<Arc<Broker>, StoreError> {
+    pub fn start_node(
+        config: Config,
+        node_name: String,
+        apps: Vec<(String, AppMaker)>,
+    ) -> Result<Arc<Broker>, StoreError> {
         if !config.cluster.enabled() {
-            return Self::start(config);
+            return Self::start(config, apps);
         }
         let options = crate::engine::ClusterOptions {
             nats_url: config.cluster.nats_url.clone(),
@@ -89,9 +93,11 @@ impl Broker {
                 max_ack_pending: config.cluster.max_ack_pending,
             },
         };
-        Self::start_with(config, move |local| {
-            crate::engine::ClusterEngine::start(options, local)
-        })
+        Self::start_with(
+            config,
+            move |local| crate::engine::ClusterEngine::start(options, local),
+            apps,
+        )
     }
 
     /// [`Broker::start`], with the engine made by `engine` from the single-node
@@ -99,6 +105,7 @@ impl Broker {
     pub fn start_with(
         config: Config,
         engine: impl FnOnce(Arc<LocalEngine>) -> Arc<dyn Engine>,
+        apps: Vec<(String, AppMaker)>,
     ) -> Result<Arc<Broker>, StoreError> {
         let metrics = Arc::new(Metrics::new());
         let storage = RedbStorage::open(&config.store.path, config.store.cache_bytes)?;
@@ -138,12 +145,13 @@ impl Broker {
         ));
         tasks.spawn(local.clone().sweep_history_until(shutdown.clone()));
         let engine = engine(local);
-        let mut apps = crate::app::Apps::new();
-        if config.trading.enabled {
-            let (trading, market) =
-                crate::app::trading::start(&config, engine.clone(), shutdown.clone());
-            apps.register("/app/trade", trading);
-            tasks.spawn(market);
+        let context = crate::app::AppContext::new(engine.clone(), shutdown.clone(), tasks.clone());
+        let mut handlers = crate::app::Apps::new();
+        for (destination, make) in apps {
+            // The builder checked the destinations before anything started.
+            if let Err(e) = handlers.register(&destination, make(&context)) {
+                tracing::error!(error = %e, "application handler not registered");
+            }
         }
         // Checked when the configuration loaded, so an error cannot happen here.
         let tokens = crate::auth::token::TokenVerifier::from_config(&config.auth.jwt)
@@ -202,7 +210,7 @@ impl Broker {
             ),
             config,
             engine,
-            apps,
+            apps: handlers,
             auth,
             metrics,
             shutdown,

@@ -7,7 +7,9 @@
 //!
 //! The public surface is what a program embedding or testing the broker needs:
 //!
-//! - [`server`]: start a broker from a [`config::Config`] and shut it down;
+//! - [`server`]: start a broker from a [`config::Config`] (with your own `/app`
+//!   handlers: [`server::Builder`]) and shut it down;
+//! - [`app`]: application handlers for `/app/**` ([`app::AppHandler`]);
 //! - [`config`]: the configuration (broker.toml and `STOMPEDE__` variables);
 //! - [`codec`]: STOMP frames to and from bytes, for clients and load generators;
 //! - [`command`]: frames checked into typed client commands;
@@ -21,7 +23,7 @@
 #![deny(missing_docs)]
 
 pub(crate) mod admission;
-pub(crate) mod app;
+pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod codec;

@@ -24,6 +24,9 @@ pub enum StartError {
     /// The queue store could not be opened or read.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// An application handler's destination is not an `/app/` one, or taken.
+    #[error(transparent)]
+    App(#[from] crate::app::AppError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
@@ -72,9 +75,10 @@ fn listen(addr: SocketAddr, key: &'static str) -> Result<(TcpListener, SocketAdd
     bind().map_err(|source| StartError::Bind { addr, key, source })
 }
 
-/// Binds the listeners and starts serving. Must be called inside a Tokio runtime.
+/// Binds the listeners and starts serving, with the built-in trading app when
+/// `trading.enabled`. Must be called inside a Tokio runtime.
 pub fn start(config: Config) -> Result<RunningBroker, StartError> {
-    start_reloadable(config, None)
+    Builder::new(config).start()
 }
 
 /// [`start`], reloadable from `reload` (the binary's file) from the first
@@ -82,6 +86,96 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
 /// `POST /api/reload` that comes at once does not find the broker without one.
 pub fn start_reloadable(
     config: Config,
+    reload: Option<crate::broker::ReloadWith>,
+) -> Result<RunningBroker, StartError> {
+    let builder = Builder::new(config);
+    match reload {
+        Some(reload) => builder.reload_from(reload).start(),
+        None => builder.start(),
+    }
+}
+
+/// Starts a broker with application handlers of the embedding program's own.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use stompede::app::{AppHandler, Sender};
+/// # #[derive(Debug)] struct Echo;
+/// # impl AppHandler for Echo { fn handle(&self, _: Sender<'_>, _: &stompede::command::Send) {} }
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = stompede::config::Config::from_toml("")?;
+/// let running = stompede::server::Builder::new(config)
+///     .app("/app/echo.*", |_ctx| Arc::new(Echo))
+///     .start()?;
+/// # Ok(()) }
+/// ```
+pub struct Builder {
+    config: Config,
+    apps: Vec<(String, crate::app::AppMaker)>,
+    reload: Option<crate::broker::ReloadWith>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field(
+                "apps",
+                &self.apps.iter().map(|(d, _)| d).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// A broker with `config`, and the built-in trading app at `/app/trade`
+    /// when `trading.enabled` (registered through [`Builder::app`] like any
+    /// other).
+    pub fn new(config: Config) -> Builder {
+        let mut builder = Builder {
+            apps: Vec::new(),
+            reload: None,
+            config,
+        };
+        if builder.config.trading.enabled {
+            let trading = crate::app::trading::app(&builder.config);
+            builder.apps.push(("/app/trade".to_owned(), trading));
+        }
+        builder
+    }
+
+    /// Registers the handler `make` returns (given the broker's
+    /// [`AppContext`](crate::app::AppContext) once it runs) for `destination`:
+    /// an `/app/...` destination, or a pattern with `*` and `#` words
+    /// (`/app/chat.*`). Exact destinations win over patterns; patterns are
+    /// tried in the order registered. Senders need the right to SEND there
+    /// (`[[auth.acl]]`; by default traders, services and admins have it).
+    pub fn app<F>(mut self, destination: impl Into<String>, make: F) -> Builder
+    where
+        F: FnOnce(&crate::app::AppContext) -> Arc<dyn crate::app::AppHandler> + Send + 'static,
+    {
+        self.apps.push((destination.into(), Box::new(make)));
+        self
+    }
+
+    /// Reloads from `with` (the binary's configuration file) on SIGHUP and
+    /// `POST /api/reload`.
+    pub fn reload_from(mut self, with: crate::broker::ReloadWith) -> Builder {
+        self.reload = Some(with);
+        self
+    }
+
+    /// Binds the listeners and starts serving. Must be called inside a Tokio
+    /// runtime.
+    pub fn start(self) -> Result<RunningBroker, StartError> {
+        crate::app::check_destinations(self.apps.iter().map(|(d, _)| d.as_str()))?;
+        serve(self.config, self.apps, self.reload)
+    }
+}
+
+/// Binds the listeners, starts the broker with `apps`, and serves.
+fn serve(
+    config: Config,
+    apps: Vec<(String, crate::app::AppMaker)>,
     reload: Option<crate::broker::ReloadWith>,
 ) -> Result<RunningBroker, StartError> {
     let prometheus = crate::metrics::install();
@@ -116,7 +210,7 @@ pub fn start_reloadable(
     };
     let (http, http_addr) = http;
     let node_name = config.cluster.node_name(http_addr.port());
-    let broker = Broker::start_node(config, node_name)?;
+    let broker = Broker::start_node(config, node_name, apps)?;
     if let Some(reload) = reload {
         broker.reload_from(reload);
     }

@@ -259,6 +259,19 @@ struct Market {
     trading: TradingConfig,
 }
 
+/// The trading app as any embedder registers a handler
+/// ([`crate::server::Builder::app`] at `/app/trade`): the handler, and the
+/// market task run by the broker until shutdown.
+pub fn app(config: &Config) -> super::AppMaker {
+    let config = config.clone();
+    Box::new(move |ctx: &super::AppContext| {
+        let (app, market) = start(&config, ctx.engine(), ctx.shutdown());
+        ctx.spawn(market);
+        let app: Arc<dyn AppHandler> = app;
+        app
+    })
+}
+
 /// Creates the `/app/trade` handler and the market task (to be spawned; it stops
 /// when `shutdown` is cancelled).
 pub fn start(

@@ -152,7 +152,10 @@ fn broker_with(
         dir.path().display().to_string()
     );
     let config = Config::from_toml(&toml).expect("test config");
-    (Broker::start_with(config, engine).expect("broker"), dir)
+    (
+        Broker::start_with(config, engine, Vec::new()).expect("broker"),
+        dir,
+    )
 }
 
 /// A token for `login` with `roles`, valid for `valid_s` seconds.

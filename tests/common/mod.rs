@@ -91,17 +91,23 @@ impl std::ops::Deref for TestBroker {
 /// test base (addresses, the [`USERS`], and a fresh store directory unless `extra`
 /// sets `[store] path`).
 pub fn broker(extra: &str) -> TestBroker {
+    let (config, dir) = test_config(extra);
+    TestBroker {
+        running: start(config).unwrap(),
+        _store: dir,
+    }
+}
+
+/// The configuration [`broker`] starts with, and the temporary directory of its
+/// store (keep it as long as the broker runs).
+pub fn test_config(extra: &str) -> (Config, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
         "[server]\nhttp_addr = \"127.0.0.1:0\"\nstomp_addr = \"127.0.0.1:0\"\n[store]\npath = {:?}\n{extra}",
         dir.path().display().to_string()
     );
     let toml = format!("{}\n{}", fix_sections(&toml), users_toml());
-    let config = Config::from_toml(&toml).unwrap();
-    TestBroker {
-        running: start(config).unwrap(),
-        _store: dir,
-    }
+    (Config::from_toml(&toml).unwrap(), dir)
 }
 
 /// Lets tests write `[server]` again in `extra`: merges repeated `[section]`s (a
