@@ -23,6 +23,8 @@ pub struct Broker {
     pub engine: Arc<dyn Engine>,
     /// `/app/**` handlers.
     pub apps: crate::app::Apps,
+    /// `[[app.routes]]`: `/app` destinations served by backends.
+    pub app_routes: crate::app::routes::AppRoutes,
     /// Checks CONNECT credentials.
     pub auth: Arc<crate::auth::Authenticator>,
     /// Who may send and subscribe where (`[[auth.acl]]` over the built-in rules);
@@ -195,7 +197,9 @@ impl Broker {
             crate::admission::Admission::new(config.limits.max_connections_per_ip, max_http);
         // Checked when the configuration loaded.
         let trusted = config.server.trusted().unwrap_or_default();
+        let app_routes = crate::app::routes::AppRoutes::new(&config.app.routes);
         Ok(Arc::new(Broker {
+            app_routes,
             drain: crate::drain::Drain::new(shutdown.child_token()),
             trusted: RwLock::new(Arc::new(trusted)),
             access: RwLock::new(access),
@@ -476,6 +480,7 @@ impl Broker {
             ("store", differs(&old.store, &new.store)),
             ("tls", differs(&old.tls, &new.tls)),
             ("cluster", differs(&old.cluster, &new.cluster)),
+            ("app", old.app != new.app),
         ] {
             if changed {
                 need_restart.push(section);

@@ -92,6 +92,8 @@ pub mod names {
     /// Counter: subscribers of a kept destination that fell behind and went on
     /// reading its log at their own pace instead of being cut off.
     pub const LOG_FALLBACKS_TOTAL: &str = "stompede_history_fallbacks_total";
+    /// Counter: SENDs an `[[app.routes]]` route took, label `route` (its `match`).
+    pub const APP_ROUTE_REQUESTS_TOTAL: &str = "stompede_app_route_requests_total";
     /// Gauge: 1 while the node drains (SIGTERM or `POST /api/drain`).
     pub const DRAINING: &str = "stompede_draining";
     /// Counter: client connections closed by draining, each told to reconnect.
@@ -396,6 +398,12 @@ impl Metrics {
     /// Counts a refused login by its bounded reason label.
     pub fn auth_failure(&self, reason: &'static str) {
         counter!(names::AUTH_FAILURES_TOTAL, "reason" => reason).increment(1);
+    }
+
+    /// Counts a SEND taken by the route `pattern` (a configured pattern: a
+    /// bounded label set).
+    pub fn app_route_request(&self, pattern: &str) {
+        counter!(names::APP_ROUTE_REQUESTS_TOTAL, "route" => pattern.to_owned()).increment(1);
     }
 
     /// Counts an ERROR frame by its bounded reason label.

@@ -57,8 +57,11 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Joining a cluster of nodes over NATS.
     pub cluster: ClusterConfig,
+    /// `/app` routes to backends (`[[app.routes]]`).
+    pub app: AppConfig,
 }
 
+mod app;
 mod auth;
 mod cluster;
 mod limits;
@@ -70,6 +73,7 @@ mod topics;
 mod trading;
 mod validate;
 
+pub use app::{AppConfig, AppRouteConfig};
 pub use auth::AuthConfig;
 pub use cluster::ClusterConfig;
 pub use limits::{HeartbeatConfig, LimitsConfig};

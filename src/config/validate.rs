@@ -210,6 +210,7 @@ impl Config {
                 });
             }
         }
+        self.app.validate()?;
         for origin in &self.server.allowed_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(ConfigError::BadValue {

@@ -6,6 +6,7 @@
 //! session, so `POST /api/publish` applies exactly the same rules.
 
 use super::{Flow, ProtocolError, Session};
+use crate::app::routes::{AppRoute, Target, routed_headers, strip_route_headers};
 use crate::app::{AppHandler, Sender};
 use crate::auth::Identity;
 use crate::broker::Broker;
@@ -29,8 +30,24 @@ pub(crate) enum Route<'f> {
     },
     /// An application handler.
     App(Arc<dyn AppHandler>),
+    /// An `[[app.routes]]` route.
+    Routed(Arc<AppRoute>),
     /// A queue, by name.
     Queue(&'f str),
+}
+
+impl Route<'_> {
+    /// The queue this SEND goes to, if it goes to one (directly or through a
+    /// route): a transaction reserves room there before COMMIT applies anything.
+    pub(crate) fn queue_name(&self) -> Option<&str> {
+        match self {
+            Route::Queue(name) => Some(name),
+            Route::Routed(route) => match &route.target {
+                Target::Queue(name) => Some(name),
+            },
+            _ => None,
+        }
+    }
 }
 
 /// What an applied SEND leaves to wait for.
@@ -73,14 +90,17 @@ pub(crate) fn route<'f>(
             Ok(Route::User { login, queue })
         }
         Destination::App(_) => {
-            let handler = broker
-                .apps
-                .get(destination)
-                .ok_or_else(|| ProtocolError::NoHandler(destination.to_owned()))?;
             if identity.login.is_none() {
                 return Err(forbidden());
             }
-            Ok(Route::App(handler.clone()))
+            if let Some(handler) = broker.apps.get(destination) {
+                return Ok(Route::App(handler.clone()));
+            }
+            let route = broker
+                .app_routes
+                .find(destination)
+                .ok_or_else(|| ProtocolError::NoHandler(destination.to_owned()))?;
+            Ok(Route::Routed(route.clone()))
         }
         Destination::Queue(name) => Ok(Route::Queue(name)),
     }
@@ -93,9 +113,11 @@ pub(crate) async fn apply(
     broker: &Broker,
     identity: &Identity,
     session: u64,
-    send: command::Send,
+    mut send: command::Send,
     reserved: Option<&mut Reservation>,
 ) -> Result<Sent, ProtocolError> {
+    // Only a route sets these: nobody's SEND carries its own copies anywhere.
+    strip_route_headers(&mut send.headers);
     match route(broker, identity, &send)? {
         Route::Topic(destination) => {
             let n = broker
@@ -109,6 +131,19 @@ pub(crate) async fn apply(
                 .publish_user(login, queue, &send.headers, send.body.clone())?;
         }
         Route::App(handler) => run_app(&*handler, identity, session, &send)?,
+        Route::Routed(route) => {
+            let Target::Queue(name) = &route.target;
+            let queue = match &reserved {
+                Some(r) => r.queue().clone(),
+                None => broker.engine.queue(name)?,
+            };
+            let login = identity.login.as_deref().unwrap_or_default();
+            let headers = routed_headers(&send.headers, &send.destination, login, &identity.roles);
+            broker.metrics.app_route_request(&route.pattern);
+            return Ok(Sent::Pending(
+                queue.send(headers, send.body, reserved).await,
+            ));
+        }
         Route::Queue(name) => {
             let queue = match &reserved {
                 Some(r) => r.queue().clone(),

@@ -12,7 +12,6 @@
 //! `limits.max_transaction_bytes` of held frames across them, counting whole frames
 //! (headers too, not only bodies). Past either, ERROR and close.
 
-use super::send::Route;
 use super::{Flow, ProtocolError, Session};
 use crate::command::{self, Transaction};
 use std::collections::HashMap;
@@ -113,7 +112,8 @@ impl Session {
         for f in &held.frames {
             self.check_held(f)?;
             if let Enlisted::Send(s) = f
-                && let Ok(Route::Queue(name)) = self.route(s)
+                && let Ok(route) = self.route(s)
+                && let Some(name) = route.queue_name()
             {
                 *per_queue.entry(name.to_owned()).or_default() += 1;
             }
@@ -137,10 +137,7 @@ impl Session {
         for f in held.frames {
             let flow = match f {
                 Enlisted::Send(s) => {
-                    let queue = match self.route(&s)? {
-                        Route::Queue(name) => Some(name.to_owned()),
-                        _ => None,
-                    };
+                    let queue = self.route(&s)?.queue_name().map(str::to_owned);
                     let reserved = queue.and_then(|name| reservations.get_mut(&name));
                     self.send_with(s, reserved).await?
                 }
