@@ -94,6 +94,11 @@ pub mod names {
     pub const LOG_FALLBACKS_TOTAL: &str = "stompede_history_fallbacks_total";
     /// Counter: SENDs an `[[app.routes]]` route took, label `route` (its `match`).
     pub const APP_ROUTE_REQUESTS_TOTAL: &str = "stompede_app_route_requests_total";
+    /// Counter: SENDs a route could not serve (its HTTP backend failed, timed
+    /// out or was busy), label `route`.
+    pub const APP_ROUTE_FAILURES_TOTAL: &str = "stompede_app_route_failures_total";
+    /// Histogram: seconds an HTTP route's backend took to answer, label `route`.
+    pub const APP_ROUTE_SECONDS: &str = "stompede_app_route_seconds";
     /// Gauge: 1 while the node drains (SIGTERM or `POST /api/drain`).
     pub const DRAINING: &str = "stompede_draining";
     /// Counter: client connections closed by draining, each told to reconnect.
@@ -171,6 +176,12 @@ pub fn install() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full(names::STORE_COMMIT_SECONDS.to_owned()),
+                        LATENCY_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(names::APP_ROUTE_SECONDS.to_owned()),
                         LATENCY_BUCKETS,
                     )
                 })
@@ -404,6 +415,17 @@ impl Metrics {
     /// bounded label set).
     pub fn app_route_request(&self, pattern: &str) {
         counter!(names::APP_ROUTE_REQUESTS_TOTAL, "route" => pattern.to_owned()).increment(1);
+    }
+
+    /// Counts a SEND the route `pattern` could not serve.
+    pub fn app_route_failure(&self, pattern: &str) {
+        counter!(names::APP_ROUTE_FAILURES_TOTAL, "route" => pattern.to_owned()).increment(1);
+    }
+
+    /// Records how long the route `pattern`'s backend took.
+    pub fn app_route_latency(&self, pattern: &str, took: std::time::Duration) {
+        histogram!(names::APP_ROUTE_SECONDS, "route" => pattern.to_owned())
+            .record(took.as_secs_f64());
     }
 
     /// Counts an ERROR frame by its bounded reason label.

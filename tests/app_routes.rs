@@ -237,3 +237,234 @@ fn a_route_that_could_not_work_stops_the_start() {
         assert!(e.contains("app.routes") && e.contains(says), "{toml}: {e}");
     }
 }
+
+/// An HTTP backend on loopback: answers each POST with what `answer` returns
+/// for its JSON (status, body, delay), keeping the requests it got.
+struct Backend {
+    url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+type Answer = (u16, String, std::time::Duration);
+
+async fn http_backend(answer: fn(&serde_json::Value) -> Answer) -> Backend {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            let bytes = req.into_body().collect().await.unwrap().to_bytes();
+                            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                            let (status, body, delay) = answer(&json);
+                            seen.lock().unwrap().push(json);
+                            tokio::time::sleep(delay).await;
+                            let mut res = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(body),
+                            ));
+                            *res.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            if status == 302 {
+                                res.headers_mut()
+                                    .insert("location", "http://127.0.0.1:1/".parse().unwrap());
+                            }
+                            Ok::<_, std::convert::Infallible>(res)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Backend { url, got }
+}
+
+fn http_route(url: &str, extra: &str) -> String {
+    format!(
+        "[[app.routes]]\nmatch = \"/app/chat.#\"\nurl = \"{url}\"\npublish = [\"/topic/chat.#\"]\n{extra}"
+    )
+}
+
+/// What the chat backend answers: the sender's own reply, the room, and two
+/// destinations its route may not publish to (dropped).
+fn chat_answer(request: &serde_json::Value) -> Answer {
+    let room = request["destination"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("/app/chat.")
+        .to_owned();
+    let body = serde_json::json!({"messages": [
+        {"destination": "/user/queue/replies", "body": format!("got: {}", request["body"].as_str().unwrap())},
+        {"destination": format!("/topic/chat.{room}"), "headers": {"x-from": request["login"]}, "body": "posted"},
+        {"destination": "/topic/elsewhere", "body": "no"},
+        {"destination": "/user/bob/queue/replies", "body": "not bob's"},
+    ]});
+    (200, body.to_string(), std::time::Duration::ZERO)
+}
+
+#[tokio::test]
+async fn an_http_route_posts_the_send_and_publishes_what_the_backend_answers() {
+    let backend = http_backend(chat_answer).await;
+    let b = broker(&http_route(&backend.url, ""));
+    let mut alice = as_user(&b, "alice").await;
+    alice.subscribe("r", "/user/queue/replies").await;
+    alice.subscribe("t", "/topic/chat.room1").await;
+    let mut bob = as_user(&b, "bob").await;
+    bob.subscribe("r", "/user/queue/replies").await;
+    bob.subscribe("e", "/topic/elsewhere").await;
+    alice
+        .send(
+            Frame::new(Command::Send)
+                .header("destination", "/app/chat.room1")
+                .header("content-type", "text/plain")
+                .header("receipt", "r1")
+                .body("hi"),
+        )
+        .await;
+    // Published in order, then the RECEIPT: the backend answered 2xx.
+    let reply = alice.expect(Command::Message).await;
+    assert_eq!(
+        (reply.headers.get("destination"), &reply.body[..]),
+        (Some("/user/queue/replies"), &b"got: hi"[..])
+    );
+    let room = alice.expect(Command::Message).await;
+    assert_eq!(room.headers.get("destination"), Some("/topic/chat.room1"));
+    assert_eq!(room.headers.get("x-from"), Some("alice"));
+    assert_eq!(
+        alice
+            .expect(Command::Receipt)
+            .await
+            .headers
+            .get("receipt-id"),
+        Some("r1")
+    );
+    let request = backend.got.lock().unwrap()[0].clone();
+    assert_eq!(request["destination"], "/app/chat.room1");
+    assert_eq!(request["login"], "alice");
+    assert_eq!(request["roles"], serde_json::json!(["trader"]));
+    assert_eq!(request["headers"]["content-type"], "text/plain");
+    assert_eq!(request["body"], "hi");
+    // Nothing reached bob or the topic the route may not publish to: his own
+    // SEND's answer is the first thing he gets.
+    bob.send(
+        Frame::new(Command::Send)
+            .header("destination", "/app/chat.room2")
+            .body("me"),
+    )
+    .await;
+    let first = bob.expect(Command::Message).await;
+    assert_eq!(&first.body[..], b"got: me");
+}
+
+fn failing(_: &serde_json::Value) -> Answer {
+    (500, "oops".into(), std::time::Duration::ZERO)
+}
+
+fn redirecting(_: &serde_json::Value) -> Answer {
+    (302, String::new(), std::time::Duration::ZERO)
+}
+
+fn slow(_: &serde_json::Value) -> Answer {
+    (200, "{}".into(), std::time::Duration::from_secs(3))
+}
+
+/// Sends `body` with a receipt; the sender is told on its error queue, gets
+/// no RECEIPT, and its session goes on (a second SEND's failure arrives too).
+async fn told(b: &TestBroker, code: &str) -> serde_json::Value {
+    let mut alice = as_user(b, "alice").await;
+    alice.subscribe("e", "/user/queue/errors").await;
+    let mut last = serde_json::Value::Null;
+    for receipt in ["r1", "r2"] {
+        alice
+            .send(
+                Frame::new(Command::Send)
+                    .header("destination", "/app/chat.room1")
+                    .header("receipt", receipt)
+                    .body("hi"),
+            )
+            .await;
+        let e = alice.expect(Command::Message).await;
+        assert_eq!(e.headers.get("receipt-id"), Some(receipt), "{e:?}");
+        last = serde_json::from_slice(&e.body).unwrap();
+        assert_eq!(last["error"], code, "{last}");
+        assert_eq!(last["receipt-id"], receipt);
+    }
+    last
+}
+
+#[tokio::test]
+async fn a_failing_backend_is_reported_to_the_sender_not_lost() {
+    let backend = http_backend(failing).await;
+    let b = broker(&http_route(&backend.url, ""));
+    let told = told(&b, "BACKEND_FAILED").await;
+    assert!(told["message"].as_str().unwrap().contains("500"), "{told}");
+    // A redirect is not followed: a failure too.
+    let backend = http_backend(redirecting).await;
+    let b = broker(&http_route(&backend.url, ""));
+    let told = crate::told(&b, "BACKEND_FAILED").await;
+    assert!(told["message"].as_str().unwrap().contains("302"), "{told}");
+    // Nobody listening: refused at once, reported, not a hang.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let b = broker(&http_route(&format!("http://127.0.0.1:{port}/hook"), ""));
+    crate::told(&b, "BACKEND_FAILED").await;
+    let (_, text) = http_get(b.http_addr, "/metrics").await;
+    let failures = metric(
+        &text,
+        "stompede_app_route_failures_total{route=\"/app/chat.#\"}",
+    );
+    assert!(failures.is_some_and(|n| n >= 2.0), "{failures:?}");
+}
+
+#[tokio::test]
+async fn a_slow_backend_times_out_and_a_full_route_says_busy() {
+    let backend = http_backend(slow).await;
+    let b = broker(&http_route(
+        &backend.url,
+        "timeout_ms = 300\nmax_in_flight = 1",
+    ));
+    let mut alice = as_user(&b, "alice").await;
+    alice.subscribe("e", "/user/queue/errors").await;
+    for receipt in ["slow", "meanwhile"] {
+        alice
+            .send(
+                Frame::new(Command::Send)
+                    .header("destination", "/app/chat.room1")
+                    .header("receipt", receipt)
+                    .body("hi"),
+            )
+            .await;
+    }
+    // The second finds the one place taken at once; the first times out.
+    let mut errors = Vec::new();
+    for _ in 0..2 {
+        let e = alice.expect(Command::Message).await;
+        let json: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+        errors.push((
+            json["receipt-id"].as_str().unwrap().to_owned(),
+            json["error"].as_str().unwrap().to_owned(),
+        ));
+    }
+    errors.sort();
+    assert_eq!(
+        errors,
+        [
+            ("meanwhile".to_owned(), "BACKEND_BUSY".to_owned()),
+            ("slow".to_owned(), "BACKEND_TIMEOUT".to_owned())
+        ]
+    );
+}

@@ -12,6 +12,7 @@
 //! [`AppContext`]; the built-in trading application is registered the same way
 //! ([`trading::app`]). `examples/embed.rs` is a small chat handler.
 
+pub mod http;
 pub mod routes;
 pub mod trading;
 

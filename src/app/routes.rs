@@ -22,6 +22,8 @@ pub const DEFAULT_REPLY_QUEUE: &str = "replies";
 pub enum Target {
     /// `/queue/{0}`.
     Queue(String),
+    /// An HTTP backend.
+    Http(std::sync::Arc<super::http::HttpTarget>),
 }
 
 /// One route.
@@ -40,13 +42,23 @@ pub struct AppRoutes {
 }
 
 impl AppRoutes {
-    /// The routes of `[[app.routes]]` (checked when the configuration loaded)
-    /// that this build serves: queue routes.
+    /// The routes of `[[app.routes]]` (checked when the configuration loaded).
     pub fn new(config: &[AppRouteConfig]) -> AppRoutes {
         let routes = config
             .iter()
             .filter_map(|r| {
-                let target = Target::Queue(r.queue.clone()?);
+                let target = match (&r.queue, &r.url) {
+                    (Some(queue), _) => Target::Queue(queue.clone()),
+                    (None, Some(url)) => {
+                        Target::Http(std::sync::Arc::new(super::http::HttpTarget::new(
+                            url,
+                            r.publish.clone(),
+                            r.max_in_flight,
+                            std::time::Duration::from_millis(r.timeout_ms),
+                        )?))
+                    }
+                    (None, None) => return None,
+                };
                 Some(std::sync::Arc::new(AppRoute {
                     pattern: r.pattern.clone(),
                     target,

@@ -80,12 +80,16 @@ impl AppConfig {
                         )));
                     }
                 }
-                (None, Some(_)) => {
-                    // Refused rather than ignored: a route that silently took
-                    // nothing would lose every SEND to it.
-                    return Err(bad(format!(
-                        "{name}: url targets (HTTP backends) are not served yet; use queue"
-                    )));
+                (None, Some(url)) => {
+                    let parsed = url
+                        .parse::<hyper::Uri>()
+                        .ok()
+                        .filter(|u| u.scheme_str() == Some("http") && u.authority().is_some());
+                    if parsed.is_none() {
+                        return Err(bad(format!(
+                            "{name}: url {url:?} is not an http:// URL (https backends: put a proxy on loopback)"
+                        )));
+                    }
                 }
                 _ => {
                     return Err(bad(format!("{name}: give exactly one of queue or url")));

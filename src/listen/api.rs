@@ -554,6 +554,9 @@ fn refusal(e: ProtocolError) -> Refusal {
         ProtocolError::Queue(crate::queue::QueueError::Full(_)) => {
             (StatusCode::SERVICE_UNAVAILABLE, "queue_full")
         }
+        ProtocolError::Queue(crate::queue::QueueError::SenderTold(_)) => {
+            (StatusCode::BAD_GATEWAY, "backend_failed")
+        }
         ProtocolError::Queue(_) | ProtocolError::HandlerFailed(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }

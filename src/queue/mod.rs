@@ -53,6 +53,11 @@ pub enum QueueError {
     /// A durable message could not be stored, or its deletion could not be.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An `[[app.routes]]` HTTP backend failed (or was busy, or slow) for the
+    /// route named: the sender was told on its `/user/queue/errors`, so there is
+    /// no RECEIPT and the session stays open.
+    #[error("the backend of the route {0} failed; the sender was told on /user/queue/errors")]
+    SenderTold(String),
     /// Where the destination lives cannot be reached (a cluster node without
     /// NATS).
     #[error("{destination} is not available: {reason}")]

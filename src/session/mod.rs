@@ -371,6 +371,9 @@ impl Session {
                 }
                 true
             }
+            // A route's backend failed and the sender has been told: no
+            // RECEIPT, and the session goes on.
+            Err(QueueError::SenderTold(_)) => true,
             Err(e) => {
                 self.send_error(&ProtocolError::Queue(e), done.receipt.as_deref());
                 false

@@ -6,6 +6,7 @@
 //! session, so `POST /api/publish` applies exactly the same rules.
 
 use super::{Flow, ProtocolError, Session};
+use crate::app::http::Call;
 use crate::app::routes::{AppRoute, Target, routed_headers, strip_route_headers};
 use crate::app::{AppHandler, Sender};
 use crate::auth::Identity;
@@ -44,6 +45,7 @@ impl Route<'_> {
             Route::Queue(name) => Some(name),
             Route::Routed(route) => match &route.target {
                 Target::Queue(name) => Some(name),
+                Target::Http(_) => None,
             },
             _ => None,
         }
@@ -132,17 +134,32 @@ pub(crate) async fn apply(
         }
         Route::App(handler) => run_app(&*handler, identity, session, &send)?,
         Route::Routed(route) => {
-            let Target::Queue(name) = &route.target;
-            let queue = match &reserved {
-                Some(r) => r.queue().clone(),
-                None => broker.engine.queue(name)?,
-            };
             let login = identity.login.as_deref().unwrap_or_default();
-            let headers = routed_headers(&send.headers, &send.destination, login, &identity.roles);
-            broker.metrics.app_route_request(&route.pattern);
-            return Ok(Sent::Pending(
-                queue.send(headers, send.body, reserved).await,
-            ));
+            return Ok(Sent::Pending(match &route.target {
+                Target::Queue(name) => {
+                    let queue = match &reserved {
+                        Some(r) => r.queue().clone(),
+                        None => broker.engine.queue(name)?,
+                    };
+                    let headers =
+                        routed_headers(&send.headers, &send.destination, login, &identity.roles);
+                    broker.metrics.app_route_request(&route.pattern);
+                    queue.send(headers, send.body, reserved).await
+                }
+                Target::Http(backend) => backend.call(
+                    Call {
+                        route: &route.pattern,
+                        destination: &send.destination,
+                        login,
+                        roles: &identity.roles,
+                        headers: &send.headers,
+                        body: &send.body,
+                    },
+                    broker.engine.clone(),
+                    broker.metrics.clone(),
+                    &broker.tasks,
+                ),
+            }));
         }
         Route::Queue(name) => {
             let queue = match &reserved {
