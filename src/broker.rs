@@ -198,6 +198,9 @@ impl Broker {
         // Checked when the configuration loaded.
         let trusted = config.server.trusted().unwrap_or_default();
         let app_routes = crate::app::routes::AppRoutes::new(&config.app.routes);
+        for route in &config.app.routes {
+            metrics.app_route_known(&route.pattern);
+        }
         Ok(Arc::new(Broker {
             app_routes,
             drain: crate::drain::Drain::new(shutdown.child_token()),

@@ -417,6 +417,13 @@ impl Metrics {
         counter!(names::APP_ROUTE_REQUESTS_TOTAL, "route" => pattern.to_owned()).increment(1);
     }
 
+    /// Makes the series of route `pattern` exist from the start, at zero.
+    pub fn app_route_known(&self, pattern: &str) {
+        counter!(names::APP_ROUTE_REQUESTS_TOTAL, "route" => pattern.to_owned()).absolute(0);
+        counter!(names::APP_ROUTE_FAILURES_TOTAL, "route" => pattern.to_owned()).absolute(0);
+        let _ = histogram!(names::APP_ROUTE_SECONDS, "route" => pattern.to_owned());
+    }
+
     /// Counts a SEND the route `pattern` could not serve.
     pub fn app_route_failure(&self, pattern: &str) {
         counter!(names::APP_ROUTE_FAILURES_TOTAL, "route" => pattern.to_owned()).increment(1);

@@ -56,7 +56,11 @@ async fn every_metric_the_dashboard_and_the_alerts_name_is_served() {
     // sent no ERROR yet: every named series is there from the start.
     let store = tempfile::tempdir().unwrap();
     let nats = nats::one(store.path());
-    let b = broker(&format!("[cluster]\nnats_url = \"{}\"", nats.url()));
+    // With a route, whose series exist from the start too.
+    let b = broker(&format!(
+        "[cluster]\nnats_url = \"{}\"\n[[app.routes]]\nmatch = \"/app/x.#\"\nurl = \"http://127.0.0.1:1/\"",
+        nats.url()
+    ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while http_get(b.http_addr, "/readyz").await.0 != 200 {
         assert!(
