@@ -3,7 +3,7 @@
 # the same load generator, in one run. Loopback only; every step is bounded in time.
 #
 #   benches/compare.sh                 # all scenarios
-#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: wildcard, latency, queue, durable, logins, idle, api, cluster, cluster-history, history, rolling
+#   SECONDS_PER_RUN=5 benches/compare.sh fanout    # or: wildcard, latency, queue, durable, logins, idle, api, cluster, cluster-history, history, rolling, routes
 #   BASELINE=<git rev> benches/compare.sh fanout   # also an earlier stompede, side by side
 #   FANOUT_SUBSCRIBERS="100" benches/compare.sh fanout  # only some fan-out widths
 #
@@ -216,6 +216,35 @@ if [ "$what" = all ] || [ "$what" = history ]; then
   stop "$plain"
   rm -rf "$plain_store"
   start_broker
+fi
+if [ "$what" = all ] || [ "$what" = routes ]; then
+  # An /app route to a queue ([[app.routes]]): 100,000 SENDs to /app/bench.x with
+  # receipts, against the same to /queue/bench directly; then the queue drained
+  # by one Rust consumer (the load generator, WebSocket) and by one Python
+  # consumer (stomp.py over TCP), each acking every message. Three rounds.
+  routes_dir=$(mktemp -d)
+  cp broker.toml "$routes_dir/broker.toml"
+  printf '\n[[app.routes]]\nmatch = "/app/bench.#"\nqueue = "bench"\n' >> "$routes_dir/broker.toml"
+  routes_port=$((port + 3))
+  routes_stomp=$((port + 4))
+  STOMPEDE__SERVER__HTTP_ADDR=127.0.0.1:$routes_port STOMPEDE__SERVER__STOMP_ADDR=127.0.0.1:$routes_stomp \
+    STOMPEDE__STORE__PATH="$routes_dir/data" STOMPEDE__LOG__FILTER=warn \
+    target/release/stompede --config "$routes_dir/broker.toml" >&2 &
+  routes_pid=$!
+  wait_port $routes_port
+  pythonpath=$(scripts/python-deps)
+  for round in 1 2 3; do
+    for via in /queue/bench /app/bench.x; do
+      run "round $round" ws://127.0.0.1:$routes_port/ws drain --messages 100000 --fill-via $via \
+        --from /queue/bench "${stompede_login[@]}"
+    done
+    run "round $round" ws://127.0.0.1:$routes_port/ws drain --messages 100000 --fill-via /app/bench.x \
+      --from /queue/bench --consumers 0 "${stompede_login[@]}"
+    PYTHONPATH=$pythonpath timeout 300 python3 benches/route_consumer.py 127.0.0.1 $routes_stomp \
+      market-feed feed-demo /queue/bench 100000 100
+  done
+  stop $routes_pid
+  rm -rf "$routes_dir"
 fi
 if [ "$what" = all ] || [ "$what" = rolling ]; then
   # A rolling restart of a three-node cluster behind HAProxy, under load

@@ -115,6 +115,27 @@ enum Mode {
         #[arg(long, default_value = "/topic/loadgen.history")]
         destination: String,
     },
+    /// A queue filled, then drained: SENDs `messages` to `--fill-via` (a queue, or
+    /// an `/app` destination a route sends to the queue) with receipts, then
+    /// one consumer reads them all from `--from`, acking each
+    /// (client-individual); reports both rates. `--consumers 0` only fills (for
+    /// a consumer in another language, benches/route_consumer.py).
+    Drain {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 20_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        #[arg(long, default_value = "/queue/loadgen")]
+        fill_via: String,
+        #[arg(long, default_value = "/queue/loadgen")]
+        from: String,
+        #[arg(long, default_value_t = 100)]
+        prefetch: u64,
+        #[arg(long, default_value_t = 1)]
+        consumers: u64,
+    },
     /// A storm of password logins; reports time and broker RSS.
     Logins(LoginsArgs),
     /// Idle subscribed connections; reports broker RSS per connection.
@@ -694,6 +715,76 @@ async fn queue(args: QueueArgs) {
     );
 }
 
+/// The `drain` mode: fills, then consumes.
+async fn drain(
+    t: Target,
+    messages: u64,
+    size: usize,
+    (fill_via, from): (String, String),
+    prefetch: u64,
+    consumers: u64,
+) {
+    let mut c = Conn::open(&t).await;
+    let began = Instant::now();
+    // Receipts pipelined, at most 1000 unanswered.
+    let mut unanswered = 0u64;
+    for seq in 0..messages {
+        c.send(
+            &Frame::new(Command::Send)
+                .header("destination", fill_via.as_str())
+                .header("receipt", seq.to_string())
+                .body(body(seq, size.max(40))),
+        )
+        .await;
+        unanswered += 1;
+        while unanswered >= 1000 {
+            let f = c.next().await.expect("RECEIPT");
+            assert_eq!(f.command, Command::Receipt, "{f:?}");
+            unanswered -= 1;
+        }
+    }
+    while unanswered > 0 {
+        let f = c.next().await.expect("RECEIPT");
+        assert_eq!(f.command, Command::Receipt, "{f:?}");
+        unanswered -= 1;
+    }
+    let filled = began.elapsed().as_secs_f64();
+    println!(
+        "{} fill via {fill_via}: {messages} receipted in {filled:.2} s, {:.0} msg/s",
+        t.label,
+        messages as f64 / filled
+    );
+    if consumers == 0 {
+        return;
+    }
+    c.send(
+        &Frame::new(Command::Subscribe)
+            .header("id", "drain")
+            .header("destination", from.as_str())
+            .header("ack", "client-individual")
+            .header("prefetch-count", prefetch.to_string()),
+    )
+    .await;
+    let began = Instant::now();
+    let stop = AtomicBool::new(false);
+    let mut got = 0u64;
+    while got < messages {
+        let f = tokio::time::timeout(Duration::from_secs(30), c.next_message(&stop))
+            .await
+            .expect("the queue ran dry before every message came")
+            .expect("MESSAGE");
+        let ack = f.headers.get("ack").expect("ack header").to_owned();
+        c.send(&Frame::new(Command::Ack).header("id", ack)).await;
+        got += 1;
+    }
+    let drained = began.elapsed().as_secs_f64();
+    println!(
+        "{} drain of {from} (Rust consumer, prefetch {prefetch}, an ACK each): {got} in {drained:.2} s, {:.0} msg/s",
+        t.label,
+        got as f64 / drained
+    );
+}
+
 /// Opens a WebSocket and CONNECTs with the target's credentials: the connection, or
 /// the ERROR message.
 async fn try_login(t: &Target) -> Result<Conn, String> {
@@ -970,6 +1061,22 @@ fn main() {
                     "runs are bounded: at most 10^6 messages"
                 );
                 replay(target, messages, size, destination).await
+            }
+            Mode::Drain {
+                target,
+                messages,
+                size,
+                fill_via,
+                from,
+                prefetch,
+                consumers,
+            } => {
+                check_loopback(&target.url);
+                assert!(
+                    messages <= 1_000_000 && consumers <= 1,
+                    "runs are bounded: at most 10^6 messages, one consumer"
+                );
+                drain(target, messages, size, (fill_via, from), prefetch, consumers).await
             }
             Mode::Idle {
                 target,
