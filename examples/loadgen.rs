@@ -1076,7 +1076,15 @@ fn main() {
                     messages <= 1_000_000 && consumers <= 1,
                     "runs are bounded: at most 10^6 messages, one consumer"
                 );
-                drain(target, messages, size, (fill_via, from), prefetch, consumers).await
+                drain(
+                    target,
+                    messages,
+                    size,
+                    (fill_via, from),
+                    prefetch,
+                    consumers,
+                )
+                .await
             }
             Mode::Idle {
                 target,

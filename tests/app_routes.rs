@@ -468,3 +468,86 @@ async fn a_slow_backend_times_out_and_a_full_route_says_busy() {
         ]
     );
 }
+
+/// alice's requests hang; everyone else's are answered at once.
+fn slow_for_alice(request: &serde_json::Value) -> Answer {
+    match request["login"].as_str() {
+        Some("alice") => (200, "{}".into(), std::time::Duration::from_secs(3)),
+        _ => chat_answer(request),
+    }
+}
+
+#[tokio::test]
+async fn one_sender_cannot_take_every_place_of_a_route() {
+    let backend = http_backend(slow_for_alice).await;
+    // Four places; one login may hold a quarter of them.
+    let b = broker(&http_route(
+        &backend.url,
+        "timeout_ms = 2000\nmax_in_flight = 4",
+    ));
+    let mut alice = as_user(&b, "alice").await;
+    alice.subscribe("e", "/user/queue/errors").await;
+    for receipt in ["a1", "a2", "a3"] {
+        alice
+            .send(
+                Frame::new(Command::Send)
+                    .header("destination", "/app/chat.room1")
+                    .header("receipt", receipt)
+                    .body("hang"),
+            )
+            .await;
+    }
+    // Her second and third are refused at once; her first still hangs.
+    for receipt in ["a2", "a3"] {
+        let e = alice.expect(Command::Message).await;
+        let json: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+        assert_eq!(
+            (json["receipt-id"].as_str(), json["error"].as_str()),
+            (Some(receipt), Some("BACKEND_BUSY"))
+        );
+    }
+    // Meanwhile bob is served.
+    let mut bob = as_user(&b, "bob").await;
+    bob.subscribe("r", "/user/queue/replies").await;
+    bob.send(
+        Frame::new(Command::Send)
+            .header("destination", "/app/chat.room1")
+            .header("receipt", "b1")
+            .body("me"),
+    )
+    .await;
+    assert_eq!(&bob.expect(Command::Message).await.body[..], b"got: me");
+    assert_eq!(
+        bob.expect(Command::Receipt).await.headers.get("receipt-id"),
+        Some("b1")
+    );
+}
+
+fn huge(_: &serde_json::Value) -> Answer {
+    let body = serde_json::json!({"messages": [{"destination": "/user/queue/replies", "body": "x".repeat(2 << 20)}]});
+    (200, body.to_string(), std::time::Duration::ZERO)
+}
+
+fn too_many(_: &serde_json::Value) -> Answer {
+    let messages: Vec<_> = (0..101)
+        .map(|i| serde_json::json!({"destination": "/user/queue/replies", "body": i.to_string()}))
+        .collect();
+    (
+        200,
+        serde_json::json!({"messages": messages}).to_string(),
+        std::time::Duration::ZERO,
+    )
+}
+
+#[tokio::test]
+async fn a_backend_answer_is_bounded_in_bytes_and_messages() {
+    for (answer, says) in [
+        (huge as fn(&serde_json::Value) -> Answer, "larger than"),
+        (too_many, "more than 100 messages"),
+    ] {
+        let backend = http_backend(answer).await;
+        let b = broker(&http_route(&backend.url, ""));
+        let told = told(&b, "BACKEND_FAILED").await;
+        assert!(told["message"].as_str().unwrap().contains(says), "{told}");
+    }
+}

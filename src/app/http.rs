@@ -2,9 +2,11 @@
 //! any language (Centrifugo's proxy, Spring's `@MessageMapping` as a web
 //! service); a 2xx answer may carry messages to publish.
 //!
-//! Bounded: at most `max_in_flight` requests per route at once (past that the
-//! sender is told `BACKEND_BUSY`), each within `timeout_ms` (connecting, the
-//! answer and its body), an answer of at most [`MAX_ANSWER_BYTES`]. hyper's
+//! Bounded: at most `max_in_flight` requests per route at once, of which one
+//! login holds at most a quarter (past either the sender is told
+//! `BACKEND_BUSY`, so one client sending to a slow backend cannot take the
+//! route from everyone), each within `timeout_ms` (connecting, the answer and
+//! its body), an answer of at most [`MAX_ANSWER_BYTES`]. hyper's
 //! pooled client keeps connections alive and never follows a redirect (a 3xx
 //! is a failure). Never a silent loss: a failure is published to the sender's
 //! own `/user/queue/errors` with the SEND's `receipt` as `receipt-id`, and the
@@ -41,7 +43,26 @@ pub struct HttpTarget {
     publish: Vec<String>,
     timeout: Duration,
     slots: Arc<Semaphore>,
+    /// Requests in flight per login; an entry per login with one.
+    per_login: Arc<dashmap::DashMap<String, usize>>,
+    /// What one login may have in flight: a quarter of the places, at least one.
+    login_share: usize,
     client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// One login's place among a route's requests; given back when dropped.
+struct LoginSlot {
+    per_login: Arc<dashmap::DashMap<String, usize>>,
+    login: String,
+}
+
+impl Drop for LoginSlot {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.per_login.get_mut(&self.login) {
+            *n -= 1;
+        }
+        self.per_login.remove_if(&self.login, |_, n| *n == 0);
+    }
 }
 
 impl PartialEq for HttpTarget {
@@ -131,7 +152,22 @@ impl HttpTarget {
             publish,
             timeout,
             slots: Arc::new(Semaphore::new(max_in_flight)),
+            per_login: Arc::new(dashmap::DashMap::new()),
+            login_share: (max_in_flight / 4).max(1),
             client,
+        })
+    }
+
+    /// A place for a request by `login`, within its share, or `None`.
+    fn login_slot(&self, login: &str) -> Option<LoginSlot> {
+        let mut n = self.per_login.entry(login.to_owned()).or_insert(0);
+        if *n >= self.login_share {
+            return None;
+        }
+        *n += 1;
+        Some(LoginSlot {
+            per_login: self.per_login.clone(),
+            login: login.to_owned(),
         })
     }
 
@@ -151,7 +187,11 @@ impl HttpTarget {
         let route = call.route.to_owned();
         let destination = call.destination.to_owned();
         metrics.app_route_request(&route);
-        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+        // The login's place first: dropped again if the route has none.
+        let places = self
+            .login_slot(&login)
+            .and_then(|mine| Some((mine, self.slots.clone().try_acquire_owned().ok()?)));
+        let Some(slot) = places else {
             tell(
                 &*engine,
                 &metrics,
