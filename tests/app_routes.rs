@@ -22,6 +22,15 @@ match = "/app/admin.#"
 send = ["admin"]
 "#;
 
+/// SENDs `body` to `destination` (with `receipt`, if given).
+async fn send_app(c: &mut Client, destination: &str, receipt: Option<&str>, body: &str) {
+    let mut frame = Frame::new(Command::Send).header("destination", destination);
+    if let Some(r) = receipt {
+        frame = frame.header("receipt", r);
+    }
+    c.send(frame.body(body.to_owned())).await;
+}
+
 async fn as_user(b: &TestBroker, login: &str) -> Client {
     let mut c = Client::tcp(b).await;
     c.connect_as(login, &format!("{login}-pw")).await;
@@ -146,36 +155,19 @@ async fn routes_obey_the_access_rules_and_refuse_anonymous_senders() {
     assert_eq!(m.headers.get("x-app-login"), Some("root"));
     assert_eq!(m.headers.get("x-app-roles"), Some("admin"));
     let mut alice = as_user(&b, "alice").await;
-    alice
-        .send(
-            Frame::new(Command::Send)
-                .header("destination", "/app/admin.reindex")
-                .body("go"),
-        )
-        .await;
+    send_app(&mut alice, "/app/admin.reindex", None, "go").await;
     alice
         .expect_error("not allowed to SEND to /app/admin.reindex")
         .await;
     let mut anonymous = Client::tcp(&b).await;
     anonymous.connect_anonymously().await;
-    anonymous
-        .send(
-            Frame::new(Command::Send)
-                .header("destination", "/app/chat.room1")
-                .body("x"),
-        )
-        .await;
+    send_app(&mut anonymous, "/app/chat.room1", None, "x").await;
     anonymous
         .expect_error("not allowed to SEND to /app/chat.room1")
         .await;
     // Nothing unrouted is taken.
     let mut bob = as_user(&b, "bob").await;
-    bob.send(
-        Frame::new(Command::Send)
-            .header("destination", "/app/nowhere")
-            .body("x"),
-    )
-    .await;
+    send_app(&mut bob, "/app/nowhere", None, "x").await;
     bob.expect_error("no handler for /app/nowhere").await;
 }
 
@@ -357,12 +349,7 @@ async fn an_http_route_posts_the_send_and_publishes_what_the_backend_answers() {
     assert_eq!(request["body"], "hi");
     // Nothing reached bob or the topic the route may not publish to: his own
     // SEND's answer is the first thing he gets.
-    bob.send(
-        Frame::new(Command::Send)
-            .header("destination", "/app/chat.room2")
-            .body("me"),
-    )
-    .await;
+    send_app(&mut bob, "/app/chat.room2", None, "me").await;
     let first = bob.expect(Command::Message).await;
     assert_eq!(&first.body[..], b"got: me");
 }
@@ -386,14 +373,7 @@ async fn told(b: &TestBroker, code: &str) -> serde_json::Value {
     alice.subscribe("e", "/user/queue/errors").await;
     let mut last = serde_json::Value::Null;
     for receipt in ["r1", "r2"] {
-        alice
-            .send(
-                Frame::new(Command::Send)
-                    .header("destination", "/app/chat.room1")
-                    .header("receipt", receipt)
-                    .body("hi"),
-            )
-            .await;
+        send_app(&mut alice, "/app/chat.room1", Some(receipt), "hi").await;
         let e = alice.expect(Command::Message).await;
         assert_eq!(e.headers.get("receipt-id"), Some(receipt), "{e:?}");
         last = serde_json::from_slice(&e.body).unwrap();
@@ -440,14 +420,7 @@ async fn a_slow_backend_times_out_and_a_full_route_says_busy() {
     let mut alice = as_user(&b, "alice").await;
     alice.subscribe("e", "/user/queue/errors").await;
     for receipt in ["slow", "meanwhile"] {
-        alice
-            .send(
-                Frame::new(Command::Send)
-                    .header("destination", "/app/chat.room1")
-                    .header("receipt", receipt)
-                    .body("hi"),
-            )
-            .await;
+        send_app(&mut alice, "/app/chat.room1", Some(receipt), "hi").await;
     }
     // The second finds the one place taken at once; the first times out.
     let mut errors = Vec::new();
@@ -488,14 +461,7 @@ async fn one_sender_cannot_take_every_place_of_a_route() {
     let mut alice = as_user(&b, "alice").await;
     alice.subscribe("e", "/user/queue/errors").await;
     for receipt in ["a1", "a2", "a3"] {
-        alice
-            .send(
-                Frame::new(Command::Send)
-                    .header("destination", "/app/chat.room1")
-                    .header("receipt", receipt)
-                    .body("hang"),
-            )
-            .await;
+        send_app(&mut alice, "/app/chat.room1", Some(receipt), "hang").await;
     }
     // Her second and third are refused at once; her first still hangs.
     for receipt in ["a2", "a3"] {
@@ -509,13 +475,7 @@ async fn one_sender_cannot_take_every_place_of_a_route() {
     // Meanwhile bob is served.
     let mut bob = as_user(&b, "bob").await;
     bob.subscribe("r", "/user/queue/replies").await;
-    bob.send(
-        Frame::new(Command::Send)
-            .header("destination", "/app/chat.room1")
-            .header("receipt", "b1")
-            .body("me"),
-    )
-    .await;
+    send_app(&mut bob, "/app/chat.room1", Some("b1"), "me").await;
     assert_eq!(&bob.expect(Command::Message).await.body[..], b"got: me");
     assert_eq!(
         bob.expect(Command::Receipt).await.headers.get("receipt-id"),
