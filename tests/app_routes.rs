@@ -22,6 +22,13 @@ match = "/app/admin.#"
 send = ["admin"]
 "#;
 
+/// `stompede_app_route_{what}_total` of the route `/app/chat.#`.
+async fn route_metric(b: &TestBroker, what: &str) -> f64 {
+    let (_, text) = http_get(b.http_addr, "/metrics").await;
+    let series = format!("stompede_app_route_{what}_total{{route=\"/app/chat.#\"}}");
+    metric(&text, &series).unwrap_or_else(|| panic!("no {series}"))
+}
+
 /// SENDs `body` to `destination` (with `receipt`, if given).
 async fn send_app(c: &mut Client, destination: &str, receipt: Option<&str>, body: &str) {
     let mut frame = Frame::new(Command::Send).header("destination", destination);
@@ -102,13 +109,8 @@ async fn a_send_to_a_routed_destination_reaches_the_backend_with_who_sent_it() {
     ];
     got.sort();
     assert_eq!(got, ["ack: hello", "alice: hello"]);
-    let (_, text) = http_get(b.http_addr, "/metrics").await;
     // Metrics are the process's: other tests here use the route too.
-    let requests = metric(
-        &text,
-        "stompede_app_route_requests_total{route=\"/app/chat.#\"}",
-    );
-    assert!(requests.is_some_and(|n| n >= 1.0), "{requests:?}");
+    assert!(route_metric(&b, "requests").await >= 1.0);
 }
 
 #[tokio::test]
@@ -402,12 +404,7 @@ async fn a_failing_backend_is_reported_to_the_sender_not_lost() {
         .port();
     let b = broker(&http_route(&format!("http://127.0.0.1:{port}/hook"), ""));
     crate::told(&b, "BACKEND_FAILED").await;
-    let (_, text) = http_get(b.http_addr, "/metrics").await;
-    let failures = metric(
-        &text,
-        "stompede_app_route_failures_total{route=\"/app/chat.#\"}",
-    );
-    assert!(failures.is_some_and(|n| n >= 2.0), "{failures:?}");
+    assert!(route_metric(&b, "failures").await >= 2.0);
 }
 
 #[tokio::test]
