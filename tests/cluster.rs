@@ -1071,3 +1071,86 @@ async fn a_drained_node_s_unacked_messages_go_to_a_consumer_on_another_node_at_o
     // Within seconds, not after the 120 s of cluster.ack_wait_s.
     redelivered(&mut b, held, Duration::from_secs(10)).await;
 }
+
+/// A node's hold on a lease, for the lease test.
+type Holder = (
+    &'static str,
+    tokio::sync::watch::Receiver<bool>,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Who holds the lease now, as the holders see it.
+fn holding(holders: &[Holder]) -> Vec<String> {
+    holders
+        .iter()
+        .filter(|(_, rx, _, _)| *rx.borrow())
+        .map(|(n, _, _, _)| n.to_string())
+        .collect()
+}
+
+/// Waits (sampling every 20 ms, at most 10 s, never seeing two holders) for a
+/// holder other than `not`: who, and how long it took.
+async fn until_one(holders: &[Holder], not: Option<&str>) -> (String, Duration) {
+    let since = Instant::now();
+    loop {
+        let now = holding(holders);
+        assert!(now.len() <= 1, "two holders: {now:?}");
+        if let Some(h) = now.first().filter(|h| Some(h.as_str()) != not) {
+            return (h.clone(), since.elapsed());
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "no holder in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The lease the cluster runs its one market by: one holder at a time; when
+/// the holder dies without a word (its task aborted, as by kill -9) another
+/// takes it within 10 s; one that stops gives it back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_has_one_holder_and_passes_on_when_it_dies() {
+    use stompede::engine::cluster::lease;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let store = tempfile::tempdir().unwrap();
+    let server = nats::one(store.path());
+    let mut holders = Vec::new();
+    for node in ["a", "b", "c"] {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(lease::hold(
+            client,
+            "market".to_owned(),
+            node.to_owned(),
+            tx,
+            stop.clone(),
+        ));
+        holders.push((node, rx, stop, task));
+    }
+    // Sampled every 20 ms: never two holders; one within 10 s.
+    let (first, _) = until_one(&holders, None).await;
+    // Held steadily: still one holder, the same, over three renewals.
+    let steady = Instant::now();
+    while steady.elapsed() < Duration::from_secs(3) {
+        assert_eq!(holding(&holders), std::slice::from_ref(&first));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The holder dies without giving the lease back.
+    let i = holders.iter().position(|(n, ..)| *n == first).unwrap();
+    let (_, _, _, task) = holders.remove(i);
+    task.abort();
+    let (second, took) = until_one(&holders, Some(&first)).await;
+    assert_ne!(second, first);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // The next holder stops cleanly: the last one takes over at once.
+    let i = holders.iter().position(|(n, ..)| *n == second).unwrap();
+    let (_, _, stop, task) = holders.remove(i);
+    stop.cancel();
+    task.await.unwrap();
+    let (third, took) = until_one(&holders, Some(&second)).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_ne!(third, first);
+}

@@ -19,6 +19,7 @@
 //! live in JetStream ([`retained`], [`history`], [`queue`]).
 
 mod history;
+pub mod lease;
 mod link;
 mod queue;
 mod retained;
