@@ -60,7 +60,7 @@ pub struct Broker {
     open: [AtomicUsize; 2],
     /// Subscriptions of all sessions, for `GET /api/stats`.
     subscriptions: AtomicUsize,
-    next_session: AtomicU64,
+    next_session: Arc<AtomicU64>,
 }
 
 impl Broker {
@@ -147,7 +147,13 @@ impl Broker {
         ));
         tasks.spawn(local.clone().sweep_history_until(shutdown.clone()));
         let engine = engine(local);
-        let context = crate::app::AppContext::new(engine.clone(), shutdown.clone(), tasks.clone());
+        let next_session = Arc::new(AtomicU64::new(1));
+        let context = crate::app::AppContext::new(
+            engine.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+            next_session.clone(),
+        );
         let mut handlers = crate::app::Apps::new();
         for (destination, make) in apps {
             // The builder checked the destinations before anything started.
@@ -225,7 +231,7 @@ impl Broker {
             connections: AtomicUsize::new(0),
             open: [AtomicUsize::new(0), AtomicUsize::new(0)],
             subscriptions: AtomicUsize::new(0),
-            next_session: AtomicU64::new(1),
+            next_session,
         }))
     }
 

@@ -154,3 +154,101 @@ impl stompede::app::AppHandler for Echo {
             .publish_topic("/topic/echo", &Default::default(), body.into());
     }
 }
+
+/// An in-process worker for the route `/app/orders.#` → `/queue/orders`:
+/// confirms each order to its sender; gives back an order saying "retry" the
+/// first time it sees it.
+fn order_worker(ctx: &stompede::app::AppContext) -> Arc<dyn stompede::app::AppHandler> {
+    let engine = ctx.engine();
+    let context = ctx.clone();
+    let stop = ctx.shutdown();
+    ctx.spawn(async move {
+        let mut orders = context.consume("orders", 10).await.unwrap();
+        loop {
+            let delivery = tokio::select! {
+                () = stop.cancelled() => return,
+                d = orders.next() => match d { Some(d) => d, None => return },
+            };
+            let body = String::from_utf8_lossy(&delivery.body).into_owned();
+            let again = delivery.headers.get("redelivered") == Some("true");
+            if body == "retry" && !again {
+                orders.nack(&delivery).await.unwrap();
+                continue;
+            }
+            let login = delivery.headers.get("x-app-login").unwrap().to_owned();
+            let confirmation = format!("confirmed: {body}{}", if again { " (again)" } else { "" });
+            let _ = engine.publish_user(
+                &login,
+                "confirmations",
+                &Default::default(),
+                confirmation.into(),
+            );
+            orders.ack(&delivery).await.unwrap();
+        }
+    });
+    Arc::new(Echo(ctx.engine()))
+}
+
+/// SENDs an order, without a receipt (the confirmation may come before one).
+async fn order(c: &mut Client, body: &str) {
+    c.send(
+        Frame::new(Command::Send)
+            .header("destination", "/app/orders.new")
+            .body(body.to_owned()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_in_process_worker_consumes_a_queue_route_beside_stomp_consumers() {
+    let (config, _store) = test_config(
+        "[trading]\nenabled = false\n[[app.routes]]\nmatch = \"/app/orders.#\"\nqueue = \"orders\"",
+    );
+    let b = Builder::new(config)
+        .app("/app/status", order_worker)
+        .start()
+        .unwrap();
+    let mut alice = Client::tcp_at(b.stomp_addr.unwrap()).await;
+    alice.connect_as("alice", "alice-pw").await;
+    alice.subscribe("c", "/user/queue/confirmations").await;
+    order(&mut alice, "buy 1").await;
+    assert_eq!(
+        alice.message_on("/user/queue/confirmations").await,
+        "confirmed: buy 1"
+    );
+    // Given back once, then confirmed on its redelivery.
+    order(&mut alice, "retry").await;
+    assert_eq!(
+        alice.message_on("/user/queue/confirmations").await,
+        "confirmed: retry (again)"
+    );
+    // A STOMP consumer of the same queue competes with the worker: every order
+    // is handled once, by one of them.
+    let mut svc = Client::tcp_at(b.stomp_addr.unwrap()).await;
+    svc.connect().await;
+    svc.subscribe_with("q", "/queue/orders", &[("ack", "auto"), ("receipt", "s")])
+        .await;
+    for i in 0..20 {
+        order(&mut alice, &format!("o{i}")).await;
+    }
+    let mut by_worker = 0;
+    let mut by_svc = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    while by_worker + by_svc < 20 {
+        tokio::select! {
+            m = alice.next_frame() => {
+                let body = String::from_utf8(m.unwrap().body.to_vec()).unwrap();
+                assert!(seen.insert(body.trim_start_matches("confirmed: ").to_owned()), "twice: {body}");
+                by_worker += 1;
+            }
+            m = svc.next_frame() => {
+                let m = m.unwrap();
+                assert_eq!(m.command, Command::Message, "{m:?}");
+                let body = String::from_utf8(m.body.to_vec()).unwrap();
+                assert!(seen.insert(body.clone()), "twice: {body}");
+                by_svc += 1;
+            }
+        }
+    }
+    assert_eq!(seen.len(), 20);
+}

@@ -12,6 +12,7 @@
 //! [`AppContext`]; the built-in trading application is registered the same way
 //! ([`trading::app`]). `examples/embed.rs` is a small chat handler.
 
+pub mod consumer;
 pub mod http;
 pub mod routes;
 pub mod trading;
@@ -23,6 +24,7 @@ use crate::engine::Engine;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -63,6 +65,8 @@ pub struct AppContext {
     engine: Arc<dyn Engine>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// The broker's session ids, for in-process consumers.
+    session_ids: Arc<AtomicU64>,
 }
 
 impl AppContext {
@@ -71,12 +75,26 @@ impl AppContext {
         engine: Arc<dyn Engine>,
         shutdown: CancellationToken,
         tasks: TaskTracker,
+        session_ids: Arc<AtomicU64>,
     ) -> AppContext {
         AppContext {
             engine,
             shutdown,
             tasks,
+            session_ids,
         }
+    }
+
+    /// Consumes `/queue/{queue}` in this process, with at most `prefetch`
+    /// unacked deliveries, competing with every other consumer of it.
+    pub async fn consume(
+        &self,
+        queue: &str,
+        prefetch: usize,
+    ) -> Result<consumer::QueueConsumer, crate::queue::QueueError> {
+        let handle = self.engine.queue(queue)?;
+        let session = self.session_ids.fetch_add(1, Ordering::Relaxed);
+        Ok(consumer::QueueConsumer::start(handle, session, prefetch).await)
     }
 
     /// The engine: publish to topics ([`Engine::publish_topic`]) and to users'
