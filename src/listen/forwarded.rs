@@ -26,6 +26,7 @@ pub fn client(headers: &HeaderMap, peer: SocketAddr, trusted: &TrustedProxies) -
     };
     let mut client = peer;
     // Header lines in order, each a comma-separated list: walk both backwards.
+    // As many lines as hyper takes in one request head (100 headers at most).
     let values: Vec<_> = headers.get_all(name).iter().collect();
     for value in values.into_iter().rev() {
         let Ok(value) = value.to_str() else {
