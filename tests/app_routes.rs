@@ -508,3 +508,42 @@ async fn a_backend_answer_is_bounded_in_bytes_and_messages() {
         assert!(told["message"].as_str().unwrap().contains(says), "{told}");
     }
 }
+
+#[tokio::test]
+async fn an_http_route_failing_inside_a_transaction_is_told_and_the_session_goes_on() {
+    let backend = http_backend(failing).await;
+    let b = broker(&http_route(&backend.url, ""));
+    let mut alice = as_user(&b, "alice").await;
+    alice.subscribe("e", "/user/queue/errors").await;
+    alice
+        .send(Frame::new(Command::Begin).header("transaction", "t1"))
+        .await;
+    alice
+        .send(
+            Frame::new(Command::Send)
+                .header("destination", "/app/chat.room1")
+                .header("transaction", "t1")
+                .body("in a transaction"),
+        )
+        .await;
+    alice
+        .send(
+            Frame::new(Command::Commit)
+                .header("transaction", "t1")
+                .header("receipt", "c1"),
+        )
+        .await;
+    let told = alice.expect(Command::Message).await;
+    let json: serde_json::Value = serde_json::from_slice(&told.body).unwrap();
+    assert_eq!(json["error"], "BACKEND_FAILED");
+    assert_eq!(
+        alice
+            .expect(Command::Receipt)
+            .await
+            .headers
+            .get("receipt-id"),
+        Some("c1")
+    );
+    // Still connected.
+    alice.subscribe("t", "/topic/after").await;
+}

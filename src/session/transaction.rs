@@ -148,9 +148,14 @@ impl Session {
             }
         }
         drop(reservations);
-        // 4. The answers: for durable messages, once they are on disk.
+        // 4. The answers: for durable messages, once they are on disk. An HTTP
+        // route's failure has been told on the sender's error queue already:
+        // it ends neither the COMMIT nor the session.
         for mut answer in answers {
-            crate::queue::answered(&mut answer).await?;
+            match crate::queue::answered(&mut answer).await {
+                Ok(()) | Err(crate::queue::QueueError::SenderTold(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }
