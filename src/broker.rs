@@ -1,6 +1,6 @@
 //! State shared by every connection of one running broker.
 
-use crate::app::AppMaker;
+use crate::app::AppSpecs;
 use crate::config::Config;
 use crate::engine::{Engine, LocalEngine};
 use crate::metrics::{Metrics, Transport};
@@ -67,7 +67,7 @@ impl Broker {
     /// Shared state for a broker with `config`, with the application handlers
     /// `apps` makes registered (their background tasks started), and the queue
     /// store opened and read back. Must be called inside a Tokio runtime.
-    pub fn start(config: Config, apps: Vec<(String, AppMaker)>) -> Result<Arc<Broker>, StoreError> {
+    pub fn start(config: Config, apps: AppSpecs) -> Result<Arc<Broker>, StoreError> {
         Self::start_with(config, |local| local, apps)
     }
 
@@ -76,7 +76,7 @@ impl Broker {
     pub fn start_node(
         config: Config,
         node_name: String,
-        apps: Vec<(String, AppMaker)>,
+        apps: AppSpecs,
     ) -> Result<Arc<Broker>, StoreError> {
         if !config.cluster.enabled() {
             return Self::start(config, apps);
@@ -107,7 +107,7 @@ impl Broker {
     pub fn start_with(
         config: Config,
         engine: impl FnOnce(Arc<LocalEngine>) -> Arc<dyn Engine>,
-        apps: Vec<(String, AppMaker)>,
+        apps: AppSpecs,
     ) -> Result<Arc<Broker>, StoreError> {
         let metrics = Arc::new(Metrics::new());
         let storage = RedbStorage::open(&config.store.path, config.store.cache_bytes)?;
@@ -155,7 +155,10 @@ impl Broker {
             next_session.clone(),
         );
         let mut handlers = crate::app::Apps::new();
-        for (destination, make) in apps {
+        for make in apps.services {
+            make(&context);
+        }
+        for (destination, make) in apps.handlers {
             // The builder checked the destinations before anything started.
             if let Err(e) = handlers.register(&destination, make(&context)) {
                 tracing::error!(error = %e, "application handler not registered");

@@ -111,17 +111,14 @@ pub fn start_reloadable(
 /// ```
 pub struct Builder {
     config: Config,
-    apps: Vec<(String, crate::app::AppMaker)>,
+    apps: crate::app::AppSpecs,
     reload: Option<crate::broker::ReloadWith>,
 }
 
 impl std::fmt::Debug for Builder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Builder")
-            .field(
-                "apps",
-                &self.apps.iter().map(|(d, _)| d).collect::<Vec<_>>(),
-            )
+            .field("apps", &self.apps)
             .finish_non_exhaustive()
     }
 }
@@ -132,13 +129,23 @@ impl Builder {
     /// other).
     pub fn new(config: Config) -> Builder {
         let mut builder = Builder {
-            apps: Vec::new(),
+            apps: crate::app::AppSpecs::default(),
             reload: None,
             config,
         };
-        if builder.config.trading.enabled {
+        if builder.config.trading.enabled && builder.config.cluster.enabled() {
+            // One market for the cluster: orders go through a queue route to
+            // whichever node holds the market's lease.
+            let c = &mut builder.config;
+            c.app.routes.insert(0, crate::app::market::orders_route());
+            let market = crate::app::market::cluster_market(c);
+            builder.apps.services.push(market);
+        } else if builder.config.trading.enabled {
             let trading = crate::app::trading::app(&builder.config);
-            builder.apps.push(("/app/trade".to_owned(), trading));
+            builder
+                .apps
+                .handlers
+                .push(("/app/trade".to_owned(), trading));
         }
         builder
     }
@@ -153,7 +160,9 @@ impl Builder {
     where
         F: FnOnce(&crate::app::AppContext) -> Arc<dyn crate::app::AppHandler> + Send + 'static,
     {
-        self.apps.push((destination.into(), Box::new(make)));
+        self.apps
+            .handlers
+            .push((destination.into(), Box::new(make)));
         self
     }
 
@@ -167,7 +176,7 @@ impl Builder {
     /// Binds the listeners and starts serving. Must be called inside a Tokio
     /// runtime.
     pub fn start(self) -> Result<RunningBroker, StartError> {
-        crate::app::check_destinations(self.apps.iter().map(|(d, _)| d.as_str()))?;
+        crate::app::check_destinations(self.apps.handlers.iter().map(|(d, _)| d.as_str()))?;
         serve(self.config, self.apps, self.reload)
     }
 }
@@ -175,7 +184,7 @@ impl Builder {
 /// Binds the listeners, starts the broker with `apps`, and serves.
 fn serve(
     config: Config,
-    apps: Vec<(String, crate::app::AppMaker)>,
+    apps: crate::app::AppSpecs,
     reload: Option<crate::broker::ReloadWith>,
 ) -> Result<RunningBroker, StartError> {
     let prometheus = crate::metrics::install();

@@ -509,9 +509,16 @@ async fn queue_consumers_on_two_nodes_share_a_queue_with_nothing_lost_or_doubled
         stats["cluster"],
         serde_json::json!({"mode": "cluster", "node": "node-a", "nats": "connected"})
     );
+    // (The market's orders queue is listed too on the node that runs it.)
+    let jobs: Vec<&serde_json::Value> = stats["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["name"] != "stompede.market.orders")
+        .collect();
     assert_eq!(
-        stats["queues"],
-        serde_json::json!([{"name": "jobs", "depth": 0, "consumers": 1, "unacked": 0}])
+        jobs,
+        [&serde_json::json!({"name": "jobs", "depth": 0, "consumers": 1, "unacked": 0})]
     );
 }
 
@@ -1153,4 +1160,178 @@ async fn a_lease_has_one_holder_and_passes_on_when_it_dies() {
     let (third, took) = until_one(&holders, Some(&second)).await;
     assert!(took < Duration::from_secs(3), "{took:?}");
     assert_ne!(third, first);
+}
+
+/// The latest all-symbols quote on `c` within `wait`: symbol → (price, volume).
+async fn quotes_within(
+    c: &mut Client,
+    wait: Duration,
+) -> Option<std::collections::BTreeMap<String, (f64, u64)>> {
+    let m = message_within(c, wait).await?;
+    assert_eq!(m.headers.get("destination"), Some("/topic/stock-quotes"));
+    let all: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+    Some(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .map(|q| {
+                let symbol = q["symbol"].as_str().unwrap().to_owned();
+                (
+                    symbol,
+                    (q["price"].as_f64().unwrap(), q["volume"].as_u64().unwrap()),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// alice's next trade confirmation on `c` within `wait`, as JSON.
+async fn confirmation_within(c: &mut Client, wait: Duration) -> Option<serde_json::Value> {
+    let m = message_within(c, wait).await?;
+    assert_eq!(
+        m.headers.get("destination"),
+        Some("/user/queue/trade-confirmation")
+    );
+    Some(serde_json::from_slice(&m.body).unwrap())
+}
+
+/// One market for the cluster: quotes once per tick whichever node a client
+/// reads, a trade sent on any node confirmed, and when the market's node dies
+/// (kill -9) another takes over within 10 s, from the last prices, with its
+/// resting limit orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_market_serves_the_cluster_and_moves_when_its_node_dies() {
+    let mut cluster = start_cluster_with(
+        "",
+        &[
+            ("STOMPEDE__QUOTES__INTERVAL_MS", "500"),
+            ("STOMPEDE__TRADING__LIMIT_ORDER_TTL_MS", "20000"),
+        ],
+    )
+    .await;
+    for node in &cluster.nodes {
+        ready(node, 200).await;
+    }
+    // The node holding the market says so in its log.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let holder = loop {
+        let found = cluster.nodes.iter().position(|n| {
+            n.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("this node runs the market"))
+        });
+        if let Some(i) = found {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no node runs the market");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let survivor = (holder + 1) % 3;
+    // Quotes once per tick: over 3 s at 500 ms, about 6, never 18.
+    let mut reader = connected(&cluster.nodes[survivor], "alice").await;
+    reader.subscribe("q", "/topic/stock-quotes").await;
+    quotes_within(&mut reader, Duration::from_secs(5))
+        .await
+        .expect("quotes");
+    let since = Instant::now();
+    let mut ticks = 0;
+    while since.elapsed() < Duration::from_secs(3) {
+        if quotes_within(&mut reader, Duration::from_secs(2))
+            .await
+            .is_some()
+        {
+            ticks += 1;
+        }
+    }
+    assert!((4..=8).contains(&ticks), "{ticks} ticks in 3 s at 500 ms");
+    // A trade sent on each node is confirmed to the trader there.
+    let mut traders = Vec::new();
+    for node in &cluster.nodes {
+        let mut t = connected(node, "alice").await;
+        t.subscribe("conf", "/user/queue/trade-confirmation").await;
+        traders.push(t);
+    }
+    for (i, t) in traders.iter_mut().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let conf = loop {
+            assert!(Instant::now() < deadline, "no confirmation on node {i}");
+            t.trade(r#"{"symbol":"AAPL","quantity":2,"orderType":"BUY"}"#)
+                .await;
+            if let Some(c) = confirmation_within(t, Duration::from_millis(500)).await {
+                break c;
+            }
+        };
+        assert_eq!(conf["status"], "EXECUTED", "{conf}");
+        // Drain the copies the other nodes' alice sessions got, and any retries.
+        while confirmation_within(t, Duration::from_millis(300))
+            .await
+            .is_some()
+        {}
+    }
+    for t in &mut traders {
+        while confirmation_within(t, Duration::from_millis(100))
+            .await
+            .is_some()
+        {}
+    }
+    // A limit order far below the market rests (and expires 20 s after it was placed).
+    let resting = &mut traders[survivor];
+    resting
+        .trade(r#"{"symbol":"MSFT","quantity":1,"orderType":"BUY","limitPrice":0.01}"#)
+        .await;
+    let pending = confirmation_within(resting, Duration::from_secs(5))
+        .await
+        .expect("PENDING");
+    assert_eq!(pending["status"], "PENDING", "{pending}");
+    let placed = Instant::now();
+    // A fresh reader, so the quote before the kill is the latest one.
+    drop(reader);
+    let mut reader = connected(&cluster.nodes[survivor], "bob").await;
+    reader.subscribe("q", "/topic/stock-quotes").await;
+    let before = quotes_within(&mut reader, Duration::from_secs(5))
+        .await
+        .expect("a quote before the kill");
+    // The market's node dies.
+    cluster.nodes[holder].kill_9();
+    let killed = Instant::now();
+    let after = loop {
+        let q = quotes_within(&mut reader, Duration::from_secs(12)).await;
+        let q = q.expect("no quote within 12 s of the kill");
+        if killed.elapsed() > Duration::from_millis(600) {
+            break q;
+        }
+    };
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "quotes resumed after {took:?}"
+    );
+    // From the last prices, not the seed: volumes go on growing, prices move a tick or two.
+    for (symbol, (price, volume)) in &before {
+        let (p, v) = after[symbol];
+        assert!(v > *volume, "{symbol}: volume {volume} then {v}");
+        assert!(
+            (p - price).abs() / price < 0.1,
+            "{symbol}: {price} then {p}"
+        );
+    }
+    // The resting order survived: it expires on time, told by the new market.
+    let wait = Duration::from_secs(20).saturating_sub(placed.elapsed()) + Duration::from_secs(8);
+    let expired = tokio::time::timeout(wait, async {
+        loop {
+            let f = resting
+                .next_frame_untimed()
+                .await
+                .expect("alice's session closed");
+            let c: serde_json::Value = serde_json::from_slice(&f.body).unwrap();
+            if c["tradeId"] == pending["tradeId"] {
+                return c;
+            }
+        }
+    })
+    .await
+    .expect("the resting order's expiry");
+    assert_eq!(expired["status"], "EXPIRED", "{expired}");
 }

@@ -14,6 +14,7 @@
 
 pub mod consumer;
 pub mod http;
+pub mod market;
 pub mod routes;
 pub mod trading;
 
@@ -117,6 +118,32 @@ impl AppContext {
 
 /// Makes a handler once the broker's engine exists.
 pub type AppMaker = Box<dyn FnOnce(&AppContext) -> Arc<dyn AppHandler> + Send>;
+
+/// Starts a service of the broker's own that has no destination (its work
+/// comes through a queue route), once the engine exists.
+pub type ServiceMaker = Box<dyn FnOnce(&AppContext) + Send>;
+
+/// What a broker starts beside its engine: handlers by destination, and
+/// services.
+#[derive(Default)]
+pub struct AppSpecs {
+    /// Handlers, by `/app/...` destination or pattern.
+    pub handlers: Vec<(String, AppMaker)>,
+    /// Services.
+    pub services: Vec<ServiceMaker>,
+}
+
+impl std::fmt::Debug for AppSpecs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppSpecs")
+            .field(
+                "handlers",
+                &self.handlers.iter().map(|(d, _)| d).collect::<Vec<_>>(),
+            )
+            .field("services", &self.services.len())
+            .finish()
+    }
+}
 
 /// Handlers by destination: exact destinations first, then patterns in the
 /// order they were registered.

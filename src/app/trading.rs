@@ -251,7 +251,7 @@ struct Stock {
 }
 
 /// The market task: owns the prices, its random source and the pending orders.
-struct Market {
+pub(super) struct Market {
     stocks: Vec<Stock>,
     rng: StdRng,
     pending: Vec<RestingOrder>,
@@ -297,28 +297,152 @@ pub fn start(
         boot,
         next_id: AtomicU64::new(1),
     });
-    let rng = match config.quotes.seed {
-        Some(seed) => StdRng::seed_from_u64(seed),
-        None => StdRng::seed_from_u64(rand::rng().random()),
-    };
-    let market = Market {
-        stocks: config
-            .quotes
-            .symbols
-            .iter()
-            .map(|s| Stock {
-                config: s.clone(),
-                price: s.price,
-                volume: 0,
-            })
-            .collect(),
-        rng,
-        pending: Vec::new(),
-        engine,
-        trading: config.trading.clone(),
-    };
+    let market = Market::new(config, engine);
     let interval = Duration::from_millis(config.quotes.interval_ms);
     (app, market.run(rx, interval, shutdown))
+}
+
+impl Market {
+    /// The market at its seed prices.
+    pub(super) fn new(config: &Config, engine: Arc<dyn Engine>) -> Market {
+        let rng = match config.quotes.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::seed_from_u64(rand::rng().random()),
+        };
+        Market {
+            stocks: config
+                .quotes
+                .symbols
+                .iter()
+                .map(|s| Stock {
+                    config: s.clone(),
+                    price: s.price,
+                    volume: 0,
+                })
+                .collect(),
+            rng,
+            pending: Vec::new(),
+            engine,
+            trading: config.trading.clone(),
+        }
+    }
+
+    /// The engine it publishes through.
+    pub(super) fn engine(&self) -> Arc<dyn Engine> {
+        self.engine.clone()
+    }
+
+    /// When the next resting order expires, if any.
+    pub(super) fn next_expiry(&self) -> Option<Instant> {
+        self.pending.iter().map(|p| p.expires).min()
+    }
+
+    /// Places the order `login` sent (`body`, checked against `symbols` and
+    /// `max_quantity`), or tells `login` why not.
+    pub(super) fn take(
+        &mut self,
+        id: String,
+        login: &str,
+        body: &[u8],
+        symbols: &HashSet<String>,
+        max_quantity: u64,
+    ) {
+        match parse_order(body, symbols, max_quantity) {
+            Ok(request) => self.place(Order {
+                id,
+                login: login.to_owned(),
+                request,
+            }),
+            Err(r) => send_refusal(&*self.engine, login, &r),
+        }
+    }
+
+    /// What the next holder of the market needs: prices, volumes, resting
+    /// orders (with their expiry as wall-clock time).
+    pub(super) fn snapshot(&self) -> Bytes {
+        let now = Instant::now();
+        let wall = unix_ms();
+        let pending: Vec<Value> = self
+            .pending
+            .iter()
+            .map(|p| {
+                let r = &p.order.request;
+                let left = p.expires.saturating_duration_since(now).as_millis() as u64;
+                json!({
+                    "id": p.order.id,
+                    "login": p.order.login,
+                    "symbol": r.symbol,
+                    "quantity": r.quantity,
+                    "side": r.side.as_str(),
+                    "limit": r.limit,
+                    "expiresAt": wall + left,
+                })
+            })
+            .collect();
+        let stocks: Vec<Value> = self
+            .stocks
+            .iter()
+            .map(|s| json!({"symbol": s.config.symbol, "price": s.price, "volume": s.volume}))
+            .collect();
+        Bytes::from(json!({"stocks": stocks, "pending": pending}).to_string())
+    }
+
+    /// Takes up where a [`Market::snapshot`] left off: its prices and volumes
+    /// for the symbols still configured, and its resting orders.
+    pub(super) fn restore(&mut self, saved: &[u8]) {
+        let Ok(saved) = serde_json::from_slice::<Value>(saved) else {
+            tracing::warn!("the saved market is not JSON: starting from the seed prices");
+            return;
+        };
+        for s in saved["stocks"].as_array().into_iter().flatten() {
+            let (Some(symbol), Some(price)) = (s["symbol"].as_str(), s["price"].as_f64()) else {
+                continue;
+            };
+            if let Some(stock) = self.stocks.iter_mut().find(|x| x.config.symbol == symbol) {
+                stock.price = price;
+                stock.volume = s["volume"].as_u64().unwrap_or(stock.volume);
+            }
+        }
+        let now = Instant::now();
+        let wall = unix_ms();
+        for p in saved["pending"].as_array().into_iter().flatten() {
+            let side = match p["side"].as_str() {
+                Some("BUY") => Side::Buy,
+                Some("SELL") => Side::Sell,
+                _ => continue,
+            };
+            let (Some(id), Some(login), Some(symbol), Some(quantity)) = (
+                p["id"].as_str(),
+                p["login"].as_str(),
+                p["symbol"].as_str(),
+                p["quantity"].as_u64(),
+            ) else {
+                continue;
+            };
+            let left = p["expiresAt"].as_u64().unwrap_or(0).saturating_sub(wall);
+            self.pending.push(RestingOrder {
+                order: Order {
+                    id: id.to_owned(),
+                    login: login.to_owned(),
+                    request: OrderRequest {
+                        symbol: symbol.to_owned(),
+                        quantity,
+                        side,
+                        limit: p["limit"].as_f64(),
+                    },
+                },
+                expires: now + Duration::from_millis(left),
+            });
+        }
+    }
+}
+
+/// Now as milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Market {
@@ -345,7 +469,7 @@ impl Market {
     }
 
     /// Moves every price, publishes the quotes, then fills what the prices cross.
-    fn tick(&mut self) {
+    pub(super) fn tick(&mut self) {
         let now = timestamp();
         let mut all = Vec::with_capacity(self.stocks.len());
         for stock in &mut self.stocks {
@@ -464,7 +588,7 @@ impl Market {
         );
     }
 
-    fn expire(&mut self, now: Instant) {
+    pub(super) fn expire(&mut self, now: Instant) {
         let (expired, live): (Vec<RestingOrder>, Vec<RestingOrder>) =
             std::mem::take(&mut self.pending)
                 .into_iter()

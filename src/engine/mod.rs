@@ -19,6 +19,8 @@
 //! | [`Engine::queue`] | a handle to queue `NAME`'s actor, created on first use | commands from one caller apply in order; a caller waits while the actor's channel is full (`queue::QUEUE_COMMANDS`); a SEND's answer means the queue holds the message (durably for a durable one); each message goes to one consumer; unacked messages go back when their consumer goes |
 //! | [`Engine::ready`] | whether the engine can take work (store, cluster link) | drives `/readyz` |
 //! | [`Engine::close`] | at shutdown, after every session and queue task ended | what was accepted is persisted |
+//! | [`Engine::lease`] | holds a named lease while it can | at most one node of a cluster holds it at a time (a JetStream KV key, renewed; the holder counts itself one only 2.5 s past its last renewal, the key lives 4 s); a dead holder's lease is taken by another within 10 s; on one node always held |
+//! | [`Engine::load_state`], [`Engine::save_state`] | a value under a key, cluster-wide (JetStream KV) | what the last holder saved is what the next loads; on one node nothing is kept |
 //! | [`Engine::topic_subscribers`], [`Engine::queue_count`], [`Engine::stats`] | counts, for tests and `GET /api/stats` | a snapshot, not a consistent cut |
 //!
 //! Calls never block on I/O and never hold a lock a caller could wait on across
@@ -232,4 +234,39 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// Persists what must outlast the process; called once at shutdown, after
     /// every session and queue task has ended.
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// Holds the lease on `name` for this node until `stop`, saying on `held`
+    /// whether it holds it now: the one node of a cluster that runs something
+    /// there must be one of (the trading market). On one node it is always
+    /// held. The future is the holder's task, for the caller to run.
+    fn lease(
+        &self,
+        name: &str,
+        held: tokio::sync::watch::Sender<bool>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let _ = name;
+        Box::pin(async move {
+            held.send_replace(true);
+            stop.cancelled().await;
+        })
+    }
+
+    /// The state saved under `key` by [`Engine::save_state`] on any node of the
+    /// cluster; `None` when there is none (or on one node, which keeps none).
+    fn load_state(&self, key: &str) -> Pin<Box<dyn Future<Output = Option<Bytes>> + Send + '_>> {
+        let _ = key;
+        Box::pin(async { None })
+    }
+
+    /// Saves `value` under `key` for whichever node holds the lease next;
+    /// whether it was stored (on one node, nothing is, and nothing needs to be).
+    fn save_state(
+        &self,
+        key: &str,
+        value: Bytes,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        let _ = (key, value);
+        Box::pin(async { true })
+    }
 }

@@ -153,7 +153,7 @@ fn broker_with(
     );
     let config = Config::from_toml(&toml).expect("test config");
     (
-        Broker::start_with(config, engine, Vec::new()).expect("broker"),
+        Broker::start_with(config, engine, Default::default()).expect("broker"),
         dir,
     )
 }

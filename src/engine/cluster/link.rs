@@ -220,6 +220,11 @@ impl Link {
         }
     }
 
+    /// The node's NATS connection, once there is one.
+    pub(super) fn client(&self) -> Option<async_nats::Client> {
+        self.client.get().cloned()
+    }
+
     /// A JetStream context over the node's connection, once there is one.
     pub(super) fn jetstream(&self) -> Option<async_nats::jetstream::Context> {
         self.client

@@ -23,6 +23,7 @@ pub mod lease;
 mod link;
 mod queue;
 mod retained;
+mod state;
 mod subject;
 mod wire;
 
@@ -764,6 +765,52 @@ impl Engine for ClusterEngine {
             self.queues.close().await;
             self.link.close().await;
             self.local.close().await;
+        })
+    }
+
+    fn lease(
+        &self,
+        name: &str,
+        held: tokio::sync::watch::Sender<bool>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let (link, name, node) = (self.link.clone(), name.to_owned(), self.node.clone());
+        Box::pin(async move {
+            // The connection is made in the background: wait for it.
+            let client = loop {
+                if let Some(client) = link.client() {
+                    break client;
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                }
+            };
+            lease::hold(client, name, node, held, stop).await;
+        })
+    }
+
+    fn load_state(&self, key: &str) -> Pin<Box<dyn Future<Output = Option<Bytes>> + Send + '_>> {
+        let key = key.to_owned();
+        Box::pin(async move {
+            let client = self.link.client()?;
+            let js = async_nats::jetstream::new(client.clone());
+            state::load(&js, retained::replicas(&client), &key).await
+        })
+    }
+
+    fn save_state(
+        &self,
+        key: &str,
+        value: Bytes,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        let key = key.to_owned();
+        Box::pin(async move {
+            let Some(client) = self.link.client() else {
+                return false;
+            };
+            let js = async_nats::jetstream::new(client.clone());
+            state::save(&js, retained::replicas(&client), &key, value).await
         })
     }
 }
