@@ -139,7 +139,7 @@ impl Builder {
             let c = &mut builder.config;
             c.app.routes.insert(0, crate::app::market::orders_route());
             let market = crate::app::market::cluster_market(c);
-            builder.apps.services.push(market);
+            builder = builder.service(market);
         } else if builder.config.trading.enabled {
             let trading = crate::app::trading::app(&builder.config);
             builder
@@ -163,6 +163,19 @@ impl Builder {
         self.apps
             .handlers
             .push((destination.into(), Box::new(make)));
+        self
+    }
+
+    /// Runs `make` (given the broker's [`AppContext`](crate::app::AppContext)
+    /// once it runs) to start a service of the embedder's own that has no
+    /// `/app` destination: a worker taking its work from a queue route
+    /// ([`AppContext::consume`](crate::app::AppContext::consume)), a
+    /// publisher on a timer. The cluster's trading market is one.
+    pub fn service<F>(mut self, make: F) -> Builder
+    where
+        F: FnOnce(&crate::app::AppContext) + Send + 'static,
+    {
+        self.apps.services.push(Box::new(make));
         self
     }
 

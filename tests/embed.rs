@@ -158,7 +158,7 @@ impl stompede::app::AppHandler for Echo {
 /// An in-process worker for the route `/app/orders.#` → `/queue/orders`:
 /// confirms each order to its sender; gives back an order saying "retry" the
 /// first time it sees it.
-fn order_worker(ctx: &stompede::app::AppContext) -> Arc<dyn stompede::app::AppHandler> {
+fn order_worker(ctx: &stompede::app::AppContext) {
     let engine = ctx.engine();
     let context = ctx.clone();
     let stop = ctx.shutdown();
@@ -186,7 +186,6 @@ fn order_worker(ctx: &stompede::app::AppContext) -> Arc<dyn stompede::app::AppHa
             orders.ack(&delivery).await.unwrap();
         }
     });
-    Arc::new(Echo(ctx.engine()))
 }
 
 /// SENDs an order, without a receipt (the confirmation may come before one).
@@ -204,10 +203,7 @@ async fn an_in_process_worker_consumes_a_queue_route_beside_stomp_consumers() {
     let (config, _store) = test_config(
         "[trading]\nenabled = false\n[[app.routes]]\nmatch = \"/app/orders.#\"\nqueue = \"orders\"",
     );
-    let b = Builder::new(config)
-        .app("/app/status", order_worker)
-        .start()
-        .unwrap();
+    let b = Builder::new(config).service(order_worker).start().unwrap();
     let mut alice = Client::tcp_at(b.stomp_addr.unwrap()).await;
     alice.connect_as("alice", "alice-pw").await;
     alice.subscribe("c", "/user/queue/confirmations").await;
