@@ -176,7 +176,8 @@ impl Broker {
             metrics.clone(),
         ));
         // Checked when the configuration loaded, so an error cannot happen here.
-        let access = Arc::new(crate::auth::acl::Access::new(&config.auth.acl).unwrap_or_default());
+        let rules = crate::config::access_rules(&config.auth.acl, &config.app.routes);
+        let access = Arc::new(crate::auth::acl::Access::new(&rules).unwrap_or_default());
         let open_files = rlimit::getrlimit(rlimit::Resource::NOFILE)
             .ok()
             .map(|(soft, _)| soft);
@@ -428,7 +429,9 @@ impl Broker {
     pub fn apply(&self, new: &Config) -> Reloaded {
         let removed = self.auth.set_users(&new.auth.users, new.auth.anonymous);
         // Checked when the configuration loaded.
-        let access = crate::auth::acl::Access::new(&new.auth.acl).unwrap_or_default();
+        // The routes in force are the running ones (they change on restart).
+        let rules = crate::config::access_rules(&new.auth.acl, &self.config.app.routes);
+        let access = crate::auth::acl::Access::new(&rules).unwrap_or_default();
         *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(access);
         // Every session checks itself against the new users and rules.
         self.revoked.send_replace(Arc::new(removed.clone()));

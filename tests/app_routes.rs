@@ -547,3 +547,32 @@ async fn an_http_route_failing_inside_a_transaction_is_told_and_the_session_goes
     // Still connected.
     alice.subscribe("t", "/topic/after").await;
 }
+
+/// What senders give a route is for its backends: a trader cannot read the
+/// route's queue (by default traders may read queues), so it cannot take other
+/// users' requests from the backend.
+#[tokio::test]
+async fn a_route_s_queue_is_for_backends_only() {
+    let b = broker(ROUTES);
+    // Positive control: the backend (a service) subscribes and gets a request.
+    let mut service = backend(&b, "/queue/chat").await;
+    let mut alice = as_user(&b, "alice").await;
+    alice.publish("/app/chat.x", "for the backend").await;
+    assert_eq!(
+        &service.expect(Command::Message).await.body[..],
+        b"for the backend"
+    );
+    // bob tries to read the requests himself.
+    let mut bob = as_user(&b, "bob").await;
+    bob.send(
+        Frame::new(Command::Subscribe)
+            .header("id", "steal")
+            .header("destination", "/queue/chat"),
+    )
+    .await;
+    bob.expect_error("not allowed to SUBSCRIBE to /queue/chat")
+        .await;
+    // Other queues keep the built-in rules.
+    let mut carol = as_user(&b, "alice").await;
+    carol.subscribe("q", "/queue/elsewhere").await;
+}

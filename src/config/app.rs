@@ -45,6 +45,25 @@ fn default_timeout_ms() -> u64 {
     5000
 }
 
+/// The access rules in force: `acl` (the file's `[[auth.acl]]`, first), then
+/// for each queue route, its queue readable and writable by services and
+/// admins only: what senders give a route is for its backends, not for
+/// another trader subscribing to the queue.
+pub fn access_rules(
+    acl: &[crate::auth::acl::AclRule],
+    routes: &[AppRouteConfig],
+) -> Vec<crate::auth::acl::AclRule> {
+    let backends = vec!["service".to_owned(), "admin".to_owned()];
+    let routed = routes.iter().filter_map(|r| {
+        Some(crate::auth::acl::AclRule {
+            pattern: format!("/queue/{}", r.queue.as_ref()?),
+            send: backends.clone(),
+            subscribe: backends.clone(),
+        })
+    });
+    acl.iter().cloned().chain(routed).collect()
+}
+
 /// The most routes a configuration may have (each is tried in order).
 pub const MAX_ROUTES: usize = 256;
 

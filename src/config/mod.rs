@@ -73,7 +73,7 @@ mod topics;
 mod trading;
 mod validate;
 
-pub use app::{AppConfig, AppRouteConfig};
+pub use app::{AppConfig, AppRouteConfig, access_rules};
 pub use auth::AuthConfig;
 pub use cluster::ClusterConfig;
 pub use limits::{HeartbeatConfig, LimitsConfig};

@@ -154,7 +154,8 @@ impl Config {
                 reason: e.to_string(),
             }
         })?;
-        crate::auth::acl::Access::new(&self.auth.acl).map_err(|reason| ConfigError::BadValue {
+        let rules = super::access_rules(&self.auth.acl, &self.app.routes);
+        crate::auth::acl::Access::new(&rules).map_err(|reason| ConfigError::BadValue {
             key: "auth.acl",
             reason,
         })?;
