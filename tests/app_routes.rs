@@ -29,6 +29,19 @@ async fn route_metric(b: &TestBroker, what: &str) -> f64 {
     metric(&text, &series).unwrap_or_else(|| panic!("no {series}"))
 }
 
+/// BEGINs transaction `t1` and SENDs "in a transaction" to `destination` in it.
+async fn begin_with_send(c: &mut Client, destination: &str) {
+    c.send(Frame::new(Command::Begin).header("transaction", "t1"))
+        .await;
+    c.send(
+        Frame::new(Command::Send)
+            .header("destination", destination)
+            .header("transaction", "t1")
+            .body("in a transaction"),
+    )
+    .await;
+}
+
 /// SENDs `body` to `destination` (with `receipt`, if given).
 async fn send_app(c: &mut Client, destination: &str, receipt: Option<&str>, body: &str) {
     let mut frame = Frame::new(Command::Send).header("destination", destination);
@@ -178,17 +191,7 @@ async fn a_routed_send_in_a_transaction_arrives_at_commit_only() {
     let b = broker(ROUTES);
     let mut service = backend(&b, "/queue/chat").await;
     let mut alice = as_user(&b, "alice").await;
-    alice
-        .send(Frame::new(Command::Begin).header("transaction", "t1"))
-        .await;
-    alice
-        .send(
-            Frame::new(Command::Send)
-                .header("destination", "/app/chat.tx")
-                .header("transaction", "t1")
-                .body("in a transaction"),
-        )
-        .await;
+    begin_with_send(&mut alice, "/app/chat.tx").await;
     // Positive control first, outside the transaction.
     alice.publish("/app/chat.now", "now").await;
     assert_eq!(&service.expect(Command::Message).await.body[..], b"now");
@@ -515,17 +518,7 @@ async fn an_http_route_failing_inside_a_transaction_is_told_and_the_session_goes
     let b = broker(&http_route(&backend.url, ""));
     let mut alice = as_user(&b, "alice").await;
     alice.subscribe("e", "/user/queue/errors").await;
-    alice
-        .send(Frame::new(Command::Begin).header("transaction", "t1"))
-        .await;
-    alice
-        .send(
-            Frame::new(Command::Send)
-                .header("destination", "/app/chat.room1")
-                .header("transaction", "t1")
-                .body("in a transaction"),
-        )
-        .await;
+    begin_with_send(&mut alice, "/app/chat.room1").await;
     alice
         .send(
             Frame::new(Command::Commit)
