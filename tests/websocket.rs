@@ -158,3 +158,57 @@ async fn plain_http_on_ws_path_is_a_bad_request() {
     assert_eq!(status, 400);
     assert!(body.contains("WebSocket upgrade"));
 }
+
+/// `server.ws_paths`: the paths a Spring page connects to (`/stock-trading`)
+/// serve STOMP over WebSocket, with the same origin check; a path not listed
+/// does not.
+#[tokio::test]
+async fn the_websocket_paths_are_configurable() {
+    let b = common::broker(
+        "[server]\nws_paths = [\"/stock-trading\", \"/gs-guide-websocket\"]\nallowed_origins = [\"https://shop.example\"]",
+    );
+    for path in ["/stock-trading", "/gs-guide-websocket"] {
+        let mut c = common::Client::ws_at(
+            b.http_addr,
+            path,
+            Some("v12.stomp"),
+            Some("https://shop.example"),
+        )
+        .await
+        .unwrap();
+        c.connect_anonymously().await;
+        let refused = common::Client::ws_at(
+            b.http_addr,
+            path,
+            Some("v12.stomp"),
+            Some("https://evil.example"),
+        )
+        .await;
+        assert_eq!(refused.err(), Some(403), "{path}");
+    }
+    assert_eq!(
+        common::Client::ws_at(b.http_addr, "/ws", Some("v12.stomp"), None)
+            .await
+            .err(),
+        Some(404)
+    );
+}
+
+#[test]
+fn a_websocket_path_must_be_a_path_of_its_own() {
+    for bad in [
+        "[]",
+        "[\"ws\"]",
+        "[\"/\"]",
+        "[\"/metrics\"]",
+        "[\"/api/x\"]",
+        "[\"/a/../b\"]",
+        "[\"/ws\", \"/ws\"]",
+        "[\"/ws?x=1\"]",
+    ] {
+        let e = stompede::config::Config::from_toml(&format!("[server]\nws_paths = {bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.ws_paths"), "{bad}: {e}");
+    }
+}

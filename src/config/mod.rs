@@ -88,6 +88,7 @@ pub use trading::{QuotesConfig, SymbolConfig, TradingConfig};
 const LIST_KEYS: &[&str] = &[
     "server.allowed_origins",
     "server.trusted_proxies",
+    "server.ws_paths",
     "queues.durable",
     "topics.retain",
     "topics.history",

@@ -16,6 +16,9 @@ pub struct ServerConfig {
     pub stomp_addr: String,
     /// Exact origins allowed to open `/ws`; empty allows any.
     pub allowed_origins: Vec<String>,
+    /// The paths that serve STOMP over WebSocket (`/ws`, or Spring's
+    /// `/stock-trading`, `/gs-guide-websocket`).
+    pub ws_paths: Vec<String>,
     /// Addresses or CIDRs of proxies whose word on the client's address is taken
     /// (PROXY protocol header, `Forwarded`, `X-Forwarded-For`). Empty: none.
     pub trusted_proxies: Vec<String>,
@@ -40,6 +43,7 @@ impl Default for ServerConfig {
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             stomp_addr: "0.0.0.0:61613".to_owned(),
             allowed_origins: Vec::new(),
+            ws_paths: vec!["/ws".to_owned()],
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
             ops_addr: String::new(),
@@ -58,6 +62,49 @@ impl ServerConfig {
     /// The operators' listener address, or `None` when off.
     pub fn ops_socket_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         optional_addr(&self.ops_addr, "server.ops_addr")
+    }
+
+    /// Refuses a `ws_paths` entry that is not a plain path of its own, or that
+    /// another route of the HTTP listener takes.
+    pub fn check_ws_paths(&self) -> Result<(), ConfigError> {
+        let bad = |reason: String| ConfigError::BadValue {
+            key: "server.ws_paths",
+            reason,
+        };
+        if self.ws_paths.is_empty() {
+            return Err(bad("must name at least one path".to_owned()));
+        }
+        let taken = [
+            "/",
+            "/index.html",
+            "/metrics",
+            "/healthz",
+            "/readyz",
+            "/app.js",
+            "/style.css",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.ws_paths {
+            let plain = p.starts_with('/')
+                && p.len() > 1
+                && p.len() <= 256
+                && !p.ends_with('/')
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+                && !p.split('/').any(|seg| seg == "." || seg == "..");
+            if !plain {
+                return Err(bad(format!(
+                    "{p:?} is not a path like /ws or /stock-trading"
+                )));
+            }
+            if taken.contains(&p.as_str()) || p.starts_with("/api/") || p.starts_with("/vendor/") {
+                return Err(bad(format!("{p:?} is another route of the HTTP listener")));
+            }
+            if !seen.insert(p.as_str()) {
+                return Err(bad(format!("{p:?} appears twice")));
+            }
+        }
+        Ok(())
     }
 
     /// The trusted proxies, parsed.

@@ -8,6 +8,7 @@ impl Config {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         self.server.stomp_socket_addr()?;
         self.server.trusted()?;
+        self.server.check_ws_paths()?;
         // Port 0 (an ephemeral port, as tests use) cannot clash.
         if let Some(ops) = self.server.ops_socket_addr()?.filter(|a| a.port() != 0) {
             let public = [

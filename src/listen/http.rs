@@ -322,7 +322,9 @@ fn route(req: Request<Incoming>, conn: Conn, peer: SocketAddr) -> Response<Body>
     let public = matches!(conn.surface, Surface::Public { .. });
     let admin = conn.surface.admin();
     match req.uri().path() {
-        "/ws" if public => upgrade(req, conn, peer),
+        path if public && conn.broker.config.server.ws_paths.iter().any(|p| p == path) => {
+            upgrade(req, conn, peer)
+        }
         "/api/publish" if admin => text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n"),
         "/metrics" if admin => {
             conn.metrics.run_upkeep();

@@ -292,7 +292,17 @@ impl Client {
         protocols: Option<&str>,
         origin: Option<&str>,
     ) -> Result<Client, u16> {
-        let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+        Client::ws_at(addr, "/ws", protocols, origin).await
+    }
+
+    /// [`Client::ws_with`] at `path`.
+    pub async fn ws_at(
+        addr: SocketAddr,
+        path: &str,
+        protocols: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<Client, u16> {
+        let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
         if let Some(p) = protocols {
             req.headers_mut()
                 .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
