@@ -46,11 +46,18 @@ pub struct Admission {
     /// Plain HTTP connections by address; an entry per address holding one.
     http_per_address: DashMap<IpAddr, usize>,
     probes_open: AtomicUsize,
+    /// Places for PROXY headers being read ([`MAX_HEADER_READS`]).
+    header_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// Connections served only for `/healthz` and `/readyz` beyond the limits, at
 /// once: each reads one request head within [`PROBE_WAIT`] and is closed.
 pub const MAX_PROBES: usize = 64;
+
+/// PROXY protocol headers read from trusted proxies at once (each within
+/// `limits.connect_timeout_ms`, before the client it names is admitted); past
+/// this a new connection is closed. Trusted or not, a proxy cannot hold more.
+pub const MAX_HEADER_READS: usize = 1024;
 
 /// How long a probe connection has to send its request.
 pub const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -102,6 +109,7 @@ impl Admission {
             max_http,
             http_per_address: DashMap::new(),
             probes_open: AtomicUsize::new(0),
+            header_reads: Arc::new(tokio::sync::Semaphore::new(MAX_HEADER_READS)),
         })
     }
 
@@ -120,6 +128,12 @@ impl Admission {
             .map(|_| ProbeSlot {
                 admission: self.clone(),
             })
+    }
+
+    /// A place for reading one PROXY header, or `None` when
+    /// [`MAX_HEADER_READS`] are being read.
+    pub fn open_header_read(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.header_reads.clone().try_acquire_owned().ok()
     }
 
     /// A place for a new socket from `ip`, or `None` at the per-address limit.
@@ -385,6 +399,13 @@ mod tests {
         assert!(a.open_probe().is_none());
         drop(probes);
         assert!(a.open_probe().is_some());
+        // PROXY headers being read at once.
+        let reads: Vec<_> = (0..MAX_HEADER_READS)
+            .map(|_| a.open_header_read().unwrap())
+            .collect();
+        assert!(a.open_header_read().is_none());
+        drop(reads);
+        assert!(a.open_header_read().is_some());
     }
 
     #[test]

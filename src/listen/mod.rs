@@ -83,6 +83,10 @@ async fn admit(
     let from_proxy = trusted.contains(peer.ip());
     let mut client = peer;
     if proxy_protocol && from_proxy {
+        let _reading = broker
+            .admission
+            .open_header_read()
+            .ok_or(Refusal::ProxyHeader(ProxyHeaderError::Busy))?;
         let named = proxy_header::read_from_trusted(stream, within)
             .await
             .map_err(Refusal::ProxyHeader)?;

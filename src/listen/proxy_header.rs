@@ -52,6 +52,9 @@ pub enum ProxyHeaderError {
     /// The peer sent nothing whole in time, or closed.
     #[error("no complete PROXY protocol header in time")]
     Incomplete,
+    /// As many headers are being read as may be at once.
+    #[error("too many PROXY protocol headers being read at once")]
+    Busy,
 }
 
 /// Classifies the first bytes of a connection: a complete header, not a header,

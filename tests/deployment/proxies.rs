@@ -224,3 +224,23 @@ async fn trusted_proxies_change_on_reload() {
     .await;
     assert_eq!(four.err(), Some(503));
 }
+
+/// A trusted proxy's connection that never finishes its PROXY header holds
+/// nothing past `limits.connect_timeout_ms`: it is closed, and the proxy's
+/// next connection is served.
+#[tokio::test]
+async fn a_proxy_header_that_never_ends_is_cut_off_in_time() {
+    let b = broker(
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\nproxy_protocol = true\n[limits]\nconnect_timeout_ms = 300",
+    );
+    let stomp = b.stomp_addr.unwrap();
+    let mut stuck = tcp_with_prefix(stomp, "127.0.0.1", b"PROXY TCP4 203.0.113.1").await;
+    let began = std::time::Instant::now();
+    // Told and closed once the timeout passes.
+    stuck
+        .expect_error("no complete PROXY protocol header in time")
+        .await;
+    assert!(began.elapsed() < std::time::Duration::from_secs(3));
+    let mut next = tcp_with_prefix(stomp, "127.0.0.1", &proxy_v1("203.0.113.1", 1)).await;
+    next.connect_anonymously().await;
+}
