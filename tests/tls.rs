@@ -19,6 +19,11 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// A broker with TLS on a fresh self-signed certificate for 127.0.0.1, and a
 /// client configuration that trusts exactly that certificate.
 fn tls_broker() -> (common::TestBroker, TlsConnector, tempfile::TempDir) {
+    tls_broker_with("")
+}
+
+/// [`tls_broker`] with `extra` configuration.
+fn tls_broker_with(extra: &str) -> (common::TestBroker, TlsConnector, tempfile::TempDir) {
     let cert =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -26,7 +31,7 @@ fn tls_broker() -> (common::TestBroker, TlsConnector, tempfile::TempDir) {
     std::fs::write(&cert_file, cert.cert.pem()).unwrap();
     std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
     let b = broker(&format!(
-        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nhttps_addr = \"127.0.0.1:0\"\nstomp_addr = \"127.0.0.1:0\"\n",
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nhttps_addr = \"127.0.0.1:0\"\nstomp_addr = \"127.0.0.1:0\"\n{extra}",
         cert_file.display().to_string(),
         key_file.display().to_string()
     ));
@@ -161,4 +166,40 @@ fn unusable_certificates_stop_start_up_naming_the_key() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("tls") && e.contains("cert_file"), "{e}");
+}
+
+/// STOMP over TLS behind a trusted proxy: the PROXY header comes before the
+/// TLS handshake, and the client it names is the one counted.
+#[tokio::test]
+async fn a_proxy_header_before_tls_names_the_client() {
+    let (b, connector, _dir) = tls_broker_with(
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\nproxy_protocol = true\n[limits]\nmax_connections_per_ip = 1",
+    );
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let stomps = b.stomps_addr.unwrap();
+    let open = |client: &'static str| {
+        let (connector, name) = (connector.clone(), name.clone());
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(stomps).await.unwrap();
+            tcp.write_all(&common::proxy_v2(client, 4000))
+                .await
+                .unwrap();
+            connector.connect(name, tcp).await
+        }
+    };
+    let mut held = Vec::new();
+    for client in ["203.0.113.1", "203.0.113.2"] {
+        let mut tls = open(client).await.expect("a TLS session");
+        tls.write_all(&frame_bytes(
+            &Frame::new(Command::Connect).header("accept-version", "1.2"),
+        ))
+        .await
+        .unwrap();
+        let (mut decoder, mut buf) = (Decoder::new(Limits::default()), BytesMut::new());
+        let f = next_frame(&mut tls, &mut decoder, &mut buf).await;
+        assert_eq!(f.command, Command::Connected, "{f:?}");
+        held.push(tls);
+    }
+    // The first client's address holds its one place: over TLS the socket just closes.
+    assert!(open("203.0.113.1").await.is_err());
 }
